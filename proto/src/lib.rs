@@ -1,0 +1,11 @@
+//! The trireme.v1 gRPC API: generated message types, clients and servers.
+//!
+//! These types exist only at the edge: the server converts them into its own
+//! domain types before anything is ordered or stored.
+
+#![allow(clippy::all, missing_docs)]
+
+/// trireme.v1, as generated from `proto/trireme/v1/trireme.proto`.
+pub mod v1 {
+    tonic::include_proto!("trireme.v1");
+}

@@ -1,0 +1,67 @@
+//! The server library's one error type. Variants say what the caller should do;
+//! `api` maps them to gRPC statuses in exactly one place.
+
+use crate::txn::{Key, Seqno};
+
+/// A failed operation. Certification outcomes are not errors (see
+/// [`crate::certify::Verdict`]); an aborted commit becomes [`Error::Aborted`]
+/// only at the edge, where the client must be told.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or over a limit; retrying it unchanged will fail again.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Certification aborted the transaction; retry it from a new snapshot.
+    #[error("aborted: {reason}")]
+    Aborted {
+        /// Human-readable reason (names the key and seqno where there is one).
+        reason: String,
+        /// The conflicting key, when there is one.
+        key: Option<Key>,
+        /// The seqno of the conflicting write, when there is one.
+        seqno: Option<Seqno>,
+        /// True for a failed compare (the condition, not a race, decided).
+        compare_failed: bool,
+    },
+    /// The node cannot serve this now (no quorum, no leader, shutting down); try
+    /// again or another node.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The request may or may not have taken effect (for example the leader
+    /// changed after it was sent); read before retrying a non-idempotent write.
+    #[error("outcome unknown: {0}")]
+    Indeterminate(String),
+    /// A read asked for history that is no longer kept.
+    #[error("snapshot too old: {0}")]
+    SnapshotTooOld(String),
+    /// Stored data failed to decode or a checksum failed: the node must not serve it.
+    #[error("invalid data: {0}")]
+    InvalidData(String),
+    /// The storage engine failed (I/O).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Something that should be impossible happened inside the node.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<bincode::Error> for Error {
+    fn from(e: bincode::Error) -> Self {
+        Error::InvalidData(e.to_string())
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,53 @@
+//! The group channel's types: what travels through the Raft log.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::certify::Verdict;
+use crate::txn::{Seqno, TxnId, WriteSet};
+
+openraft::declare_raft_types!(
+    /// Trireme's openraft configuration: log entries carry [`Request`]s.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// The openraft handle for this configuration.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A Raft log entry.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A Raft log id (term, leader, index).
+pub type LogId = openraft::LogId<u64>;
+/// A stored membership (log id + membership config).
+pub type StoredMembership = openraft::StoredMembership<u64, openraft::BasicNode>;
+/// openraft's storage error for this configuration.
+pub type StorageError = openraft::StorageError<u64>;
+
+/// The application payload of one log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Write sets batched by the leader (group commit): certified and applied in
+    /// order, all at the entry's index as their seqno.
+    Batch(Vec<WriteSet>),
+}
+
+/// What applying one entry produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The entry's seqno (its log index).
+    pub seqno: Seqno,
+    /// One outcome per write set of a batch, in batch order.
+    pub outcomes: Vec<(TxnId, Outcome)>,
+}
+
+/// The result of one write set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Certified (commit or abort) at this seqno.
+    Certified(Seqno, Verdict),
+    /// Already applied at this seqno: this copy was ignored.
+    Duplicate(Seqno),
+}

@@ -1,0 +1,303 @@
+//! MVCC storage: every write is a version tagged with the seqno that wrote it.
+//!
+//! A read at snapshot `S` sees, for each key, the newest version with seqno
+//! `<= S`; a delete writes a tombstone version. Versions of one key sort newest
+//! first (see [`keycode`]), so a point read is one seek. Apply writes a whole
+//! log entry's versions, the applied log id and the write-set ids in one atomic
+//! engine batch, so a restart resumes exactly where the store left off.
+//!
+//! Garbage collection is local: each node removes versions no snapshot at or
+//! above the certification horizon can see. Certification never depends on
+//! whether GC has run (see `certify`), so verdicts stay identical everywhere.
+//!
+//! CAVEATS: the applied state is made durable lazily (the Raft log is the
+//! durable record; replay repairs a store that lost its tail in a crash), and
+//! explicitly with [`Mvcc::sync`] before the log is purged.
+
+mod engine;
+pub mod keycode;
+
+use std::sync::Arc;
+
+pub use engine::{BatchOp, Engine, MemoryEngine, SledEngine};
+
+use crate::error::{Error, Result};
+use crate::txn::{Key, KeyRange, Seqno, TxnId, Value};
+
+/// One pair of a scan result: key, version seqno, value (empty if keys only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned {
+    /// The user key.
+    pub key: Key,
+    /// Seqno of the version read.
+    pub version: Seqno,
+    /// Its value.
+    pub value: Value,
+}
+
+/// The MVCC layer over an [`Engine`].
+#[derive(Clone)]
+pub struct Mvcc {
+    engine: Arc<dyn Engine>,
+}
+
+impl Mvcc {
+    /// MVCC over this engine.
+    pub fn new(engine: Arc<dyn Engine>) -> Self {
+        Mvcc { engine }
+    }
+
+    /// The engine underneath.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.engine
+    }
+
+    /// The newest version of `key` at or below `at`: its seqno and value, or
+    /// `None` if the key is absent (or deleted) at `at`.
+    pub fn get(&self, key: &[u8], at: Seqno) -> Result<Option<(Seqno, Value)>> {
+        Ok(self.newest(key, at)?.and_then(|(s, v)| v.map(|v| (s, v))))
+    }
+
+    /// The newest version of `key` at or below `at`, tombstones included.
+    pub fn newest(&self, key: &[u8], at: Seqno) -> Result<Option<(Seqno, Option<Value>)>> {
+        let start = keycode::version_key(key, at);
+        let end = keycode::version_key(key, 0);
+        let mut found = None;
+        let mut bad = None;
+        // Inclusive end: the bound `version_key(key, 0)` is itself a valid version.
+        self.engine.scan(&start, None, &mut |k, v| {
+            if k > end.as_slice() {
+                return false;
+            }
+            match (keycode::decode_version_key(k), keycode::decode_value(v)) {
+                (Some((_, seqno)), Some(value)) => found = Some((seqno, value.map(<[u8]>::to_vec))),
+                _ => bad = Some(k.to_vec()),
+            }
+            false
+        })?;
+        if let Some(k) = bad {
+            return Err(Error::InvalidData(format!("undecodable MVCC entry {k:?}")));
+        }
+        Ok(found)
+    }
+
+    /// Seqno of the newest version of `key`, tombstones included.
+    pub fn last_write(&self, key: &[u8]) -> Result<Option<Seqno>> {
+        Ok(self.newest(key, Seqno::MAX)?.map(|(s, _)| s))
+    }
+
+    /// Visits, in key order, the newest version at or below `at` of each key in
+    /// `range` (tombstones included, as `None`), until `f` returns false.
+    pub fn visit(
+        &self,
+        range: &KeyRange,
+        at: Seqno,
+        f: &mut dyn FnMut(&[u8], Seqno, Option<&[u8]>) -> bool,
+    ) -> Result<()> {
+        let start = keycode::range_start(&range.start);
+        let end = match &range.end {
+            Some(e) => keycode::range_start(e),
+            None => keycode::data_end(),
+        };
+        // The key whose newest visible version was already handed to `f`.
+        let mut done: Option<Vec<u8>> = None;
+        let mut bad = None;
+        let mut stop = false;
+        self.engine.scan(&start, Some(&end), &mut |k, v| {
+            let Some((key, seqno)) = keycode::decode_version_key(k) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            if done.as_deref() == Some(key.as_slice()) || seqno > at {
+                return true;
+            }
+            let Some(value) = keycode::decode_value(v) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            if !f(&key, seqno, value) {
+                stop = true;
+                return false;
+            }
+            done = Some(key);
+            true
+        })?;
+        let _ = stop;
+        if let Some(k) = bad {
+            return Err(Error::InvalidData(format!("undecodable MVCC entry {k:?}")));
+        }
+        Ok(())
+    }
+
+    /// Live pairs in `range` at `at`, at most `limit`; the flag says whether more remain.
+    pub fn scan(&self, range: &KeyRange, at: Seqno, limit: usize, keys_only: bool) -> Result<(Vec<Versioned>, bool)> {
+        let mut out = Vec::new();
+        let mut more = false;
+        self.visit(range, at, &mut |key, version, value| {
+            let Some(value) = value else { return true };
+            if out.len() == limit {
+                more = true;
+                return false;
+            }
+            out.push(Versioned {
+                key: key.to_vec(),
+                version,
+                value: if keys_only { Vec::new() } else { value.to_vec() },
+            });
+            true
+        })?;
+        Ok((out, more))
+    }
+
+    /// The first key in `range` whose newest version (tombstones included) is newer than `after`.
+    pub fn first_write_in_range_after(&self, range: &KeyRange, after: Seqno) -> Result<Option<(Key, Seqno)>> {
+        let mut found = None;
+        self.visit(range, Seqno::MAX, &mut |key, seqno, _| {
+            if seqno > after {
+                found = Some((key.to_vec(), seqno));
+                return false;
+            }
+            true
+        })?;
+        Ok(found)
+    }
+
+    /// The engine writes that store `value` (or a tombstone) as `key`'s version at `seqno`.
+    pub fn version_op(key: &[u8], seqno: Seqno, value: Option<&[u8]>) -> BatchOp {
+        (keycode::version_key(key, seqno), Some(keycode::encode_value(value)))
+    }
+
+    /// The engine write that records write set `id` as applied at `seqno`.
+    pub fn txn_op(id: TxnId, seqno: Seqno) -> BatchOp {
+        (txn_key(id), Some(seqno.to_be_bytes().to_vec()))
+    }
+
+    /// The seqno at which write set `id` was applied, if it still is recorded.
+    pub fn txn_seqno(&self, id: TxnId) -> Result<Option<Seqno>> {
+        match self.engine.get(&txn_key(id))? {
+            None => Ok(None),
+            Some(raw) => {
+                let bytes: [u8; 8] = raw
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::InvalidData(format!("bad txn record for {id}")))?;
+                Ok(Some(u64::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    /// The engine write that stores metadata `name`.
+    pub fn meta_op(name: &str, value: Vec<u8>) -> BatchOp {
+        (meta_key(name), Some(value))
+    }
+
+    /// Reads metadata `name`.
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.engine.get(&meta_key(name))
+    }
+
+    /// Applies engine writes atomically.
+    pub fn apply(&self, ops: Vec<BatchOp>) -> Result<()> {
+        self.engine.apply(ops)
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn sync(&self) -> Result<()> {
+        self.engine.sync()
+    }
+
+    /// A digest of the live data at `at`: every key, value and version, in key
+    /// order. Identical on nodes that applied the same log (GC does not change it).
+    pub fn checksum(&self, at: Seqno) -> Result<(u64, u64)> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut keys = 0u64;
+        self.visit(&KeyRange { start: Vec::new(), end: None }, at, &mut |key, version, value| {
+            if let Some(value) = value {
+                keys += 1;
+                hasher.update(&(key.len() as u64).to_le_bytes());
+                hasher.update(key);
+                hasher.update(&version.to_le_bytes());
+                hasher.update(&(value.len() as u64).to_le_bytes());
+                hasher.update(value);
+            }
+            true
+        })?;
+        Ok((hasher.digest(), keys))
+    }
+
+    /// Removes versions that no snapshot at or above `horizon` can read, and
+    /// write-set ids recorded below it. Returns how many entries were removed.
+    pub fn gc(&self, horizon: Seqno) -> Result<u64> {
+        let mut ops: Vec<BatchOp> = Vec::new();
+        let mut removed = 0u64;
+        // The key whose newest version at or below the horizon has been seen.
+        let mut kept: Option<Vec<u8>> = None;
+        self.engine.scan(&[keycode::DATA], Some(&keycode::data_end()), &mut |k, v| {
+            let Some((key, seqno)) = keycode::decode_version_key(k) else {
+                return true;
+            };
+            if seqno > horizon {
+                return true;
+            }
+            if kept.as_deref() == Some(key.as_slice()) {
+                ops.push((k.to_vec(), None));
+            } else {
+                // The newest version at or below the horizon: keep it, unless it
+                // is a tombstone (then the key is absent for every such snapshot).
+                if keycode::decode_value(v) == Some(None) {
+                    ops.push((k.to_vec(), None));
+                }
+                kept = Some(key);
+            }
+            if ops.len() >= 10_000 {
+                removed += ops.len() as u64;
+                let batch = std::mem::take(&mut ops);
+                if self.engine.apply(batch).is_err() {
+                    return false;
+                }
+            }
+            true
+        })?;
+        self.engine.scan(&[keycode::TXN], Some(&[keycode::TXN + 1]), &mut |k, v| {
+            if v.len() == 8 && u64::from_be_bytes(v.try_into().expect("8 bytes")) < horizon {
+                ops.push((k.to_vec(), None));
+            }
+            true
+        })?;
+        removed += ops.len() as u64;
+        self.engine.apply(ops)?;
+        Ok(removed)
+    }
+
+    /// Every replicated entry (versions and write-set ids), in key order, for a
+    /// state-transfer snapshot.
+    pub fn dump(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        self.engine.scan(&[keycode::DATA], Some(&keycode::data_end()), f)?;
+        self.engine.scan(&[keycode::TXN], Some(&[keycode::TXN + 1]), f)
+    }
+
+    /// Removes every replicated entry (before installing a snapshot).
+    pub fn clear(&self) -> Result<()> {
+        let mut ops: Vec<BatchOp> = Vec::new();
+        self.dump(&mut |k, _| {
+            ops.push((k.to_vec(), None));
+            true
+        })?;
+        self.engine.apply(ops)
+    }
+}
+
+fn txn_key(id: TxnId) -> Vec<u8> {
+    let mut k = vec![keycode::TXN];
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![keycode::META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests;
