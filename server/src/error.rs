@@ -1,8 +1,6 @@
 //! The server library's one error type. Variants say what the caller should do;
 //! `api` maps them to gRPC statuses in exactly one place.
 
-use crate::txn::{Key, Seqno};
-
 /// A failed operation. Certification outcomes are not errors (see
 /// [`crate::certify::Verdict`]); an aborted commit becomes [`Error::Aborted`]
 /// only at the edge, where the client must be told.
@@ -11,18 +9,10 @@ pub enum Error {
     /// The request is malformed or over a limit; retrying it unchanged will fail again.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// Certification aborted the transaction; retry it from a new snapshot.
-    #[error("aborted: {reason}")]
-    Aborted {
-        /// Human-readable reason (names the key and seqno where there is one).
-        reason: String,
-        /// The conflicting key, when there is one.
-        key: Option<Key>,
-        /// The seqno of the conflicting write, when there is one.
-        seqno: Option<Seqno>,
-        /// True for a failed compare (the condition, not a race, decided).
-        compare_failed: bool,
-    },
+    /// Certification aborted the transaction (a conflict or a failed
+    /// compare); retry a conflict from a new snapshot.
+    #[error("aborted: {0}")]
+    Aborted(crate::certify::Abort),
     /// The node cannot serve this now (no quorum, no leader, shutting down); try
     /// again or another node.
     #[error("unavailable: {0}")]

@@ -3,14 +3,20 @@
 //! The write path is the module list: [`api`] decodes requests; [`txn`] holds
 //! write sets; [`group`] orders them through a Raft log (openraft); [`certify`]
 //! decides each one, identically on every node; the state machine in [`group`]
-//! applies committed write sets to [`storage`] (MVCC on sled). [`cluster`]
-//! holds node state and status; [`node`] wires a node together. See
-//! ARCHITECTURE.md at the repository root for the walk-through.
+//! applies committed write sets to [`storage`] (MVCC on sled). [`node`] wires a
+//! node together and [`server`] serves it. See ARCHITECTURE.md at the
+//! repository root for the walk-through.
 
+pub mod api;
 pub mod certify;
+pub mod config;
 pub mod error;
 pub mod group;
+pub mod node;
+pub mod server;
 pub mod storage;
 pub mod txn;
 
+pub use config::Config;
 pub use error::{Error, Result};
+pub use node::Node;

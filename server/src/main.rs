@@ -1,1 +1,148 @@
-fn main() {}
+//! `trireme-server`: one Trireme node.
+//!
+//! With no flags: a single-node cluster on 127.0.0.1:7420 with data in
+//! `./trireme-data`. Configuration: defaults < `--config FILE` (TOML) <
+//! `TRIREME_*` environment variables < flags.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing::Instrument;
+use trireme_server::{Config, Node};
+
+/// One Trireme node: a multi-master replicated key-value server.
+#[derive(Parser, Debug)]
+#[command(name = "trireme-server", version, about)]
+struct Args {
+    /// TOML configuration file (see trireme.example.toml).
+    #[arg(long, env = "TRIREME_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id (unique, not 0).
+    #[arg(long, env = "TRIREME_NODE_ID")]
+    node_id: Option<u64>,
+    /// Address to listen on for clients and peers (HOST:PORT; port 0 picks a free one).
+    #[arg(long, env = "TRIREME_LISTEN")]
+    listen: Option<String>,
+    /// Address others reach this node at (default: the listen address).
+    #[arg(long, env = "TRIREME_ADVERTISE")]
+    advertise: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "TRIREME_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// First members of a new cluster: ID=HOST:PORT,ID=HOST:PORT,... (ignored once initialized).
+    #[arg(long, env = "TRIREME_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+    /// Certification window in seqnos (cluster-wide).
+    #[arg(long, env = "TRIREME_CERT_WINDOW")]
+    cert_window: Option<u64>,
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, env = "TRIREME_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Election timeout lower bound in milliseconds.
+    #[arg(long, env = "TRIREME_ELECTION_TIMEOUT_MIN_MS")]
+    election_timeout_min_ms: Option<u64>,
+    /// Election timeout upper bound in milliseconds.
+    #[arg(long, env = "TRIREME_ELECTION_TIMEOUT_MAX_MS")]
+    election_timeout_max_ms: Option<u64>,
+    /// Build a snapshot every this many log entries.
+    #[arg(long, env = "TRIREME_SNAPSHOT_EVERY_ENTRIES")]
+    snapshot_every_entries: Option<u64>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl Args {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.node_id {
+            c.node_id = v;
+        }
+        if let Some(v) = &self.listen {
+            c.listen = v.clone();
+        }
+        if let Some(v) = &self.advertise {
+            c.advertise = Some(v.clone());
+        }
+        if let Some(v) = &self.data_dir {
+            c.data_dir = v.clone();
+        }
+        if let Some(v) = &self.initial_cluster {
+            c.initial_cluster = Config::parse_members(v)?;
+        }
+        if let Some(v) = self.cert_window {
+            c.cert_window = v;
+        }
+        if let Some(v) = self.heartbeat_ms {
+            c.heartbeat_ms = v;
+        }
+        if let Some(v) = self.election_timeout_min_ms {
+            c.election_timeout_min_ms = v;
+        }
+        if let Some(v) = self.election_timeout_max_ms {
+            c.election_timeout_max_ms = v;
+        }
+        if let Some(v) = self.snapshot_every_entries {
+            c.snapshot_every_entries = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = args.config()?;
+    if args.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    if config.advertise.is_none() && config.listen.ends_with(":0") {
+        config.advertise = Some(local.to_string());
+    }
+    let span = tracing::info_span!("node", id = config.node_id);
+    let node = Node::start(config.clone())
+        .instrument(span.clone())
+        .await
+        .with_context(|| format!("starting node {} with data in {}", config.node_id, config.data_dir.display()))?;
+    // Tests and scripts read this line to learn the bound address.
+    println!(
+        "trireme-server node {} listening on {} (data in {})",
+        config.node_id,
+        local,
+        config.data_dir.display()
+    );
+    span.in_scope(|| tracing::info!(%local, "serving"));
+    trireme_server::server::serve(node.clone(), listener, shutdown_signal())
+        .instrument(span.clone())
+        .await?;
+    span.in_scope(|| tracing::info!("shutting down"));
+    node.shutdown().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

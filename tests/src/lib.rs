@@ -1,1 +1,323 @@
+//! A harness for tests of the real binaries: starts `trireme-server`
+//! processes on free 127.0.0.1 ports with their own data directories, kills
+//! and restarts them by pid, runs the `trireme` CLI, and waits on conditions
+//! with deadlines (never fixed sleeps).
+//!
+//! Every process a [`Cluster`] starts is killed by its own pid when the cluster
+//! is dropped, even when the test fails.
 
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use trireme_client::{Client, NodeStatus};
+
+/// The directory holding the workspace's binaries for this build profile.
+pub fn bin_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps.
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary (`trireme-server` or `trireme`), built on first
+/// use: `cargo test` does not build other packages' binaries.
+pub fn bin(name: &str) -> PathBuf {
+    static SERVER: OnceLock<()> = OnceLock::new();
+    static CLI: OnceLock<()> = OnceLock::new();
+    let (once, package) = match name {
+        "trireme-server" => (&SERVER, "trireme-server"),
+        "trireme" => (&CLI, "trireme-client"),
+        other => panic!("unknown binary {other}"),
+    };
+    let dir = bin_dir();
+    once.get_or_init(|| {
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", package, "--bin", name]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build for the binaries");
+        assert!(status.success(), "building {name} failed");
+    });
+    dir.join(name)
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `f` until it returns `Ok(Some(v))` or `deadline` passes.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    let mut last_err = None;
+    loop {
+        match f().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_err = Some(e),
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what} (last error: {last_err:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One server process of a [`Cluster`].
+pub struct NodeProc {
+    /// Node id.
+    pub id: u64,
+    /// Its `HOST:PORT`.
+    pub addr: String,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl NodeProc {
+    /// The pid of the running process, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(bin("trireme-server"))
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("TRIREME_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn trireme-server")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILLs the process by its pid and reaps it.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Sends SIGTERM by pid and waits (bounded) for a clean exit.
+    pub fn terminate(&mut self, deadline: Duration) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().ok_or_else(|| anyhow!("node {} is not running", self.id))?;
+        let pid = child.id() as i32;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc_kill(pid, 15) };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                child.kill().ok();
+                child.wait()?;
+                bail!("node {} did not exit within {deadline:?} of SIGTERM", self.id);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (e.g. SIGSTOP 19, SIGCONT 18) to the process by pid.
+    pub fn signal(&self, sig: i32) -> Result<()> {
+        let pid = self.pid().ok_or_else(|| anyhow!("node {} is not running", self.id))?;
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc_kill(pid as i32, sig) };
+        if rc != 0 {
+            bail!("kill({pid}, {sig}) failed");
+        }
+        Ok(())
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// N server processes forming one cluster.
+pub struct Cluster {
+    /// The nodes, by position (node id = position + 1).
+    pub nodes: Vec<NodeProc>,
+    /// Holds every data directory and log; removed on drop.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes of a new cluster with `extra` flags for every node.
+    pub fn start(n: usize, extra: &[&str]) -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("trireme-test-").tempdir()?;
+        let mut members = BTreeMap::new();
+        for id in 1..=n as u64 {
+            members.insert(id, format!("127.0.0.1:{}", free_port()?));
+        }
+        let spec = members
+            .iter()
+            .map(|(id, a)| format!("{id}={a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        for (id, addr) in &members {
+            let data_dir = dir.path().join(format!("node{id}"));
+            let mut args = vec![
+                "--node-id".to_string(),
+                id.to_string(),
+                "--listen".into(),
+                addr.clone(),
+                "--data-dir".into(),
+                data_dir.display().to_string(),
+                "--initial-cluster".into(),
+                spec.clone(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut node = NodeProc {
+                id: *id,
+                addr: addr.clone(),
+                data_dir,
+                log: dir.path().join(format!("node{id}.log")),
+                child: None,
+                args,
+            };
+            node.spawn()?;
+            nodes.push(node);
+        }
+        Ok(Cluster { nodes, dir })
+    }
+
+    /// Node `id`.
+    pub fn node(&mut self, id: u64) -> &mut NodeProc {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    /// Every node's address.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// A client that talks to node `id` first (and fails over to the others).
+    pub fn client(&self, id: u64) -> Result<Client> {
+        Ok(Client::pinned(self.endpoints(), (id - 1) as usize)?)
+    }
+
+    /// A client that talks to node `id` only.
+    pub fn client_only(&self, id: u64) -> Result<Client> {
+        Ok(Client::new(vec![self.nodes[(id - 1) as usize].addr.clone()])?)
+    }
+
+    /// Kills node `id` with SIGKILL.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        self.node(id).kill()
+    }
+
+    /// Restarts node `id` with its original command line and data directory.
+    pub fn restart(&mut self, id: u64) -> Result<()> {
+        let node = self.node(id);
+        node.kill()?;
+        node.spawn()
+    }
+
+    /// The status of node `id`.
+    pub async fn status(&self, id: u64) -> Result<NodeStatus> {
+        Ok(self.client_only(id)?.status().await?)
+    }
+
+    /// Waits until every running node among `ids` agrees on one leader, which is among `ids`.
+    pub async fn wait_leader(&self, ids: &[u64], deadline: Duration) -> Result<u64> {
+        wait_for("a leader every node agrees on", deadline, || async {
+            let mut leader = None;
+            for id in ids {
+                let s = self.status(*id).await?;
+                if s.leader_id == 0 || !ids.contains(&s.leader_id) || leader.is_some_and(|l| l != s.leader_id) {
+                    return Ok(None);
+                }
+                leader = Some(s.leader_id);
+            }
+            Ok(leader)
+        })
+        .await
+    }
+
+    /// Waits until nodes `ids` have the same applied seqno and checksum; returns the checksum.
+    pub async fn wait_converged(&self, ids: &[u64], deadline: Duration) -> Result<u64> {
+        wait_for("every node to reach the same checksum", deadline, || async {
+            let mut seen = None;
+            for id in ids {
+                let c = self.client_only(*id)?.checksum().await?;
+                match seen {
+                    None => seen = Some((c.seqno, c.checksum)),
+                    Some(s) if s == (c.seqno, c.checksum) => {}
+                    Some(_) => return Ok(None),
+                }
+            }
+            Ok(seen.map(|s| s.1))
+        })
+        .await
+    }
+
+    /// Runs the `trireme` CLI against every endpoint (node `first` first).
+    pub fn cli(&self, first: u64, args: &[&str]) -> Result<Output> {
+        let mut eps = self.endpoints();
+        eps.rotate_left((first - 1) as usize);
+        let out = Command::new(bin("trireme"))
+            .arg("--endpoints")
+            .arg(eps.join(","))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("run trireme CLI")?;
+        Ok(out)
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            out.push_str(&format!("--- node {} ({}) ---\n{}\n", n.id, n.log.display(), tail.join("\n")));
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+        }
+        if std::thread::panicking() || std::env::var_os("TRIREME_TEST_KEEP").is_some() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}

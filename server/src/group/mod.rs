@@ -1,3 +1,21 @@
-//! The group channel: a totally ordered, durable log of write-set batches on openraft.
+//! The group channel: a totally ordered, durable log of write-set batches on
+//! openraft, and the state machine that certifies and applies it.
+//!
+//! - [`types`]: what the log carries (batches of write sets) and what applying returns.
+//! - `log_store`: the Raft log in fdatasync'd segment files, with group commit.
+//! - [`state_machine`]: certify-then-apply, in log order, onto MVCC storage.
+//! - [`applied`]: the applied watermark and the origin's verdict waiters.
+//! - [`network`]: openraft's RPCs over tonic.
+//! - [`submit`]: batching write sets into log entries, forwarding from followers.
+//! - [`reads`]: linearizable read indexes, coalesced.
 
+pub mod applied;
+pub mod log_store;
+pub mod network;
+pub mod reads;
+pub mod state_machine;
+pub mod submit;
 pub mod types;
+
+#[cfg(test)]
+mod suite_tests;

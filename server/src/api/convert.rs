@@ -1,0 +1,115 @@
+//! prost <-> domain conversions, kept apart from the services' logic.
+
+use trireme_proto::v1 as pb;
+
+use crate::error::{Error, Result};
+use crate::node::{Consistency, ReadOptions};
+use crate::txn::{Compare, Condition, Isolation, KeyRange, Mutation, TxnId, WriteSet};
+
+/// The read options of a request (absent: linearizable, at the applied seqno).
+pub fn read_options(read: Option<pb::ReadOptions>) -> Result<ReadOptions> {
+    let read = read.unwrap_or_default();
+    let consistency = match pb::ReadConsistency::try_from(read.consistency) {
+        Ok(pb::ReadConsistency::Linearizable) => Consistency::Linearizable,
+        Ok(pb::ReadConsistency::Session) => Consistency::Session(read.min_seqno),
+        Ok(pb::ReadConsistency::Local) => Consistency::Local,
+        Err(_) => return Err(Error::InvalidInput(format!("unknown read consistency {}", read.consistency))),
+    };
+    Ok(ReadOptions {
+        consistency,
+        snapshot: read.snapshot,
+    })
+}
+
+/// The key range of a scan request.
+pub fn scan_range(req: &pb::ScanRequest) -> Result<KeyRange> {
+    if !req.prefix.is_empty() {
+        if !req.start.is_empty() || !req.end.is_empty() {
+            return Err(Error::InvalidInput("scan takes a prefix or a start/end range, not both".into()));
+        }
+        return Ok(KeyRange::prefix(&req.prefix));
+    }
+    let end = (!req.end.is_empty()).then(|| req.end.clone());
+    if let Some(end) = &end {
+        if end < &req.start {
+            return Err(Error::InvalidInput("scan end is before its start".into()));
+        }
+    }
+    Ok(KeyRange {
+        start: req.start.clone(),
+        end,
+    })
+}
+
+/// The write set of a commit request (origin is set by the node).
+pub fn write_set(req: pb::CommitRequest) -> Result<WriteSet> {
+    let isolation = match pb::Isolation::try_from(req.isolation) {
+        Ok(pb::Isolation::Serializable) => Isolation::Serializable,
+        Ok(pb::Isolation::Snapshot) => Isolation::Snapshot,
+        Err(_) => return Err(Error::InvalidInput(format!("unknown isolation {}", req.isolation))),
+    };
+    let mut mutations = Vec::with_capacity(req.mutations.len());
+    let mut written = std::collections::BTreeSet::new();
+    for m in req.mutations {
+        if !written.insert(m.key.clone()) {
+            return Err(Error::InvalidInput(format!(
+                "write set writes key {:?} twice (send the final value once)",
+                String::from_utf8_lossy(&m.key)
+            )));
+        }
+        mutations.push(if m.delete {
+            if !m.value.is_empty() {
+                return Err(Error::InvalidInput("a delete carries no value".into()));
+            }
+            Mutation::Delete { key: m.key }
+        } else {
+            Mutation::Put {
+                key: m.key,
+                value: m.value,
+            }
+        });
+    }
+    let compares = req
+        .compares
+        .into_iter()
+        .map(|c| {
+            let condition = match c.target {
+                Some(pb::compare::Target::Version(v)) => Condition::Version(v),
+                Some(pb::compare::Target::Exists(e)) => Condition::Exists(e),
+                Some(pb::compare::Target::Value(v)) => Condition::Value(v),
+                None => return Err(Error::InvalidInput("a compare needs a version, exists or value target".into())),
+            };
+            Ok(Compare { key: c.key, condition })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let ranges = req
+        .ranges
+        .into_iter()
+        .map(|r| KeyRange {
+            start: r.start,
+            end: (!r.end.is_empty()).then_some(r.end),
+        })
+        .collect();
+    Ok(WriteSet {
+        id: TxnId::random(),
+        origin: 0,
+        snapshot: req.snapshot,
+        isolation,
+        mutations,
+        compares,
+        reads: req.reads.into_iter().map(|r| r.key).collect(),
+        ranges,
+    })
+}
+
+/// A single put or delete, optionally conditional on the key's version.
+pub fn single(mutation: Mutation, if_version: Option<u64>) -> WriteSet {
+    let mut ws = WriteSet::blind(0, vec![mutation]);
+    if let Some(v) = if_version {
+        ws.compares.push(Compare {
+            key: ws.mutations[0].key().to_vec(),
+            condition: Condition::Version(v),
+        });
+    }
+    ws
+}

@@ -1,0 +1,97 @@
+//! The `Kv` service: reads, writes and transactions on any node.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use trireme_proto::v1 as pb;
+use trireme_proto::v1::kv_server::Kv;
+
+use super::convert;
+use super::status::to_status;
+use crate::node::Node;
+use crate::txn::Mutation;
+
+/// The client API.
+pub struct KvService {
+    node: Arc<Node>,
+}
+
+impl KvService {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        KvService { node }
+    }
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn begin(&self, req: Request<pb::BeginRequest>) -> Result<Response<pb::BeginResponse>, Status> {
+        let opts = convert::read_options(req.into_inner().read).map_err(to_status)?;
+        let snapshot = self.node.begin(opts.consistency).await.map_err(to_status)?;
+        Ok(Response::new(pb::BeginResponse { snapshot }))
+    }
+
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let req = req.into_inner();
+        let opts = convert::read_options(req.read).map_err(to_status)?;
+        let (found, seqno) = self.node.get(&req.key, opts).await.map_err(to_status)?;
+        Ok(Response::new(match found {
+            Some((version, value)) => pb::GetResponse {
+                found: true,
+                value,
+                version,
+                seqno,
+            },
+            None => pb::GetResponse {
+                seqno,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let req = req.into_inner();
+        let range = convert::scan_range(&req).map_err(to_status)?;
+        let opts = convert::read_options(req.read).map_err(to_status)?;
+        let (pairs, more, seqno) = self
+            .node
+            .scan(range, req.limit as usize, req.keys_only, opts)
+            .await
+            .map_err(to_status)?;
+        let kvs = pairs
+            .into_iter()
+            .map(|v| pb::KeyValue {
+                key: v.key,
+                value: v.value,
+                version: v.version,
+            })
+            .collect();
+        Ok(Response::new(pb::ScanResponse { kvs, seqno, more }))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let req = req.into_inner();
+        let ws = convert::single(
+            Mutation::Put {
+                key: req.key,
+                value: req.value,
+            },
+            req.if_version,
+        );
+        let seqno = self.node.commit(ws).await.map_err(to_status)?;
+        Ok(Response::new(pb::PutResponse { seqno }))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let ws = convert::single(Mutation::Delete { key: req.key }, req.if_version);
+        let seqno = self.node.commit(ws).await.map_err(to_status)?;
+        Ok(Response::new(pb::DeleteResponse { seqno }))
+    }
+
+    async fn commit(&self, req: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+        let ws = convert::write_set(req.into_inner()).map_err(to_status)?;
+        let seqno = self.node.commit(ws).await.map_err(to_status)?;
+        Ok(Response::new(pb::CommitResponse { seqno }))
+    }
+}

@@ -1,0 +1,62 @@
+//! The `Raft` service: the server side of openraft's RPCs, write-set
+//! forwarding and read indexes. Payloads are bincode (see `group::network`).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use trireme_proto::v1::raft_server::Raft as RaftRpc;
+use trireme_proto::v1::RaftMessage;
+
+use crate::group::network::{decode, encode};
+use crate::group::{reads, submit};
+use crate::node::Node;
+use crate::txn::WriteSet;
+
+/// Node-to-node messages.
+pub struct RaftService {
+    node: Arc<Node>,
+}
+
+impl RaftService {
+    /// Serves `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        RaftService { node }
+    }
+}
+
+fn bad(e: crate::Error) -> Status {
+    Status::invalid_argument(format!("undecodable raft message: {e}"))
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+    encode(value)
+        .map(Response::new)
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = decode(req.get_ref()).map_err(bad)?;
+        reply(&self.node.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = decode(req.get_ref()).map_err(bad)?;
+        reply(&self.node.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc = decode(req.get_ref()).map_err(bad)?;
+        reply(&self.node.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let wss: Vec<WriteSet> = decode(req.get_ref()).map_err(bad)?;
+        reply(&submit::order_forwarded(&self.node.raft, wss).await)
+    }
+
+    async fn read_index(&self, _req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        reply(&reads::leader_read_index(&self.node.raft).await)
+    }
+}

@@ -1,0 +1,136 @@
+//! What the state machine shares with the rest of the node: the applied
+//! watermark readers wait on, the origin's waiters for verdicts, and counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch};
+
+use super::types::Outcome;
+use crate::error::{Error, Result};
+use crate::txn::{Seqno, TxnId};
+
+/// Counters of the apply path, reported by `Status` and `/metrics`.
+#[derive(Debug, Default)]
+pub struct ApplyStats {
+    /// Write sets certified and committed.
+    pub commits: AtomicU64,
+    /// Write sets aborted by certification (all reasons).
+    pub cert_failures: AtomicU64,
+    /// Of those, failed compares.
+    pub compare_failures: AtomicU64,
+    /// Of those, snapshots too old.
+    pub too_old: AtomicU64,
+    /// Duplicate copies of a write set ignored.
+    pub duplicates: AtomicU64,
+    /// Log entries carrying write-set batches.
+    pub batches: AtomicU64,
+}
+
+/// The node-local side of apply: readers wait for the watermark, origins wait
+/// for their write sets' outcomes.
+#[derive(Debug)]
+pub struct Applied {
+    seqno_tx: watch::Sender<Seqno>,
+    waiters: Mutex<HashMap<TxnId, oneshot::Sender<Result<Outcome>>>>,
+    /// Snapshots below this seqno may have lost versions to garbage
+    /// collection (or were never received, after a state transfer).
+    horizon: AtomicU64,
+    /// Apply counters.
+    pub stats: ApplyStats,
+}
+
+impl Applied {
+    /// A watermark starting at `seqno`.
+    pub fn new(seqno: Seqno) -> Self {
+        Applied {
+            seqno_tx: watch::channel(seqno).0,
+            waiters: Mutex::new(HashMap::new()),
+            horizon: AtomicU64::new(0),
+            stats: ApplyStats::default(),
+        }
+    }
+
+    /// The oldest snapshot this node can still read at.
+    pub fn horizon(&self) -> Seqno {
+        self.horizon.load(Ordering::Acquire)
+    }
+
+    /// Raises the horizon (never lowers it). Call before removing versions.
+    pub fn raise_horizon(&self, seqno: Seqno) {
+        self.horizon.fetch_max(seqno, Ordering::AcqRel);
+    }
+
+    /// The highest seqno whose effects are visible to reads.
+    pub fn seqno(&self) -> Seqno {
+        *self.seqno_tx.borrow()
+    }
+
+    /// Advances the watermark (the state machine calls this after each apply).
+    pub fn advance(&self, seqno: Seqno) {
+        self.seqno_tx.send_if_modified(|s| {
+            let moved = seqno != *s;
+            *s = seqno;
+            moved
+        });
+    }
+
+    /// Waits until the watermark reaches `seqno`, for at most `timeout`.
+    pub async fn wait_for(&self, seqno: Seqno, timeout: Duration) -> Result<Seqno> {
+        let mut rx = self.seqno_tx.subscribe();
+        let wait = async { rx.wait_for(|s| *s >= seqno).await.map(|s| *s) };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(_)) => Err(Error::Unavailable("node is shutting down".into())),
+            Err(_) => Err(Error::Unavailable(format!(
+                "this node has applied up to seqno {} and did not reach {seqno} within {timeout:?}",
+                self.seqno()
+            ))),
+        }
+    }
+
+    /// Registers interest in write set `id`'s outcome.
+    pub fn register(&self, id: TxnId) -> oneshot::Receiver<Result<Outcome>> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().expect("waiters lock").insert(id, tx);
+        rx
+    }
+
+    /// Delivers `id`'s outcome (or failure) to its waiter, if one is still waiting.
+    pub fn resolve(&self, id: TxnId, outcome: Result<Outcome>) {
+        let waiter = self.waiters.lock().expect("waiters lock").remove(&id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    /// Stops waiting for `id` (its client gave up).
+    pub fn forget(&self, id: TxnId) {
+        self.waiters.lock().expect("waiters lock").remove(&id);
+    }
+
+    /// Whether anyone still waits for `id`.
+    pub fn is_waiting(&self, id: TxnId) -> bool {
+        self.waiters.lock().expect("waiters lock").contains_key(&id)
+    }
+
+    /// Counts one certification outcome.
+    pub fn count(&self, outcome: &Outcome) {
+        use crate::certify::{Abort, Verdict};
+        let s = &self.stats;
+        match outcome {
+            Outcome::Certified(_, Verdict::Commit) => s.commits.fetch_add(1, Ordering::Relaxed),
+            Outcome::Certified(_, Verdict::Abort(abort)) => {
+                match abort {
+                    Abort::CompareFailed { .. } => s.compare_failures.fetch_add(1, Ordering::Relaxed),
+                    Abort::SnapshotTooOld { .. } => s.too_old.fetch_add(1, Ordering::Relaxed),
+                    _ => 0,
+                };
+                s.cert_failures.fetch_add(1, Ordering::Relaxed)
+            }
+            Outcome::Duplicate(_) => s.duplicates.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}

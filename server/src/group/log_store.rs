@@ -1,0 +1,1408 @@
+//! The durable Raft log: segment files, group commit, and crash recovery.
+//!
+//! # On-disk format
+//!
+//! A log directory holds:
+//!
+//! - segment files `log-<NNNNNNNNNNNNNNNNNNNN>.seg`, where the number is the index of the
+//!   first entry the segment was opened for (bumped when needed so that names stay strictly
+//!   increasing after a truncation rewound the log; file-name order is always write order);
+//! - `vote`: the last saved vote, replaced atomically (tmp file, fsync, rename, fsync dir);
+//! - `committed`: the last saved committed log id, replaced by rename without fsync (openraft
+//!   tolerates it being stale).
+//!
+//! A segment is a sequence of records framed as `[u32 len LE][u32 crc32 LE][payload]`, where
+//! the CRC (crc32fast) covers the payload and the payload is the bincode encoding of
+//! `Record::{Entry, Truncate { since }, Purge(log_id)}`. Recovery replays every segment in
+//! name order and applies the records to rebuild the in-memory log. A torn or CRC-failing
+//! record at the very end of the **last** segment is the tail of a write that was never
+//! acknowledged: the file is cut there. A bad record anywhere else is corruption, and
+//! [`LogStore::open`] fails with [`Error::InvalidData`] naming the file and offset: the node
+//! must not start and serve divergent data. The active segment rolls over once it passes
+//! the segment size (64 MiB by default); purging deletes the oldest segments whose entries
+//! are all at or below the purged index (never the active one).
+//!
+//! # Group commit
+//!
+//! One writer thread owns the files. [`RaftLogStorage::append`] puts the entries into the
+//! in-memory map (so readers see them at once), queues their encoded records and returns.
+//! The writer blocks for one command, drains every command already queued, writes them all,
+//! issues **one** `fdatasync` for the lot and only then reports each append's completion to
+//! openraft (`LogFlushed::log_io_completed`). Truncate, purge and vote go through the same
+//! queue, so the order on disk is the order of the calls, and wait until their own record is
+//! durable before returning.
+//!
+//! # Durability contract
+//!
+//! An append is acknowledged only after its bytes were written and `fdatasync`ed. If a write
+//! or a sync fails, nothing written since the last good sync is acknowledged: every pending
+//! callback gets the error and the store enters a failed state in which every later append,
+//! truncate, purge and vote save returns a [`StorageError`], so openraft stops the node
+//! instead of running on a log whose durability is unknown.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, OnceLock, RwLock};
+use std::thread::JoinHandle;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::types::{Entry, LogId, StorageError, TypeConfig};
+use crate::Error;
+
+/// Default size past which the active segment is closed and a new one started.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Bytes of framing before each record's payload: length and CRC.
+const HEADER_LEN: usize = 8;
+/// Most commands the writer takes into one group (one fdatasync).
+const MAX_GROUP: usize = 4096;
+const VOTE_FILE: &str = "vote";
+const COMMITTED_FILE: &str = "committed";
+
+/// A completion callback for a queued write: called once, with the outcome of the fsync.
+pub type Done = Box<dyn FnOnce(io::Result<()>) + Send + 'static>;
+
+/// One record of a segment, as decoded.
+#[derive(Debug, Deserialize)]
+enum Record {
+    Entry(Entry),
+    Truncate { since: u64 },
+    Purge(LogId),
+}
+
+/// The encoding side of [`Record`]: same variants in the same order (bincode encodes the
+/// variant index), borrowing the entry instead of owning it.
+#[derive(Serialize)]
+enum RecordRef<'a> {
+    Entry(&'a Entry),
+    Truncate { since: u64 },
+    Purge(LogId),
+}
+
+/// Counters that show how well group commit batches (fsyncs versus records).
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// `fdatasync` calls issued on segment files.
+    pub fsyncs: AtomicU64,
+    /// Records (entries, truncations, purges) written to segment files.
+    pub records: AtomicU64,
+    /// Bytes written to segment files, framing included.
+    pub bytes: AtomicU64,
+}
+
+/// The live log in memory, shared by the store and its readers.
+#[derive(Debug, Default)]
+struct Mem {
+    entries: BTreeMap<u64, Entry>,
+    last_purged: Option<LogId>,
+}
+
+impl Mem {
+    fn last_log_id(&self) -> Option<LogId> {
+        self.entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(self.last_purged)
+    }
+
+    fn next_index(&self) -> u64 {
+        self.last_log_id()
+            .map_or(0, |id| id.index.saturating_add(1))
+    }
+
+    /// Adds one entry; anything at or after its index is replaced (openraft truncates
+    /// before appending a conflicting entry, so this is only a defensive rule, applied the
+    /// same way live and on replay).
+    fn apply_entry(&mut self, entry: Entry) {
+        let index = entry.log_id.index;
+        if self
+            .entries
+            .last_key_value()
+            .is_some_and(|(&last, _)| last >= index)
+        {
+            drop(self.entries.split_off(&index));
+        }
+        self.entries.insert(index, entry);
+    }
+
+    fn truncate(&mut self, since: u64) {
+        drop(self.entries.split_off(&since));
+    }
+
+    fn purge(&mut self, log_id: LogId) {
+        if self.last_purged.is_some_and(|p| p >= log_id) {
+            return;
+        }
+        self.last_purged = Some(log_id);
+        self.entries = match log_id.index.checked_add(1) {
+            Some(keep_from) => self.entries.split_off(&keep_from),
+            None => BTreeMap::new(),
+        };
+    }
+
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Entry(e) => self.apply_entry(e),
+            Record::Truncate { since } => self.truncate(since),
+            Record::Purge(log_id) => self.purge(log_id),
+        }
+    }
+
+    fn range(&self, range: &impl RangeBounds<u64>) -> Vec<Entry> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => match s.checked_add(1) {
+                Some(s) => s,
+                None => return Vec::new(),
+            },
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e,
+            Bound::Excluded(&e) => match e.checked_sub(1) {
+                Some(e) => e,
+                None => return Vec::new(),
+            },
+            Bound::Unbounded => u64::MAX,
+        };
+        if start > end {
+            return Vec::new();
+        }
+        self.entries
+            .range(start..=end)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+}
+
+/// State shared between the store handle and the writer thread.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Set once, by the writer, when a write or sync failed: the store is then dead.
+    failed: OnceLock<String>,
+    /// Test hook: make the next segment sync fail.
+    #[cfg(test)]
+    inject_sync_error: std::sync::atomic::AtomicBool,
+}
+
+/// A queued segment write: encoded records plus what the writer needs to place them.
+struct LogWrite {
+    /// Framed records, ready to append.
+    frames: Vec<u8>,
+    /// Number of records in `frames`.
+    records: u64,
+    /// The index a new segment is named after if this write opens one.
+    start_index: u64,
+    /// Greatest entry index in `frames`, if it holds entries.
+    max_entry: Option<u64>,
+    /// After the write is durable, delete segments entirely at or below this index.
+    purge_upto: Option<u64>,
+    /// Called once the write is durable, or failed.
+    done: Done,
+}
+
+/// What the writer thread is asked to do, in order.
+enum Command {
+    Log(LogWrite),
+    /// Replace the vote file durably; everything queued before it is made durable first.
+    Vote {
+        bytes: Vec<u8>,
+        done: Done,
+    },
+    /// Replace the committed file (no fsync) after the current group is durable.
+    Committed {
+        bytes: Vec<u8>,
+    },
+}
+
+impl Command {
+    fn fail(self, err: io::Error) {
+        match self {
+            Command::Log(w) => (w.done)(Err(err)),
+            Command::Vote { done, .. } => done(Err(err)),
+            Command::Committed { .. } => {}
+        }
+    }
+}
+
+/// A segment file known to the writer.
+#[derive(Debug)]
+struct Segment {
+    name: u64,
+    path: PathBuf,
+    /// Greatest entry index ever written to it (None if it holds no entries).
+    max_entry: Option<u64>,
+}
+
+/// A cheap, cloneable reader of the log, for openraft's replication tasks.
+#[derive(Clone, Debug)]
+pub struct LogReader {
+    mem: Arc<RwLock<Mem>>,
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(read_mem(&self.mem).range(&range))
+    }
+}
+
+/// The durable Raft log of one node: segment files written by a group-commit thread.
+pub struct LogStore {
+    mem: Arc<RwLock<Mem>>,
+    shared: Arc<Shared>,
+    stats: Arc<LogStats>,
+    tx: Option<mpsc::Sender<Command>>,
+    writer: Option<JoinHandle<()>>,
+    vote: Option<Vote<u64>>,
+    committed: Option<LogId>,
+}
+
+impl Debug for LogStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mem = read_mem(&self.mem);
+        f.debug_struct("LogStore")
+            .field("last_purged", &mem.last_purged)
+            .field("last_log_id", &mem.last_log_id())
+            .field("vote", &self.vote)
+            .field("failed", &self.shared.failed.get())
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_mem(mem: &RwLock<Mem>) -> std::sync::RwLockReadGuard<'_, Mem> {
+    mem.read()
+        .expect("log memory lock poisoned: a holder panicked")
+}
+
+fn write_mem(mem: &RwLock<Mem>) -> std::sync::RwLockWriteGuard<'_, Mem> {
+    mem.write()
+        .expect("log memory lock poisoned: a holder panicked")
+}
+
+fn write_logs_err(msg: impl ToString) -> StorageError {
+    StorageIOError::write_logs(AnyError::error(msg)).into()
+}
+
+fn io_copy(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), e.to_string())
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in `dir`, with the default 64 MiB segment size.
+    pub fn open(dir: &Path) -> Result<LogStore, Error> {
+        Self::open_with_segment_size(dir, DEFAULT_SEGMENT_SIZE)
+    }
+
+    /// Opens (or creates) the log in `dir`, rolling segments past `segment_size` bytes.
+    pub fn open_with_segment_size(dir: &Path, segment_size: u64) -> Result<LogStore, Error> {
+        fs::create_dir_all(dir)
+            .map_err(|e| Error::Storage(format!("creating log dir {}: {e}", dir.display())))?;
+        remove_tmp_files(dir)?;
+
+        let (mem, segments, active, active_size) = recover(dir)?;
+        let vote = read_vote_file(dir)?;
+        let committed = read_committed_file(dir);
+
+        let shared = Arc::new(Shared::default());
+        let stats = Arc::new(LogStats::default());
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            dir: dir.to_path_buf(),
+            segment_size: segment_size.max(1),
+            segments,
+            active,
+            active_size,
+            unsynced: false,
+            shared: Arc::clone(&shared),
+            stats: Arc::clone(&stats),
+        };
+        let handle = std::thread::Builder::new()
+            .name("trireme-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| Error::Storage(format!("spawning log writer: {e}")))?;
+
+        Ok(LogStore {
+            mem: Arc::new(RwLock::new(mem)),
+            shared,
+            stats,
+            tx: Some(tx),
+            writer: Some(handle),
+            vote,
+            committed,
+        })
+    }
+
+    /// The group-commit counters of this store.
+    pub fn stats(&self) -> Arc<LogStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// A reader sharing this store's in-memory log.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            mem: Arc::clone(&self.mem),
+        }
+    }
+
+    /// Appends `entries` to memory and queues them for the writer; `done` is called once
+    /// they are durable (or with the error if they cannot be). The core of `append`.
+    // StorageError is openraft's (large) error type; the trait forces it on us.
+    #[allow(clippy::result_large_err)]
+    pub fn append_records(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        done: Done,
+    ) -> Result<(), StorageError> {
+        self.check_failed()?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut frames = Vec::new();
+        for e in &entries {
+            encode_record(&mut frames, &RecordRef::Entry(e))
+                .map_err(|err| StorageIOError::write_log_entry(e.log_id, AnyError::new(&err)))?;
+        }
+        let records = entries.len() as u64;
+        let start_index = entries.first().map(|e| e.log_id.index);
+        let max_entry = entries.iter().map(|e| e.log_id.index).max();
+
+        let mut mem = write_mem(&self.mem);
+        let start_index = start_index.unwrap_or_else(|| mem.next_index());
+        for e in entries {
+            mem.apply_entry(e);
+        }
+        // Queued while still holding the lock, so that the disk order is the memory order
+        // even when several threads append through `&self`.
+        self.send(Command::Log(LogWrite {
+            frames,
+            records,
+            start_index,
+            max_entry,
+            purge_upto: None,
+            done,
+        }))
+    }
+
+    #[allow(clippy::result_large_err)] // StorageError is openraft's; see append_records.
+    fn check_failed(&self) -> Result<(), StorageError> {
+        match self.shared.failed.get() {
+            Some(msg) => Err(write_logs_err(format!(
+                "log store failed earlier and refuses writes: {msg}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    #[allow(clippy::result_large_err)] // StorageError is openraft's; see append_records.
+    fn send(&self, cmd: Command) -> Result<(), StorageError> {
+        let tx = self.tx.as_ref().expect("sender lives until drop");
+        tx.send(cmd).map_err(|e| {
+            let msg = "log writer thread is gone";
+            e.0.fail(io::Error::other(msg));
+            write_logs_err(msg)
+        })
+    }
+
+    /// Queues a log record through the writer and waits until it is durable.
+    async fn write_record_durably(
+        &self,
+        rec: RecordRef<'_>,
+        start_index: u64,
+        purge_upto: Option<u64>,
+        apply: impl FnOnce(&mut Mem),
+    ) -> Result<(), StorageError> {
+        self.check_failed()?;
+        let mut frames = Vec::new();
+        encode_record(&mut frames, &rec).map_err(|e| write_logs_err(&e))?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut mem = write_mem(&self.mem);
+            apply(&mut mem);
+            self.send(Command::Log(LogWrite {
+                frames,
+                records: 1,
+                start_index,
+                max_entry: None,
+                purge_upto,
+                done: Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            }))?;
+        }
+        rx.await
+            .map_err(|_| write_logs_err("log writer thread is gone"))?
+            .map_err(|e| write_logs_err(&e))
+    }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer finish what is queued and exit; joining it
+        // means the files are closed when the store is gone (a reopen sees everything).
+        drop(self.tx.take());
+        if let Some(handle) = self.writer.take() {
+            if handle.join().is_err() {
+                tracing::error!("log writer thread panicked");
+            }
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(read_mem(&self.mem).range(&range))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let mem = read_mem(&self.mem);
+        Ok(LogState {
+            last_purged_log_id: mem.last_purged,
+            last_log_id: mem.last_log_id(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        self.reader()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+        self.check_failed()
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        if self.vote.as_ref() == Some(vote) {
+            return Ok(());
+        }
+        let payload =
+            bincode::serialize(vote).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Vote {
+            bytes: frame(&payload),
+            done: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        })?;
+        rx.await
+            .map_err(|_| StorageIOError::write_vote(AnyError::error("log writer thread is gone")))?
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        self.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
+        Ok(self.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.check_failed()?;
+        if self.committed == committed {
+            return Ok(());
+        }
+        let payload = bincode::serialize(&committed).map_err(|e| write_logs_err(&e))?;
+        // Not waited for: the writer replaces the file after the current group is durable,
+        // without fsync. A stale value only makes openraft re-apply a little less on start.
+        self.send(Command::Committed {
+            bytes: frame(&payload),
+        })?;
+        self.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.append_records(entries, Box::new(move |r| callback.log_io_completed(r)))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let since = log_id.index;
+        self.write_record_durably(RecordRef::Truncate { since }, since, None, |mem| {
+            mem.truncate(since)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        if read_mem(&self.mem).last_purged.is_some_and(|p| p >= log_id) {
+            return Ok(());
+        }
+        let start_index = {
+            let mem = read_mem(&self.mem);
+            mem.next_index().max(log_id.index.saturating_add(1))
+        };
+        self.write_record_durably(
+            RecordRef::Purge(log_id),
+            start_index,
+            Some(log_id.index),
+            |mem| mem.purge(log_id),
+        )
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding
+
+/// Frames `payload` as `[len][crc][payload]`.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Appends one framed record to `out`.
+fn encode_record(out: &mut Vec<u8>, rec: &RecordRef<'_>) -> io::Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    if let Err(e) = bincode::serialize_into(&mut *out, rec) {
+        out.truncate(start);
+        return Err(io::Error::other(e));
+    }
+    let payload = &out[start + HEADER_LEN..];
+    let Ok(len) = u32::try_from(payload.len()) else {
+        out.truncate(start);
+        return Err(io::Error::other("log record larger than 4 GiB"));
+    };
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Why a frame could not be read.
+#[derive(Debug)]
+enum FrameError {
+    /// The header or payload runs past the end of the data.
+    Torn,
+    /// The payload does not match its CRC; the frame would end at `end`.
+    Crc { end: usize },
+    /// A zero length (never written by us; typically a zero-filled tail).
+    ZeroLength,
+}
+
+/// Reads one frame at the start of `data`: the payload and the frame's total length.
+fn read_frame(data: &[u8]) -> Result<(&[u8], usize), FrameError> {
+    if data.len() < HEADER_LEN {
+        return Err(FrameError::Torn);
+    }
+    let len = u32::from_le_bytes(data[0..4].try_into().expect("4-byte slice")) as usize;
+    let crc = u32::from_le_bytes(data[4..8].try_into().expect("4-byte slice"));
+    if len == 0 {
+        return Err(FrameError::ZeroLength);
+    }
+    let end = HEADER_LEN + len;
+    if data.len() < end {
+        return Err(FrameError::Torn);
+    }
+    let payload = &data[HEADER_LEN..end];
+    if crc32fast::hash(payload) != crc {
+        return Err(FrameError::Crc { end });
+    }
+    Ok((payload, end))
+}
+
+// ---------------------------------------------------------------------------------------
+// Recovery
+
+fn segment_path(dir: &Path, name: u64) -> PathBuf {
+    dir.join(format!("log-{name:020}.seg"))
+}
+
+fn parse_segment_name(file_name: &str) -> Option<u64> {
+    let digits = file_name.strip_prefix("log-")?.strip_suffix(".seg")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn storage_err(what: &str, path: &Path, e: io::Error) -> Error {
+    Error::Storage(format!("{what} {}: {e}", path.display()))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn remove_tmp_files(dir: &Path) -> Result<(), Error> {
+    let rd = fs::read_dir(dir).map_err(|e| storage_err("listing", dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| storage_err("listing", dir, e))?;
+        if ent.file_name().to_string_lossy().ends_with(".tmp") {
+            let path = ent.path();
+            fs::remove_file(&path).map_err(|e| storage_err("removing", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replays every segment of `dir`; returns the rebuilt log, the segments (the last one is
+/// the active one, created if there was none), the open active file and its size.
+fn recover(dir: &Path) -> Result<(Mem, Vec<Segment>, File, u64), Error> {
+    let mut names = Vec::new();
+    let rd = fs::read_dir(dir).map_err(|e| storage_err("listing", dir, e))?;
+    for ent in rd {
+        let ent = ent.map_err(|e| storage_err("listing", dir, e))?;
+        if let Some(name) = parse_segment_name(&ent.file_name().to_string_lossy()) {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+
+    let mut mem = Mem::default();
+    let mut segments = Vec::with_capacity(names.len());
+    let count = names.len();
+    for (i, name) in names.into_iter().enumerate() {
+        let path = segment_path(dir, name);
+        let is_last = i + 1 == count;
+        let max_entry = replay_segment(&path, is_last, &mut mem)?;
+        segments.push(Segment {
+            name,
+            path,
+            max_entry,
+        });
+    }
+
+    if segments.is_empty() {
+        let name = mem.next_index();
+        let path = segment_path(dir, name);
+        File::create(&path).map_err(|e| storage_err("creating", &path, e))?;
+        sync_dir(dir).map_err(|e| storage_err("syncing", dir, e))?;
+        segments.push(Segment {
+            name,
+            path,
+            max_entry: None,
+        });
+    }
+    let active_path = &segments.last().expect("at least one segment").path;
+    let active = OpenOptions::new()
+        .append(true)
+        .open(active_path)
+        .map_err(|e| storage_err("opening", active_path, e))?;
+    let active_size = active
+        .metadata()
+        .map_err(|e| storage_err("reading metadata of", active_path, e))?
+        .len();
+    Ok((mem, segments, active, active_size))
+}
+
+/// Applies one segment's records to `mem`; returns the greatest entry index it holds.
+/// A bad tail of the last segment is cut off; any other bad record is an error.
+fn replay_segment(path: &Path, is_last: bool, mem: &mut Mem) -> Result<Option<u64>, Error> {
+    let data = fs::read(path).map_err(|e| storage_err("reading", path, e))?;
+    let mut max_entry: Option<u64> = None;
+    let mut off = 0usize;
+    while off < data.len() {
+        let rest = &data[off..];
+        let bad = match read_frame(rest) {
+            Ok((payload, n)) => match bincode::deserialize::<Record>(payload) {
+                Ok(rec) => {
+                    if let Record::Entry(e) = &rec {
+                        max_entry = max_entry.max(Some(e.log_id.index));
+                    }
+                    mem.apply(rec);
+                    off += n;
+                    continue;
+                }
+                // The CRC matched, so these are the bytes that were written: not a crash.
+                Err(e) => {
+                    return Err(Error::InvalidData(format!(
+                        "log segment {} offset {off}: undecodable record: {e}",
+                        path.display()
+                    )))
+                }
+            },
+            Err(bad) => bad,
+        };
+        let at_tail = match bad {
+            FrameError::Torn => true,
+            FrameError::Crc { end } => end == rest.len(),
+            FrameError::ZeroLength => false,
+        } || rest.iter().all(|&b| b == 0);
+        if is_last && at_tail {
+            tracing::warn!(
+                "log segment {}: cutting a torn tail at offset {off} ({} bytes, {bad:?}): \
+                 an unacknowledged write interrupted by a crash",
+                path.display(),
+                rest.len()
+            );
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| storage_err("opening", path, e))?;
+            f.set_len(off as u64)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| storage_err("truncating", path, e))?;
+            break;
+        }
+        return Err(Error::InvalidData(format!(
+            "log segment {} offset {off}: bad record ({bad:?}); the log is corrupt, refusing \
+             to start (restore this node from a peer)",
+            path.display()
+        )));
+    }
+    Ok(max_entry)
+}
+
+fn read_vote_file(dir: &Path) -> Result<Option<Vote<u64>>, Error> {
+    let path = dir.join(VOTE_FILE);
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(storage_err("reading", &path, e)),
+    };
+    let (payload, _) = read_frame(&data).map_err(|bad| {
+        Error::InvalidData(format!("vote file {} is damaged ({bad:?})", path.display()))
+    })?;
+    let vote = bincode::deserialize(payload).map_err(|e| {
+        Error::InvalidData(format!("vote file {} is undecodable: {e}", path.display()))
+    })?;
+    Ok(Some(vote))
+}
+
+/// The committed log id is an optimisation written without fsync: a missing or damaged
+/// file reads as "unknown" rather than failing the start.
+fn read_committed_file(dir: &Path) -> Option<LogId> {
+    let path = dir.join(COMMITTED_FILE);
+    let data = fs::read(&path).ok()?;
+    let decoded = read_frame(&data)
+        .ok()
+        .and_then(|(payload, _)| bincode::deserialize::<Option<LogId>>(payload).ok());
+    if decoded.is_none() {
+        tracing::warn!("ignoring damaged {}", path.display());
+    }
+    decoded.flatten()
+}
+
+/// Replaces `dir/name` with `bytes` through a tmp file and a rename; with `durable`, the
+/// tmp file and the directory are fsynced so the new content survives a crash.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    if durable {
+        f.sync_all()?;
+    }
+    drop(f);
+    fs::rename(&tmp, dir.join(name))?;
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The writer thread
+
+struct Writer {
+    dir: PathBuf,
+    segment_size: u64,
+    /// All live segments, oldest first; the last is the active one.
+    segments: Vec<Segment>,
+    active: File,
+    active_size: u64,
+    /// Bytes were written to `active` since its last sync.
+    unsynced: bool,
+    shared: Arc<Shared>,
+    stats: Arc<LogStats>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Command>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(cmd) => group.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.process(group);
+        }
+    }
+
+    fn failed(&self) -> Option<io::Error> {
+        self.shared
+            .failed
+            .get()
+            .map(|msg| io::Error::other(format!("log store failed earlier: {msg}")))
+    }
+
+    /// Writes one group: all its records, one fdatasync, then the acknowledgements.
+    fn process(&mut self, group: Vec<Command>) {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut pending: Vec<LogWrite> = Vec::new();
+        let mut committed: Option<Vec<u8>> = None;
+        for cmd in group {
+            if let Some(err) = self.failed() {
+                cmd.fail(err);
+                continue;
+            }
+            match cmd {
+                Command::Log(w) => {
+                    if !w.frames.is_empty() {
+                        let size = self.active_size + buf.len() as u64;
+                        if size > 0 && size >= self.segment_size {
+                            if let Err(e) = self
+                                .write_buf(&mut buf)
+                                .and_then(|()| self.roll(w.start_index))
+                            {
+                                pending.push(w);
+                                self.fail(&e, &mut pending);
+                                continue;
+                            }
+                        }
+                        buf.extend_from_slice(&w.frames);
+                        self.stats.records.fetch_add(w.records, Ordering::Relaxed);
+                        let active = self.segments.last_mut().expect("an active segment");
+                        active.max_entry = active.max_entry.max(w.max_entry);
+                    }
+                    pending.push(w);
+                }
+                Command::Vote { bytes, done } => {
+                    // Everything queued before the vote becomes durable before it.
+                    self.flush(&mut buf, &mut pending);
+                    if let Some(err) = self.failed() {
+                        done(Err(err));
+                        continue;
+                    }
+                    match replace_file(&self.dir, VOTE_FILE, &bytes, true) {
+                        Ok(()) => done(Ok(())),
+                        Err(e) => {
+                            let mut none = Vec::new();
+                            self.fail(&e, &mut none);
+                            done(Err(e));
+                        }
+                    }
+                }
+                Command::Committed { bytes } => committed = Some(bytes),
+            }
+        }
+        self.flush(&mut buf, &mut pending);
+        if let Some(bytes) = committed {
+            if self.failed().is_none() {
+                if let Err(e) = replace_file(&self.dir, COMMITTED_FILE, &bytes, false) {
+                    tracing::warn!("saving the committed log id failed (harmless): {e}");
+                }
+            }
+        }
+    }
+
+    fn write_buf(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.unsynced = true;
+        self.active.write_all(buf)?;
+        self.active_size += buf.len() as u64;
+        self.stats
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        buf.clear();
+        Ok(())
+    }
+
+    fn sync_active(&mut self) -> io::Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        fail::fail_point!("log-before-fsync", |_| Err(io::Error::other(
+            "injected failure at log-before-fsync"
+        )));
+        #[cfg(test)]
+        if self.shared.inject_sync_error.swap(false, Ordering::SeqCst) {
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        self.active.sync_data()?;
+        self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable, then acknowledges `pending`.
+    fn flush(&mut self, buf: &mut Vec<u8>, pending: &mut Vec<LogWrite>) {
+        if buf.is_empty() && pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write_buf(buf).and_then(|()| self.sync_active()) {
+            self.fail(&e, pending);
+            return;
+        }
+        fail::fail_point!("log-after-fsync-before-ack");
+        if let Some(upto) = pending.iter().filter_map(|w| w.purge_upto).max() {
+            self.delete_purged_segments(upto);
+        }
+        for w in pending.drain(..) {
+            (w.done)(Ok(()));
+        }
+    }
+
+    /// Closes the active segment (synced) and starts a new one named after `start_index`.
+    fn roll(&mut self, start_index: u64) -> io::Result<()> {
+        self.sync_active()?;
+        let prev = self.segments.last().map(|s| s.name);
+        let name = match prev {
+            Some(p) => start_index.max(p.saturating_add(1)),
+            None => start_index,
+        };
+        let path = segment_path(&self.dir, name);
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)?;
+        // The new file's directory entry must be durable before records in it are acked.
+        sync_dir(&self.dir)?;
+        self.segments.push(Segment {
+            name,
+            path,
+            max_entry: None,
+        });
+        self.active = file;
+        self.active_size = 0;
+        Ok(())
+    }
+
+    /// Deletes the oldest segments while every entry they hold is at or below `upto`.
+    /// Only a prefix is deleted, so a truncation recorded in a kept segment never loses the
+    /// entries it applies to; the active segment (holding the purge record) is kept.
+    fn delete_purged_segments(&mut self, upto: u64) {
+        let mut n = 0;
+        while n + 1 < self.segments.len() {
+            let seg = &self.segments[n];
+            if seg.max_entry.is_some_and(|m| m > upto) {
+                break;
+            }
+            if let Err(e) = fs::remove_file(&seg.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("deleting purged log segment {}: {e}", seg.path.display());
+                    break;
+                }
+            }
+            n += 1;
+        }
+        self.segments.drain(..n);
+    }
+
+    /// Enters the failed state and reports `e` to every pending write.
+    fn fail(&mut self, e: &io::Error, pending: &mut Vec<LogWrite>) {
+        tracing::error!("log write failed, refusing all further log writes: {e}");
+        let _ = self.shared.failed.set(e.to_string());
+        for w in pending.drain(..) {
+            (w.done)(Err(io_copy(e)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+
+    use super::*;
+    use crate::group::types::Request;
+
+    fn lid(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn ent(term: u64, index: u64) -> Entry {
+        let payload = match index % 3 {
+            0 => EntryPayload::Blank,
+            1 => EntryPayload::Normal(Request::Batch(Vec::new())),
+            _ => EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1u64, 2, 3])], ())),
+        };
+        Entry {
+            log_id: lid(term, index),
+            payload,
+        }
+    }
+
+    fn ents(term: u64, range: std::ops::Range<u64>) -> Vec<Entry> {
+        range.map(|i| ent(term, i)).collect()
+    }
+
+    async fn all(store: &mut LogStore) -> Vec<LogId> {
+        store
+            .try_get_log_entries(..)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|e| e.log_id)
+            .collect()
+    }
+
+    fn ids(term: u64, range: std::ops::Range<u64>) -> Vec<LogId> {
+        range.map(|i| lid(term, i)).collect()
+    }
+
+    fn segment_files(dir: &Path) -> Vec<(u64, PathBuf)> {
+        let mut v: Vec<_> = fs::read_dir(dir)
+            .expect("list")
+            .filter_map(|e| {
+                let e = e.expect("entry");
+                parse_segment_name(&e.file_name().to_string_lossy()).map(|n| (n, e.path()))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn record_ref_encodes_as_record() {
+        let e = ent(2, 7);
+        let recs = [
+            RecordRef::Entry(&e),
+            RecordRef::Truncate { since: 5 },
+            RecordRef::Purge(lid(1, 3)),
+        ];
+        let mut buf = Vec::new();
+        for r in &recs {
+            encode_record(&mut buf, r).expect("encode");
+        }
+        let mut off = 0;
+        let mut decoded = Vec::new();
+        while off < buf.len() {
+            let (payload, n) = read_frame(&buf[off..]).expect("frame");
+            decoded.push(bincode::deserialize::<Record>(payload).expect("decode"));
+            off += n;
+        }
+        assert!(matches!(&decoded[0], Record::Entry(d) if *d == e));
+        assert!(matches!(decoded[1], Record::Truncate { since: 5 }));
+        assert!(matches!(decoded[2], Record::Purge(id) if id == lid(1, 3)));
+    }
+
+    #[tokio::test]
+    async fn append_reopen_keeps_entries_and_vote() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let vote = Vote::new_committed(3, 2);
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            assert_eq!(s.read_vote().await.expect("vote"), None);
+            s.blocking_append(ents(1, 0..5)).await.expect("append");
+            s.save_vote(&vote).await.expect("vote");
+            s.blocking_append(ents(3, 5..10)).await.expect("append");
+            s.save_committed(Some(lid(3, 8))).await.expect("committed");
+        }
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        let got = s.try_get_log_entries(0..10).await.expect("read");
+        let want: Vec<Entry> = ents(1, 0..5).into_iter().chain(ents(3, 5..10)).collect();
+        assert_eq!(got, want, "entries, payloads included, survive a reopen");
+        assert_eq!(s.read_vote().await.expect("vote"), Some(vote));
+        assert_eq!(
+            s.read_committed().await.expect("committed"),
+            Some(lid(3, 8))
+        );
+        let st = s.get_log_state().await.expect("state");
+        assert_eq!(st.last_purged_log_id, None);
+        assert_eq!(st.last_log_id, Some(lid(3, 9)));
+        let mut r = s.get_log_reader().await;
+        let part = r.try_get_log_entries(3..6).await.expect("reader");
+        assert_eq!(
+            part.iter().map(|e| e.log_id).collect::<Vec<_>>(),
+            vec![lid(1, 3), lid(1, 4), lid(3, 5)]
+        );
+        assert!(r.try_get_log_entries(6..6).await.expect("empty").is_empty());
+        assert!(r
+            .try_get_log_entries((Bound::Included(8), Bound::Excluded(2)))
+            .await
+            .expect("reversed")
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn truncate_then_append_survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            s.blocking_append(ents(1, 1..11)).await.expect("append");
+            s.truncate(lid(1, 6)).await.expect("truncate");
+            assert_eq!(
+                all(&mut s).await,
+                ids(1, 1..6),
+                "truncate is visible at once"
+            );
+            let st = s.get_log_state().await.expect("state");
+            assert_eq!(st.last_log_id, Some(lid(1, 5)));
+            s.blocking_append(ents(2, 6..9)).await.expect("append");
+        }
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        let want: Vec<LogId> = ids(1, 1..6).into_iter().chain(ids(2, 6..9)).collect();
+        assert_eq!(all(&mut s).await, want);
+
+        // Truncating everything leaves an empty log with no last log id.
+        s.truncate(lid(1, 1)).await.expect("truncate all");
+        drop(s);
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        assert!(all(&mut s).await.is_empty());
+        assert_eq!(s.get_log_state().await.expect("state").last_log_id, None);
+    }
+
+    #[tokio::test]
+    async fn purge_survives_reopen_and_deletes_old_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open_with_segment_size(dir.path(), 256).expect("open");
+            for i in 1..=50 {
+                s.blocking_append([ent(1, i)]).await.expect("append");
+            }
+            let before = segment_files(dir.path());
+            assert!(before.len() > 5, "tiny segments roll: {before:?}");
+            s.purge(lid(1, 30)).await.expect("purge");
+            let after = segment_files(dir.path());
+            assert!(after.len() < before.len(), "purge deleted segments");
+            assert!(after[0].0 > 1, "the first segment is gone: {after:?}");
+            // The oldest kept segment still holds entry 31 (its name is at most 31), and the
+            // one after it starts above 31: exactly the fully purged prefix was deleted.
+            assert!(after[0].0 <= 31, "{after:?}");
+            assert!(after.len() < 2 || after[1].0 > 31, "{after:?}");
+            let st = s.get_log_state().await.expect("state");
+            assert_eq!(st.last_purged_log_id, Some(lid(1, 30)));
+            assert_eq!(st.last_log_id, Some(lid(1, 50)));
+        }
+        let mut s = LogStore::open_with_segment_size(dir.path(), 256).expect("reopen");
+        let st = s.get_log_state().await.expect("state");
+        assert_eq!(st.last_purged_log_id, Some(lid(1, 30)));
+        assert_eq!(st.last_log_id, Some(lid(1, 50)));
+        assert!(s.try_get_log_entries(0..31).await.expect("read").is_empty());
+        assert_eq!(all(&mut s).await, ids(1, 31..51));
+
+        // Purging past the end: the purged id becomes the last log id; appends continue.
+        s.purge(lid(2, 60)).await.expect("purge all");
+        assert_eq!(
+            segment_files(dir.path()).len(),
+            1,
+            "all but the active segment (holding the purge record) were deleted"
+        );
+        drop(s);
+        let mut s = LogStore::open_with_segment_size(dir.path(), 256).expect("reopen");
+        let st = s.get_log_state().await.expect("state");
+        assert_eq!(st.last_purged_log_id, Some(lid(2, 60)));
+        assert_eq!(st.last_log_id, Some(lid(2, 60)));
+        assert!(all(&mut s).await.is_empty());
+        s.blocking_append(ents(2, 61..63)).await.expect("append");
+        drop(s);
+        let mut s = LogStore::open_with_segment_size(dir.path(), 256).expect("reopen");
+        assert_eq!(all(&mut s).await, ids(2, 61..63));
+    }
+
+    #[tokio::test]
+    async fn purge_keeps_segments_a_later_truncate_depends_on() {
+        // With one segment per write: A = entries 1..=9, B = truncate since 5, C = entries
+        // 5..=6 (term 2), D = purge (2,6). B and C hold nothing above 6, but A does: only a
+        // prefix may go, so all stay (deleting B alone would resurrect entries 7..=9).
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open_with_segment_size(dir.path(), 1).expect("open");
+            s.blocking_append(ents(1, 1..10)).await.expect("append");
+            s.truncate(lid(1, 5)).await.expect("truncate");
+            s.blocking_append(ents(2, 5..7)).await.expect("append");
+            s.purge(lid(2, 6)).await.expect("purge");
+            assert_eq!(segment_files(dir.path()).len(), 4);
+        }
+        let mut s = LogStore::open_with_segment_size(dir.path(), 1).expect("reopen");
+        assert!(all(&mut s).await.is_empty());
+        let st = s.get_log_state().await.expect("state");
+        assert_eq!(st.last_purged_log_id, Some(lid(2, 6)));
+        assert_eq!(st.last_log_id, Some(lid(2, 6)));
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_cut_and_earlier_entries_survive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            for i in 0..4 {
+                s.blocking_append(ents(1, i * 5..i * 5 + 5))
+                    .await
+                    .expect("append");
+            }
+        }
+        let segs = segment_files(dir.path());
+        let last = &segs.last().expect("a segment").1;
+        let len = fs::metadata(last).expect("meta").len();
+        let f = OpenOptions::new().write(true).open(last).expect("open seg");
+        f.set_len(len - 3).expect("chop");
+        drop(f);
+
+        let mut s = LogStore::open(dir.path()).expect("a torn tail is not an error");
+        assert_eq!(
+            all(&mut s).await,
+            ids(1, 0..19),
+            "only the torn record is lost"
+        );
+        // The file was cut cleanly: appending and reopening works.
+        s.blocking_append([ent(2, 19)]).await.expect("append");
+        drop(s);
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        let mut want = ids(1, 0..19);
+        want.push(lid(2, 19));
+        assert_eq!(all(&mut s).await, want);
+
+        // A zero-filled tail (a crash after the size grew) is cut too.
+        drop(s);
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(last)
+            .expect("open seg");
+        f.write_all(&[0u8; 100]).expect("zeros");
+        drop(f);
+        let mut s = LogStore::open(dir.path()).expect("zero tail is not an error");
+        assert_eq!(all(&mut s).await, want);
+    }
+
+    #[tokio::test]
+    async fn corruption_in_a_middle_segment_refuses_to_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open_with_segment_size(dir.path(), 200).expect("open");
+            for i in 0..10 {
+                s.blocking_append([ent(1, i)]).await.expect("append");
+            }
+        }
+        let segs = segment_files(dir.path());
+        assert!(segs.len() >= 2, "{segs:?}");
+        let first = &segs[0].1;
+        let mut data = fs::read(first).expect("read");
+        data[HEADER_LEN + 2] ^= 0x40;
+        fs::write(first, &data).expect("write");
+        match LogStore::open_with_segment_size(dir.path(), 200) {
+            Err(Error::InvalidData(msg)) => {
+                let name = first
+                    .file_name()
+                    .expect("name")
+                    .to_string_lossy()
+                    .into_owned();
+                assert!(msg.contains(&name), "names the file: {msg}");
+                assert!(msg.contains("offset 0"), "names the offset: {msg}");
+            }
+            other => panic!("expected InvalidData, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_record_before_the_end_of_the_last_segment_is_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            s.blocking_append(ents(1, 0..5)).await.expect("append");
+        }
+        let segs = segment_files(dir.path());
+        assert_eq!(segs.len(), 1);
+        let path = &segs[0].1;
+        let mut data = fs::read(path).expect("read");
+        data[HEADER_LEN + 1] ^= 0x01;
+        fs::write(path, &data).expect("write");
+        assert!(matches!(
+            LogStore::open(dir.path()),
+            Err(Error::InvalidData(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn group_commit_batches_concurrent_appends() {
+        const APPENDS: u64 = 200;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(LogStore::open(dir.path()).expect("open"));
+        let next = Arc::new(Mutex::new(0u64));
+        let barrier = Arc::new(tokio::sync::Barrier::new(APPENDS as usize));
+        let mut tasks = Vec::new();
+        for _ in 0..APPENDS {
+            let (store, next, barrier) =
+                (Arc::clone(&store), Arc::clone(&next), Arc::clone(&barrier));
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let (tx, rx) = oneshot::channel();
+                {
+                    let mut n = next.lock().expect("lock");
+                    store
+                        .append_records(
+                            [ent(1, *n)],
+                            Box::new(move |r| {
+                                let _ = tx.send(r);
+                            }),
+                        )
+                        .expect("append");
+                    *n += 1;
+                }
+                rx.await.expect("callback fired").expect("durable");
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        let stats = store.stats();
+        let fsyncs = stats.fsyncs.load(Ordering::Relaxed);
+        let records = stats.records.load(Ordering::Relaxed);
+        let bytes = stats.bytes.load(Ordering::Relaxed);
+        println!("group commit: {records} records, {fsyncs} fsyncs, {bytes} bytes");
+        assert_eq!(records, APPENDS);
+        assert!(fsyncs >= 1);
+        assert!(
+            fsyncs < records / 2,
+            "{fsyncs} fsyncs for {records} appends"
+        );
+
+        drop(store);
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        assert_eq!(all(&mut s).await, ids(1, 0..APPENDS));
+    }
+
+    #[tokio::test]
+    async fn failed_fsync_is_never_acknowledged_and_poisons_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = LogStore::open(dir.path()).expect("open");
+        s.blocking_append(ents(1, 0..3)).await.expect("append");
+
+        s.shared.inject_sync_error.store(true, Ordering::SeqCst);
+        let (tx, rx) = oneshot::channel();
+        s.append_records(
+            ents(1, 3..5),
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .expect("queued");
+        let res = rx.await.expect("callback fired");
+        assert!(res.is_err(), "a failed fdatasync is reported, not acked");
+
+        assert!(s.blocking_append([ent(1, 5)]).await.is_err());
+        assert!(s.truncate(lid(1, 2)).await.is_err());
+        assert!(s.purge(lid(1, 1)).await.is_err());
+        assert!(s.save_vote(&Vote::new(2, 1)).await.is_err());
+        assert_eq!(
+            s.stats().fsyncs.load(Ordering::Relaxed),
+            1,
+            "only the first append synced"
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! openraft's RPCs over tonic: the client side. The server side is
+//! `api::raft`. Payloads are bincode-encoded openraft types inside a
+//! `RaftMessage`; replies carry `Result<Response, RaftError>` the same way.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use trireme_proto::v1::raft_client::RaftClient;
+use trireme_proto::v1::RaftMessage;
+
+use super::types::TypeConfig;
+use crate::error::{Error, Result};
+
+/// Lazily connected gRPC channels to peers, by address, shared by Raft
+/// replication, write-set forwarding and read-index requests.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// The channel to `addr` (created on first use; never fails: it connects lazily).
+    pub fn channel(&self, addr: &str) -> Result<Channel> {
+        let mut map = self.channels.lock().expect("peers lock");
+        if let Some(c) = map.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Error::InvalidInput(format!("bad peer address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            // Without keepalive a channel stayed stuck after a partition healed (STACK.md).
+            .http2_keep_alive_interval(Duration::from_millis(500))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        map.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A Raft-service client for `addr`.
+    pub fn raft_client(&self, addr: &str) -> Result<RaftClient<Channel>> {
+        Ok(RaftClient::new(self.channel(addr)?)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20))
+    }
+}
+
+/// Encodes an openraft value for the wire.
+pub fn encode<T: Serialize>(value: &T) -> Result<RaftMessage> {
+    Ok(RaftMessage {
+        payload: bincode::serialize(value)?,
+    })
+}
+
+/// Decodes an openraft value from the wire.
+pub fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T> {
+    Ok(bincode::deserialize(&msg.payload)?)
+}
+
+/// Creates [`PeerNetwork`]s for openraft.
+#[derive(Clone)]
+pub struct NetworkFactory {
+    peers: Peers,
+}
+
+impl NetworkFactory {
+    /// A factory sharing these peer channels.
+    pub fn new(peers: Peers) -> Self {
+        NetworkFactory { peers }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerNetwork {
+        PeerNetwork {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// The RPC client to one peer.
+pub struct PeerNetwork {
+    target: u64,
+    addr: String,
+    peers: Peers,
+}
+
+type RpcResult<T, E> = std::result::Result<T, RPCError<u64, BasicNode, E>>;
+
+impl PeerNetwork {
+    async fn call<Req, Resp, E>(&self, kind: Kind, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let unreachable = |e: &dyn std::fmt::Display| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string())));
+        let mut client = self.peers.raft_client(&self.addr).map_err(|e| unreachable(&e))?;
+        let mut request = tonic::Request::new(encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?);
+        request.set_timeout(option.hard_ttl());
+        let reply = match kind {
+            Kind::Append => client.append_entries(request).await,
+            Kind::Vote => client.vote(request).await,
+            Kind::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => unreachable(&status),
+            _ => RPCError::Network(NetworkError::new(&std::io::Error::other(status.to_string()))),
+        })?;
+        let result: std::result::Result<Resp, E> =
+            decode(reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<u64>, RaftError<u64>> {
+        self.call(Kind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
+        self.call(Kind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,105 @@
+//! Linearizable reads: the read index, coalesced.
+//!
+//! A LINEARIZABLE read needs a seqno that covers every write committed before
+//! the read began: the leader's read index, confirmed by a heartbeat round to a
+//! quorum (openraft's `get_read_log_id`). One round serves every read that
+//! arrived before it started: reads queue while a round is in flight and share
+//! the next one, so the cost per read falls as load rises. A follower asks the
+//! leader for the index over `ReadIndex`, then waits until it has applied it.
+
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::network::{decode, encode, Peers};
+use super::types::Raft;
+use crate::error::{Error, Result};
+use crate::txn::{NodeId, Seqno};
+
+type Waiter = oneshot::Sender<Result<Seqno, String>>;
+
+/// Hands out read indexes, one quorum round for every group of waiting reads.
+pub struct ReadIndex {
+    queue_tx: mpsc::UnboundedSender<Waiter>,
+}
+
+impl ReadIndex {
+    /// Starts the coalescing task.
+    pub fn start(id: NodeId, raft: Raft, peers: Peers, timeout: Duration) -> ReadIndex {
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(id, raft, peers, timeout, queue_rx));
+        ReadIndex { queue_tx }
+    }
+
+    /// A seqno that, once applied here, makes a read linearizable.
+    pub async fn read_index(&self) -> Result<Seqno> {
+        let (tx, rx) = oneshot::channel();
+        self.queue_tx
+            .send(tx)
+            .map_err(|_| Error::Unavailable("node is shutting down".into()))?;
+        match rx.await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(msg)) => Err(Error::Unavailable(msg)),
+            Err(_) => Err(Error::Unavailable("node is shutting down".into())),
+        }
+    }
+}
+
+async fn run(id: NodeId, raft: Raft, peers: Peers, timeout: Duration, mut queue_rx: mpsc::UnboundedReceiver<Waiter>) {
+    while let Some(first) = queue_rx.recv().await {
+        let mut waiters = vec![first];
+        while let Ok(w) = queue_rx.try_recv() {
+            waiters.push(w);
+        }
+        let result = match tokio::time::timeout(timeout, fetch(id, &raft, &peers)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "not in the primary component: no quorum confirmed a read index within {timeout:?}"
+            )),
+        };
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
+
+async fn fetch(id: NodeId, raft: &Raft, peers: &Peers) -> Result<Seqno, String> {
+    let leader = raft.metrics().borrow().current_leader;
+    match leader {
+        Some(l) if l == id => leader_read_index(raft).await,
+        Some(l) => {
+            let addr = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .get_node(&l)
+                .map(|n| n.addr.clone())
+                .ok_or_else(|| format!("leader {l} has no address"))?;
+            let mut client = peers.raft_client(&addr).map_err(|e| e.to_string())?;
+            let request = encode(&()).map_err(|e| e.to_string())?;
+            let reply = client
+                .read_index(request)
+                .await
+                .map_err(|s| format!("not in the primary component: leader {l} at {addr} unreachable: {}", s.message()))?;
+            let result: Result<Seqno, String> = decode(reply.get_ref()).map_err(|e| e.to_string())?;
+            result
+        }
+        None => Err("not in the primary component: no leader is known".into()),
+    }
+}
+
+/// The leader's read index (also served to followers over `ReadIndex`).
+pub async fn leader_read_index(raft: &Raft) -> Result<Seqno, String> {
+    match raft.get_read_log_id().await {
+        Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(format!("not the leader (leader is {:?})", f.leader_id))
+        }
+        Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+            Err(format!("not in the primary component: {q}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,424 @@
+//! The replicated state machine: certifies each committed write set in log
+//! order and applies the winners to MVCC storage.
+//!
+//! One `apply` call (a run of committed entries) becomes one atomic engine
+//! batch: the versions of every committed write set, the write-set ids (for
+//! deduplication), the applied log id and the membership. Only then does the
+//! watermark advance and the origin's waiters learn their verdicts, so a
+//! reader never sees part of a batch.
+//!
+//! A failure here (storage I/O, undecodable data) is not a client error: it is
+//! returned to openraft as a `StorageError`, which stops the node. Turning it
+//! into a verdict would let replicas diverge.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use super::applied::Applied;
+use super::types::{Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig};
+use crate::certify::{Certifier, History, Verdict};
+use crate::error::{Error, Result};
+use crate::storage::{keycode, BatchOp, Mvcc};
+use crate::txn::{Key, KeyRange, Mutation, Seqno, Value};
+
+const META_APPLIED: &str = "applied";
+const META_MEMBERSHIP: &str = "membership";
+
+/// A state-transfer snapshot: every version and write-set id at `meta.last_log_id`.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The last snapshot built or installed, kept for followers that need it.
+#[derive(Clone)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<u64, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The openraft state machine over [`Mvcc`].
+pub struct StateMachine {
+    mvcc: Mvcc,
+    certifier: Certifier,
+    applied_id: Option<LogId>,
+    membership: StoredMembership,
+    shared: Arc<Applied>,
+    snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
+    /// Held by garbage collection and by snapshot building: a snapshot at log
+    /// id `L` needs every version visible at `L`, which GC must not remove.
+    gc_lock: Arc<Mutex<()>>,
+    snapshot_path: Option<std::path::PathBuf>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> StorageError {
+    StorageError::IO {
+        source: StorageIOError::write_state_machine(&std::io::Error::other(e.to_string())),
+    }
+}
+
+impl StateMachine {
+    /// Opens the state machine over `mvcc`, resuming from its stored applied
+    /// log id. `snapshot_path` keeps the last snapshot across restarts.
+    pub fn open(
+        mvcc: Mvcc,
+        certifier: Certifier,
+        snapshot_path: Option<std::path::PathBuf>,
+    ) -> Result<(StateMachine, Arc<Applied>)> {
+        let applied_id: Option<LogId> = match mvcc.meta(META_APPLIED)? {
+            Some(raw) => bincode::deserialize(&raw)?,
+            None => None,
+        };
+        let membership: StoredMembership = match mvcc.meta(META_MEMBERSHIP)? {
+            Some(raw) => bincode::deserialize(&raw)?,
+            None => StoredMembership::default(),
+        };
+        let snapshot = match &snapshot_path {
+            Some(p) if p.exists() => {
+                let raw = std::fs::read(p)?;
+                let (meta, data): (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>) = bincode::deserialize(&raw)?;
+                Some(StoredSnapshot { meta, data })
+            }
+            _ => None,
+        };
+        let applied = applied_id.map_or(0, |l| l.index);
+        let shared = Arc::new(Applied::new(applied));
+        // GC before the restart may have removed versions below this.
+        shared.raise_horizon(certifier.horizon(applied));
+        let sm = StateMachine {
+            mvcc,
+            certifier,
+            applied_id,
+            membership,
+            shared: shared.clone(),
+            snapshot: Arc::new(std::sync::Mutex::new(snapshot)),
+            gc_lock: Arc::new(Mutex::new(())),
+            snapshot_path,
+        };
+        Ok((sm, shared))
+    }
+
+    /// The lock garbage collection holds while it runs.
+    pub fn gc_lock(&self) -> Arc<Mutex<()>> {
+        self.gc_lock.clone()
+    }
+
+    fn meta_ops(&self) -> Result<Vec<BatchOp>> {
+        Ok(vec![
+            Mvcc::meta_op(META_APPLIED, bincode::serialize(&self.applied_id)?),
+            Mvcc::meta_op(META_MEMBERSHIP, bincode::serialize(&self.membership)?),
+        ])
+    }
+
+    /// Certifies and applies a run of committed entries; one response each.
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Response>> {
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut pending: BTreeMap<Key, (Seqno, Option<Value>)> = BTreeMap::new();
+        let mut ops: Vec<BatchOp> = Vec::new();
+        // Ids applied earlier in this same run (not yet in the engine).
+        let mut seen: BTreeMap<crate::txn::TxnId, Seqno> = BTreeMap::new();
+        for entry in entries {
+            let seqno = entry.log_id.index;
+            if let Some(prev) = self.applied_id {
+                assert!(seqno > prev.index, "apply out of order: {seqno} after {}", prev.index);
+            }
+            let mut outcomes = Vec::new();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                }
+                EntryPayload::Normal(Request::Batch(write_sets)) => {
+                    self.shared.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let horizon = self.certifier.horizon(seqno);
+                    for ws in write_sets {
+                        let dup = match seen.get(&ws.id) {
+                            Some(s) => Some(*s),
+                            None => self.mvcc.txn_seqno(ws.id)?,
+                        };
+                        let outcome = match dup.filter(|s| *s >= horizon) {
+                            Some(first) => Outcome::Duplicate(first),
+                            None => {
+                                let view = Overlay::new(&self.mvcc, &pending);
+                                let verdict = self.certifier.certify(&ws, seqno, &view);
+                                view.result()?;
+                                if verdict == Verdict::Commit {
+                                    for m in &ws.mutations {
+                                        let (key, value) = match m {
+                                            Mutation::Put { key, value } => (key, Some(value.clone())),
+                                            Mutation::Delete { key } => (key, None),
+                                        };
+                                        ops.push(Mvcc::version_op(key, seqno, value.as_deref()));
+                                        pending.insert(key.clone(), (seqno, value));
+                                    }
+                                }
+                                ops.push(Mvcc::txn_op(ws.id, seqno));
+                                seen.insert(ws.id, seqno);
+                                Outcome::Certified(seqno, verdict)
+                            }
+                        };
+                        tracing::debug!(seqno, txn = %ws.id, ?outcome, "certified");
+                        self.shared.count(&outcome);
+                        outcomes.push((ws.id, outcome));
+                    }
+                }
+            }
+            self.applied_id = Some(entry.log_id);
+            responses.push(Response { seqno, outcomes });
+        }
+        ops.extend(self.meta_ops()?);
+        fail::fail_point!("apply-before-write", |_| Err(Error::Storage("failpoint apply-before-write".into())));
+        self.mvcc.apply(ops)?;
+        fail::fail_point!("apply-after-write-before-ack");
+        self.shared.advance(self.applied_id.map_or(0, |l| l.index));
+        // Only the origin registered a waiter; elsewhere this finds none.
+        for (id, outcome) in responses.iter().flat_map(|r| r.outcomes.iter()) {
+            self.shared.resolve(*id, Ok(outcome.clone()));
+        }
+        Ok(responses)
+    }
+}
+
+/// The history certification reads: storage plus this run's pending writes.
+/// Storage errors are remembered and surface from [`Overlay::result`], after
+/// which the verdict is discarded.
+struct Overlay<'a> {
+    mvcc: &'a Mvcc,
+    pending: &'a BTreeMap<Key, (Seqno, Option<Value>)>,
+    error: RefCell<Option<Error>>,
+}
+
+impl<'a> Overlay<'a> {
+    fn new(mvcc: &'a Mvcc, pending: &'a BTreeMap<Key, (Seqno, Option<Value>)>) -> Self {
+        Overlay {
+            mvcc,
+            pending,
+            error: RefCell::new(None),
+        }
+    }
+
+    fn keep<T: Default>(&self, r: Result<T>) -> T {
+        r.unwrap_or_else(|e| {
+            self.error.borrow_mut().get_or_insert(e);
+            T::default()
+        })
+    }
+
+    fn result(self) -> Result<()> {
+        match self.error.into_inner() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl History for Overlay<'_> {
+    fn last_write(&self, key: &[u8]) -> Option<Seqno> {
+        match self.pending.get(key) {
+            Some((s, _)) => Some(*s),
+            None => self.keep(self.mvcc.last_write(key)),
+        }
+    }
+
+    fn current(&self, key: &[u8]) -> Option<(Seqno, Value)> {
+        match self.pending.get(key) {
+            Some((s, v)) => v.clone().map(|v| (*s, v)),
+            None => self.keep(self.mvcc.get(key, Seqno::MAX)),
+        }
+    }
+
+    fn first_write_in_range_after(&self, range: &KeyRange, after: Seqno) -> Option<(Key, Seqno)> {
+        let upper = match &range.end {
+            Some(e) => std::ops::Bound::Excluded(e.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let from_pending = self
+            .pending
+            .range((std::ops::Bound::Included(range.start.clone()), upper))
+            .find(|(_, (s, _))| *s > after)
+            .map(|(k, (s, _))| (k.clone(), *s));
+        let from_store = self.keep(self.mvcc.first_write_in_range_after(range, after));
+        match (from_pending, from_store) {
+            (Some(p), Some(s)) if s.0 < p.0 => Some(s),
+            (Some(p), _) => Some(p),
+            (None, s) => s,
+        }
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied_id, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // Certification and sled calls block: keep them off the async workers.
+        let mut this = std::mem::replace(self, self.placeholder());
+        let (this, res) = tokio::task::spawn_blocking(move || {
+            let res = this.apply_entries(entries);
+            (this, res)
+        })
+        .await
+        .map_err(io_err)?;
+        *self = this;
+        res.map_err(io_err)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        let guard = self.gc_lock.clone().lock_owned().await;
+        SnapshotBuilder {
+            mvcc: self.mvcc.clone(),
+            applied_id: self.applied_id,
+            membership: self.membership.clone(),
+            snapshot: self.snapshot.clone(),
+            snapshot_path: self.snapshot_path.clone(),
+            _gc_guard: guard,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let raw = snapshot.into_inner();
+        let data: SnapshotData = bincode::deserialize(&raw).map_err(io_err)?;
+        let _gc = self.gc_lock.lock().await;
+        // The snapshot holds what is visible from its certification horizon on.
+        self.shared.raise_horizon(self.certifier.horizon(meta.last_log_id.map_or(0, |l| l.index)));
+        self.mvcc.clear().map_err(io_err)?;
+        let mut ops: Vec<BatchOp> = Vec::with_capacity(data.entries.len() + 2);
+        for (k, v) in data.entries {
+            if !matches!(k.first(), Some(&keycode::DATA) | Some(&keycode::TXN)) {
+                return Err(io_err(format!("snapshot holds a key outside the data namespaces: {k:?}")));
+            }
+            ops.push((k, Some(v)));
+        }
+        self.applied_id = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        ops.extend(self.meta_ops().map_err(io_err)?);
+        self.mvcc.apply(ops).map_err(io_err)?;
+        self.mvcc.sync().map_err(io_err)?;
+        let stored = StoredSnapshot { meta: meta.clone(), data: raw };
+        persist_snapshot(self.snapshot_path.as_deref(), &stored).map_err(io_err)?;
+        *self.snapshot.lock().expect("snapshot lock") = Some(stored);
+        self.shared.advance(self.applied_id.map_or(0, |l| l.index));
+        tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let stored = self.snapshot.lock().expect("snapshot lock").clone();
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+impl StateMachine {
+    /// A cheap stand-in used while the real state machine is on a blocking thread.
+    fn placeholder(&self) -> StateMachine {
+        StateMachine {
+            mvcc: self.mvcc.clone(),
+            certifier: self.certifier,
+            applied_id: self.applied_id,
+            membership: self.membership.clone(),
+            shared: self.shared.clone(),
+            snapshot: self.snapshot.clone(),
+            gc_lock: self.gc_lock.clone(),
+            snapshot_path: self.snapshot_path.clone(),
+        }
+    }
+}
+
+fn persist_snapshot(path: Option<&std::path::Path>, stored: &StoredSnapshot) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    let tmp = path.with_extension("tmp");
+    let raw = bincode::serialize(&(&stored.meta, &stored.data))?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&raw)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Builds a snapshot of the state at the applied log id captured when it was
+/// created (MVCC makes that a consistent read while apply goes on).
+pub struct SnapshotBuilder {
+    mvcc: Mvcc,
+    applied_id: Option<LogId>,
+    membership: StoredMembership,
+    snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
+    snapshot_path: Option<std::path::PathBuf>,
+    _gc_guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let at = self.applied_id.map_or(0, |l| l.index);
+        let mvcc = self.mvcc.clone();
+        let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+            // The log is purged up to this snapshot: what it covers must be durable.
+            mvcc.sync()?;
+            let mut entries = Vec::new();
+            mvcc.dump(&mut |k, v| {
+                let keep = match k.first() {
+                    Some(&keycode::DATA) => keycode::decode_version_key(k).is_some_and(|(_, s)| s <= at),
+                    Some(&keycode::TXN) => v.len() == 8 && u64::from_be_bytes(v.try_into().expect("8 bytes")) <= at,
+                    _ => false,
+                };
+                if keep {
+                    entries.push((k.to_vec(), v.to_vec()));
+                }
+                true
+            })?;
+            Ok(bincode::serialize(&SnapshotData { entries })?)
+        })
+        .await
+        .map_err(io_err)?
+        .map_err(io_err)?;
+        let snapshot_id = format!(
+            "{}-{}",
+            self.applied_id.map_or(0, |l| l.leader_id.term),
+            at
+        );
+        let meta = SnapshotMeta {
+            last_log_id: self.applied_id,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        persist_snapshot(self.snapshot_path.as_deref(), &stored).map_err(io_err)?;
+        *self.snapshot.lock().expect("snapshot lock") = Some(stored);
+        tracing::info!(at, bytes = data.len(), "built snapshot");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}

@@ -1,0 +1,205 @@
+//! Submitting write sets to the log: batching (group commit) and forwarding.
+//!
+//! Every node runs one batcher. Write sets queue up; the batcher waits for a
+//! free in-flight slot, then takes everything queued (up to a count and byte
+//! bound) as one batch, so the busier the node, the bigger the batches: one
+//! log entry, one replication round and one fsync per node cover them all. On
+//! the leader a batch becomes a log entry directly; on a follower it travels to
+//! the leader in one `Forward` RPC and becomes one entry there. Several batches
+//! are in flight at once (pipelined replication).
+//!
+//! A batch that fails to reach the log (leader changed, leader unreachable)
+//! goes back in the queue until its deadline. Resubmission is safe because
+//! the state machine ignores a second copy of a write-set id. Outcomes reach
+//! the origin's waiter from its own state machine; the batcher only reports
+//! write sets it gives up on: `Unavailable` if no attempt could have reached a
+//! log, `Indeterminate` otherwise.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::network::{decode, encode, Peers};
+use super::types::{Raft, Request};
+use super::applied::Applied;
+use crate::error::Error;
+use crate::txn::{NodeId, WriteSet};
+
+/// Batching knobs.
+#[derive(Clone, Debug)]
+pub struct BatchConfig {
+    /// Most write sets in one log entry.
+    pub max_write_sets: usize,
+    /// Most bytes in one log entry (a single larger write set still goes alone).
+    pub max_bytes: usize,
+    /// Batches in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// A write set waiting to be ordered.
+pub struct Pending {
+    /// The write set.
+    pub ws: WriteSet,
+    /// When to give up.
+    pub deadline: Instant,
+    /// Whether an attempt may have reached a log (then giving up is indeterminate).
+    pub maybe_sent: bool,
+}
+
+/// The batcher's shared context.
+pub struct Submitter {
+    id: NodeId,
+    raft: Raft,
+    peers: Peers,
+    applied: Arc<Applied>,
+    queue_tx: mpsc::UnboundedSender<Pending>,
+    config: BatchConfig,
+}
+
+impl Submitter {
+    /// Starts the batcher task; returns the handle used to submit.
+    pub fn start(id: NodeId, raft: Raft, peers: Peers, applied: Arc<Applied>, config: BatchConfig) -> Arc<Submitter> {
+        let (queue_tx, queue_rx) = mpsc::unbounded_channel();
+        let submitter = Arc::new(Submitter {
+            id,
+            raft,
+            peers,
+            applied,
+            queue_tx,
+            config,
+        });
+        tokio::spawn(submitter.clone().run(queue_rx));
+        submitter
+    }
+
+    /// Queues a write set. Its outcome arrives through the `Applied` waiter
+    /// registered for its id.
+    pub fn submit(&self, ws: WriteSet, deadline: Instant) {
+        let pending = Pending {
+            ws,
+            deadline,
+            maybe_sent: false,
+        };
+        if let Err(mpsc::error::SendError(p)) = self.queue_tx.send(pending) {
+            self.applied
+                .resolve(p.ws.id, Err(Error::Unavailable("node is shutting down".into())));
+        }
+    }
+
+    async fn run(self: Arc<Self>, mut queue_rx: mpsc::UnboundedReceiver<Pending>) {
+        let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
+        while let Some(first) = queue_rx.recv().await {
+            // Waiting for a slot first lets the batch grow while all are busy.
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let mut bytes = first.ws.size_bytes();
+            let mut batch = vec![first];
+            while batch.len() < self.config.max_write_sets && bytes < self.config.max_bytes {
+                match queue_rx.try_recv() {
+                    Ok(p) => {
+                        bytes += p.ws.size_bytes();
+                        batch.push(p);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.dispatch(batch).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn dispatch(&self, batch: Vec<Pending>) {
+        let now = Instant::now();
+        let (live, expired): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.deadline > now);
+        for p in expired {
+            self.give_up(p);
+        }
+        // Drop write sets whose clients stopped waiting (and that never left this node).
+        let mut live: Vec<Pending> = live
+            .into_iter()
+            .filter(|p| p.maybe_sent || self.applied.is_waiting(p.ws.id))
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let leader = self.raft.metrics().borrow().current_leader;
+        let outcome = match leader {
+            Some(l) if l == self.id => {
+                let wss: Vec<WriteSet> = live.iter().map(|p| p.ws.clone()).collect();
+                live.iter_mut().for_each(|p| p.maybe_sent = true);
+                self.raft.client_write(Request::Batch(wss)).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+            Some(l) => self.forward(l, &mut live).await,
+            None => Err("no leader".into()),
+        };
+        if let Err(reason) = outcome {
+            tracing::debug!(count = live.len(), %reason, "batch not ordered; requeueing");
+            // Give an election time to settle before the next try.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for p in live {
+                if p.deadline <= Instant::now() {
+                    self.give_up(p);
+                } else if let Err(mpsc::error::SendError(p)) = self.queue_tx.send(p) {
+                    self.give_up(p);
+                }
+            }
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, live: &mut [Pending]) -> Result<(), String> {
+        let addr = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+        };
+        let addr = addr.ok_or_else(|| format!("leader {leader} has no address"))?;
+        let mut client = self.peers.raft_client(&addr).map_err(|e| e.to_string())?;
+        let wss: Vec<&WriteSet> = live.iter().map(|p| &p.ws).collect();
+        let mut request = tonic::Request::new(encode(&wss).map_err(|e| e.to_string())?);
+        let timeout = live.iter().map(|p| p.deadline).max().map_or(Duration::from_secs(1), |d| {
+            d.saturating_duration_since(Instant::now()).max(Duration::from_millis(100))
+        });
+        request.set_timeout(timeout);
+        let reply = client.forward(request).await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(status) => {
+                // A refused connection never delivered the batch; anything else may have.
+                let never_sent = status.code() == tonic::Code::Unavailable && status.message().contains("connect");
+                if !never_sent {
+                    live.iter_mut().for_each(|p| p.maybe_sent = true);
+                }
+                return Err(format!("forward to leader {leader} at {addr}: {status}"));
+            }
+        };
+        live.iter_mut().for_each(|p| p.maybe_sent = true);
+        let result: Result<(), String> = decode(reply.get_ref()).map_err(|e| e.to_string())?;
+        result
+    }
+
+    fn give_up(&self, p: Pending) {
+        let err = if p.maybe_sent {
+            Error::Indeterminate("the write set was sent for ordering but no outcome arrived before the deadline".into())
+        } else {
+            Error::Unavailable(
+                "not in the primary component: no leader could take the write before the deadline".into(),
+            )
+        };
+        self.applied.resolve(p.ws.id, Err(err));
+    }
+}
+
+/// The leader's side of `Forward`: order a follower's batch as one entry.
+pub async fn order_forwarded(raft: &Raft, wss: Vec<WriteSet>) -> Result<(), String> {
+    match raft.client_write(Request::Batch(wss)).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(format!("not the leader (leader is {:?})", f.leader_id))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -1,0 +1,299 @@
+//! A node: the Raft group, the MVCC store, the batcher and the read index,
+//! wired together, with the operations the gRPC services call.
+//!
+//! `Node::start` opens the data directory, starts openraft, initializes a new
+//! cluster from `initial_cluster` if the directory is fresh (every first member
+//! may do so with the same membership; openraft treats that as one
+//! initialization), and starts the background tasks. [`serve`] runs the gRPC
+//! services on a bound listener until a shutdown future resolves.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::BasicNode;
+
+use crate::certify::{Certifier, Verdict};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::group::applied::Applied;
+use crate::group::log_store::LogStore;
+use crate::group::network::{NetworkFactory, Peers};
+use crate::group::reads::ReadIndex;
+use crate::group::state_machine::StateMachine;
+use crate::group::submit::{BatchConfig, Submitter};
+use crate::group::types::{Outcome, Raft};
+use crate::storage::{Mvcc, SledEngine, Versioned};
+use crate::txn::{KeyRange, NodeId, Seqno, Value, WriteSet};
+
+/// How fresh a read must be (see the `ReadConsistency` enum of the API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// Read index through the leader, then read at the applied seqno.
+    Linearizable,
+    /// Wait until this node has applied `min_seqno`.
+    Session(Seqno),
+    /// Whatever this node has applied.
+    Local,
+}
+
+/// Where a read is served: how fresh, and optionally at a fixed snapshot.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    /// Freshness.
+    pub consistency: Consistency,
+    /// A transaction's snapshot seqno to read at.
+    pub snapshot: Option<Seqno>,
+}
+
+/// A running node.
+pub struct Node {
+    /// The configuration it started with.
+    pub config: Config,
+    /// The openraft handle.
+    pub raft: Raft,
+    /// MVCC storage.
+    pub mvcc: Mvcc,
+    /// The applied watermark, waiters and apply counters.
+    pub applied: Arc<Applied>,
+    /// Channels to peers.
+    pub peers: Peers,
+    submitter: Arc<Submitter>,
+    reads: ReadIndex,
+    log_stats: Arc<crate::group::log_store::LogStats>,
+}
+
+impl Node {
+    /// Opens the data directory and starts the node's Raft group and tasks.
+    pub async fn start(config: Config) -> Result<Arc<Node>> {
+        config.validate()?;
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Storage(format!("cannot create data dir {}: {e}", dir.display())))?;
+        let log_store = LogStore::open(&dir.join("raft-log"))?;
+        let log_stats = log_store.stats();
+        let engine = SledEngine::open(&dir.join("db"), config.cache_bytes)?;
+        let mvcc = Mvcc::new(Arc::new(engine));
+        let (sm, applied) = StateMachine::open(
+            mvcc.clone(),
+            Certifier::new(config.cert_window),
+            Some(dir.join("snapshot.bin")),
+        )?;
+        let gc_lock = sm.gc_lock();
+        let raft_config = openraft::Config {
+            cluster_name: "trireme".into(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_min_ms,
+            election_timeout_max: config.election_timeout_max_ms,
+            max_payload_entries: 64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: config.log_retain_entries,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| Error::InvalidInput(format!("raft configuration: {e}")))?,
+        );
+        let peers = Peers::default();
+        let raft = Raft::new(config.node_id, raft_config, NetworkFactory::new(peers.clone()), log_store, sm)
+            .await
+            .map_err(|e| Error::Internal(format!("starting raft: {e}")))?;
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Internal(format!("raft: {e}")))?;
+        if !initialized {
+            let members: BTreeMap<NodeId, BasicNode> = config
+                .initial_members()
+                .into_iter()
+                .map(|(id, addr)| (id, BasicNode::new(addr)))
+                .collect();
+            tracing::info!(?members, "initializing a new cluster");
+            if let Err(e) = raft.initialize(members).await {
+                // Another first member got there first: its log wins, nothing is lost.
+                tracing::info!(error = %e, "not initializing: already part of a cluster");
+            }
+        } else {
+            tracing::info!(applied = applied.seqno(), "resuming from the data directory");
+        }
+
+        let submitter = Submitter::start(
+            config.node_id,
+            raft.clone(),
+            peers.clone(),
+            applied.clone(),
+            BatchConfig {
+                max_write_sets: config.batch_max_write_sets,
+                max_bytes: config.batch_max_bytes,
+                max_in_flight: config.batch_in_flight,
+            },
+        );
+        let reads = ReadIndex::start(config.node_id, raft.clone(), peers.clone(), config.read_timeout());
+        let node = Arc::new(Node {
+            config,
+            raft,
+            mvcc,
+            applied,
+            peers,
+            submitter,
+            reads,
+            log_stats,
+        });
+        if node.config.gc_interval_ms > 0 {
+            tokio::spawn(gc_loop(Arc::downgrade(&node), gc_lock));
+        }
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Group-commit counters of the Raft log.
+    pub fn log_stats(&self) -> &crate::group::log_store::LogStats {
+        &self.log_stats
+    }
+
+    /// The seqno a read with these options is served at, once this node has applied it.
+    pub async fn read_seqno(&self, opts: ReadOptions) -> Result<Seqno> {
+        let timeout = self.config.read_timeout();
+        let fresh = match opts.consistency {
+            Consistency::Linearizable => {
+                let index = self.reads.read_index().await?;
+                self.applied.wait_for(index, timeout).await?
+            }
+            Consistency::Session(min) => self.applied.wait_for(min, timeout).await?,
+            Consistency::Local => self.applied.seqno(),
+        };
+        match opts.snapshot {
+            None => Ok(fresh),
+            Some(s) => {
+                self.applied.wait_for(s, timeout).await?;
+                self.check_horizon(s)?;
+                Ok(s)
+            }
+        }
+    }
+
+    fn check_horizon(&self, at: Seqno) -> Result<()> {
+        let horizon = self.applied.horizon();
+        if at < horizon {
+            return Err(Error::SnapshotTooOld(format!(
+                "snapshot {at} is below this node's garbage-collection horizon {horizon} (cert_window {})",
+                self.config.cert_window
+            )));
+        }
+        Ok(())
+    }
+
+    /// Begins a transaction: the snapshot its reads use.
+    pub async fn begin(&self, consistency: Consistency) -> Result<Seqno> {
+        self.read_seqno(ReadOptions {
+            consistency,
+            snapshot: None,
+        })
+        .await
+    }
+
+    /// Reads one key: its newest version at the read seqno, and that seqno.
+    pub async fn get(&self, key: &[u8], opts: ReadOptions) -> Result<(Option<(Seqno, Value)>, Seqno)> {
+        self.config.limits.check_key(key)?;
+        let at = self.read_seqno(opts).await?;
+        let found = self.mvcc.get(key, at)?;
+        // GC may have started while we read: only a read that finished above its horizon counts.
+        self.check_horizon(at)?;
+        Ok((found, at))
+    }
+
+    /// Scans a range: live pairs at the read seqno, whether more remain, and that seqno.
+    pub async fn scan(
+        &self,
+        range: KeyRange,
+        limit: usize,
+        keys_only: bool,
+        opts: ReadOptions,
+    ) -> Result<(Vec<Versioned>, bool, Seqno)> {
+        let max = self.config.limits.max_scan_limit;
+        if limit > max {
+            return Err(Error::InvalidInput(format!(
+                "scan limit {limit} is over the limit of {max} (max_scan_limit)"
+            )));
+        }
+        let limit = if limit == 0 { max } else { limit };
+        let at = self.read_seqno(opts).await?;
+        let mvcc = self.mvcc.clone();
+        let (pairs, more) = tokio::task::spawn_blocking(move || mvcc.scan(&range, at, limit, keys_only))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        self.check_horizon(at)?;
+        Ok((pairs, more, at))
+    }
+
+    /// Orders, certifies and applies a write set; returns its seqno if it committed.
+    pub async fn commit(&self, mut ws: WriteSet) -> Result<Seqno> {
+        ws.origin = self.id();
+        self.config.limits.check_write_set(&ws)?;
+        let id = ws.id;
+        let rx = self.applied.register(id);
+        let timeout = self.config.commit_timeout();
+        self.submitter.submit(ws, Instant::now() + timeout);
+        let outcome = match tokio::time::timeout(timeout + Duration::from_millis(500), rx).await {
+            Ok(Ok(outcome)) => outcome?,
+            Ok(Err(_)) => return Err(Error::Unavailable("node is shutting down".into())),
+            Err(_) => {
+                self.applied.forget(id);
+                return Err(Error::Indeterminate(format!(
+                    "no verdict for write set {id} within {timeout:?}"
+                )));
+            }
+        };
+        match outcome {
+            Outcome::Certified(seqno, Verdict::Commit) | Outcome::Duplicate(seqno) => Ok(seqno),
+            Outcome::Certified(_, Verdict::Abort(abort)) => Err(Error::Aborted(abort)),
+        }
+    }
+
+    /// A digest of the live data at the applied seqno, the seqno, and the number of keys.
+    pub async fn checksum(&self) -> Result<(Seqno, u64, u64)> {
+        let at = self.applied.seqno();
+        let mvcc = self.mvcc.clone();
+        let (sum, keys) = tokio::task::spawn_blocking(move || mvcc.checksum(at))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        Ok((at, sum, keys))
+    }
+
+    /// Stops Raft (pending requests fail as unavailable) and syncs the store.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
+        self.mvcc.sync()
+    }
+}
+
+async fn gc_loop(node: std::sync::Weak<Node>, gc_lock: Arc<tokio::sync::Mutex<()>>) {
+    loop {
+        let Some(interval) = node.upgrade().map(|n| n.config.gc_interval_ms) else { return };
+        tokio::time::sleep(Duration::from_millis(interval)).await;
+        let Some(n) = node.upgrade() else { return };
+        let horizon = n.applied.seqno().saturating_sub(n.config.cert_window);
+        if horizon <= n.applied.horizon() {
+            continue;
+        }
+        let _guard = gc_lock.lock().await;
+        // Publish the horizon before removing anything, so readers below it fail cleanly.
+        n.applied.raise_horizon(horizon);
+        let mvcc = n.mvcc.clone();
+        drop(n);
+        match tokio::task::spawn_blocking(move || mvcc.gc(horizon)).await {
+            Ok(Ok(removed)) => tracing::debug!(horizon, removed, "garbage-collected old versions"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
+            Err(e) => tracing::warn!(error = %e, "garbage collection panicked"),
+        }
+    }
+}

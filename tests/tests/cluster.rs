@@ -1,0 +1,140 @@
+//! Multi-process tests of the real `trireme-server` binary: 3 nodes on
+//! 127.0.0.1, replication, conditional writes, leader failure, full restart.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use trireme_client::ReadConsistency;
+use trireme_tests::{wait_for, Cluster};
+
+const READY: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_each_node_is_readable_on_every_node() -> Result<()> {
+    let cluster = Cluster::start(3, &[])?;
+    cluster.wait_leader(&[1, 2, 3], READY).await?;
+    for id in 1..=3u64 {
+        let seqno = cluster
+            .client_only(id)?
+            .put(format!("from-{id}"), format!("value-{id}"))
+            .await
+            .with_context(|| cluster.logs())?;
+        ensure!(seqno > 0, "a commit has a seqno");
+    }
+    for reader in 1..=3u64 {
+        let client = cluster.client_only(reader)?;
+        for writer in 1..=3u64 {
+            // Linearizable by default: every acknowledged write is visible at once.
+            let got = client.get(format!("from-{writer}"), ReadConsistency::Linearizable).await?;
+            let got = got.with_context(|| format!("node {reader} misses the write made on node {writer}"))?;
+            ensure!(got.value == format!("value-{writer}").into_bytes());
+        }
+    }
+    cluster.wait_converged(&[1, 2, 3], READY).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_if_version_writes_from_different_nodes_exactly_one_wins() -> Result<()> {
+    let cluster = Cluster::start(3, &[])?;
+    cluster.wait_leader(&[1, 2, 3], READY).await?;
+    for round in 0..5 {
+        let key = format!("contested-{round}");
+        let base = cluster.client_only(1)?.put(key.clone(), "base").await?;
+        // Every node tries to replace the version all of them saw.
+        let mut tasks = Vec::new();
+        for id in 1..=3u64 {
+            let client = cluster.client_only(id)?;
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                client.put_if_version(key, format!("winner-{id}"), base).await
+            }));
+        }
+        let mut winners = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            match t.await? {
+                Ok(_) => winners.push(i as u64 + 1),
+                Err(e) => ensure!(e.is_compare_failed(), "a loser fails its compare, not {e:?}"),
+            }
+        }
+        ensure!(winners.len() == 1, "round {round}: exactly one winner, got {winners:?}");
+        let expected = format!("winner-{}", winners[0]).into_bytes();
+        for id in 1..=3u64 {
+            let got = cluster.client_only(id)?.get(&key, ReadConsistency::Linearizable).await?;
+            ensure!(got.map(|v| v.value) == Some(expected.clone()), "node {id} disagrees on the winner");
+        }
+    }
+    cluster.wait_converged(&[1, 2, 3], READY).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_elects_another_and_the_node_catches_up_on_restart() -> Result<()> {
+    let mut cluster = Cluster::start(3, &[])?;
+    let leader = cluster.wait_leader(&[1, 2, 3], READY).await?;
+    for i in 0..20 {
+        cluster.client(leader)?.put(format!("before-{i}"), "x").await?;
+    }
+    cluster.kill(leader)?;
+    let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let new_leader = cluster.wait_leader(&survivors, READY).await.with_context(|| cluster.logs())?;
+    ensure!(new_leader != leader);
+    // Writes through either survivor succeed within seconds.
+    for id in &survivors {
+        let client = cluster.client_only(*id)?;
+        wait_for("a write through a survivor", Duration::from_secs(10), || async {
+            Ok(client.put(format!("after-{id}"), "y").await.ok())
+        })
+        .await?;
+    }
+    cluster.restart(leader)?;
+    let all = [1, 2, 3];
+    cluster.wait_converged(&all, READY).await.with_context(|| cluster.logs())?;
+    let client = cluster.client_only(leader)?;
+    for id in &survivors {
+        ensure!(client.get(format!("after-{id}"), ReadConsistency::Local).await?.is_some());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_all_three_and_restart_keeps_every_acknowledged_write() -> Result<()> {
+    let mut cluster = Cluster::start(3, &[])?;
+    cluster.wait_leader(&[1, 2, 3], READY).await?;
+    // Concurrent writers through every node; remember what was acknowledged.
+    let mut tasks = Vec::new();
+    for w in 0..12u64 {
+        let client = cluster.client(w % 3 + 1)?;
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..25 {
+                let key = format!("w{w}-{i}");
+                if client.put(key.clone(), format!("v{i}")).await.is_ok() {
+                    acked.push(key);
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await?);
+    }
+    ensure!(acked.len() == 300, "all writes acknowledged before the crash: {}", acked.len());
+    for id in 1..=3 {
+        cluster.kill(id)?;
+    }
+    for id in 1..=3 {
+        cluster.restart(id)?;
+    }
+    cluster.wait_leader(&[1, 2, 3], READY).await.with_context(|| cluster.logs())?;
+    for id in 1..=3u64 {
+        let client = cluster.client_only(id)?;
+        for key in &acked {
+            let got = client.get(key, ReadConsistency::Linearizable).await?;
+            ensure!(got.is_some(), "node {id} lost acknowledged write {key}");
+        }
+    }
+    cluster.wait_converged(&[1, 2, 3], READY).await?;
+    Ok(())
+}
