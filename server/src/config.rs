@@ -55,6 +55,9 @@ pub struct Config {
     pub cache_bytes: u64,
     /// How often old MVCC versions are garbage-collected, in milliseconds (0: never).
     pub gc_interval_ms: u64,
+    /// How many times the server itself retries a conflicting write set that
+    /// read nothing and asked for it (Galera's `wsrep_retry_autocommit`).
+    pub retry_autocommit: u32,
     /// Limits on keys, values and write sets.
     pub limits: Limits,
 }
@@ -80,6 +83,7 @@ impl Default for Config {
             log_retain_entries: 10_000,
             cache_bytes: 256 << 20,
             gc_interval_ms: 10_000,
+            retry_autocommit: 1,
             limits: Limits::default(),
         }
     }
@@ -227,5 +231,16 @@ mod tests {
         assert_eq!(c.limits.max_ops, 10);
         assert_eq!(c.limits.max_key_bytes, 4096);
         assert!(toml::from_str::<Config>("nodeid = 3").is_err());
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let c: Config = toml::from_str(include_str!("../../trireme.example.toml")).expect("example parses");
+        assert_eq!(c, Config::default());
     }
 }

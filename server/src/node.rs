@@ -8,12 +8,13 @@
 //! services on a bound listener until a shutdown future resolves.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::BasicNode;
 
-use crate::certify::{Certifier, Verdict};
+use crate::certify::{Abort, Certifier, Verdict};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::applied::Applied;
@@ -232,8 +233,31 @@ impl Node {
         Ok((pairs, more, at))
     }
 
-    /// Orders, certifies and applies a write set; returns its seqno if it committed.
-    pub async fn commit(&self, mut ws: WriteSet) -> Result<Seqno> {
+    /// Orders, certifies and applies a write set; returns its seqno if it
+    /// committed. With `server_retry`, a write set that read nothing and lost a
+    /// write-write conflict is retried from a fresh snapshot, up to
+    /// `retry_autocommit` times (its writes did not depend on what it read).
+    pub async fn commit(&self, mut ws: WriteSet, server_retry: bool) -> Result<Seqno> {
+        let retryable = server_retry
+            && ws.snapshot.is_some()
+            && ws.reads.is_empty()
+            && ws.ranges.is_empty()
+            && ws.compares.is_empty();
+        let mut retries = 0;
+        loop {
+            match self.commit_once(ws.clone()).await {
+                Err(Error::Aborted(Abort::WriteConflict { .. })) if retryable && retries < self.config.retry_autocommit => {
+                    retries += 1;
+                    self.applied.stats.server_retries.fetch_add(1, Ordering::Relaxed);
+                    ws.id = crate::txn::TxnId::random();
+                    ws.snapshot = Some(self.applied.seqno());
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn commit_once(&self, mut ws: WriteSet) -> Result<Seqno> {
         ws.origin = self.id();
         self.config.limits.check_write_set(&ws)?;
         let id = ws.id;

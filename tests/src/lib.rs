@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use trireme_client::{Client, NodeStatus};
 
+pub mod inproc;
+
 /// The directory holding the workspace's binaries for this build profile.
 pub fn bin_dir() -> PathBuf {
     // Test executables live in target/<profile>/deps.

@@ -76,9 +76,15 @@ impl Cluster for ClusterService {
             term: m.current_term,
             state: state.into(),
             commits: stats.commits.load(Ordering::Relaxed),
-            cert_failures: stats.cert_failures.load(Ordering::Relaxed),
-            server_retries: 0,
-            write_sets_applied: stats.commits.load(Ordering::Relaxed) + stats.cert_failures.load(Ordering::Relaxed),
+            cert_failures: stats.cert_failures(),
+            server_retries: stats.server_retries.load(Ordering::Relaxed),
+            write_sets_applied: stats.commits.load(Ordering::Relaxed) + stats.cert_failures(),
+            cert_failures_by_reason: crate::certify::Abort::KINDS
+                .iter()
+                .zip(&stats.aborts)
+                .map(|(k, n)| (k.to_string(), n.load(Ordering::Relaxed)))
+                .collect(),
+            duplicates: stats.duplicates.load(Ordering::Relaxed),
             batches_applied: stats.batches.load(Ordering::Relaxed),
             address: node.config.advertise_addr().to_string(),
         }))

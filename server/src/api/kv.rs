@@ -78,20 +78,22 @@ impl Kv for KvService {
             },
             req.if_version,
         );
-        let seqno = self.node.commit(ws).await.map_err(to_status)?;
+        let seqno = self.node.commit(ws, false).await.map_err(to_status)?;
         Ok(Response::new(pb::PutResponse { seqno }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = req.into_inner();
         let ws = convert::single(Mutation::Delete { key: req.key }, req.if_version);
-        let seqno = self.node.commit(ws).await.map_err(to_status)?;
+        let seqno = self.node.commit(ws, false).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteResponse { seqno }))
     }
 
     async fn commit(&self, req: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
-        let ws = convert::write_set(req.into_inner()).map_err(to_status)?;
-        let seqno = self.node.commit(ws).await.map_err(to_status)?;
+        let req = req.into_inner();
+        let server_retry = req.server_retry;
+        let ws = convert::write_set(req).map_err(to_status)?;
+        let seqno = self.node.commit(ws, server_retry).await.map_err(to_status)?;
         Ok(Response::new(pb::CommitResponse { seqno }))
     }
 }

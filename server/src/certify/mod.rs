@@ -120,6 +120,21 @@ impl Abort {
         }
     }
 
+    /// Every value [`Abort::kind`] can return, in a fixed order (for counters).
+    pub const KINDS: [&'static str; 6] = [
+        "write_conflict",
+        "read_conflict",
+        "range_conflict",
+        "compare_failed",
+        "snapshot_too_old",
+        "invalid_snapshot",
+    ];
+
+    /// The position of this abort's kind in [`Abort::KINDS`].
+    pub fn kind_index(&self) -> usize {
+        Self::KINDS.iter().position(|k| *k == self.kind()).expect("every kind is listed")
+    }
+
     /// A short machine-friendly name, for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -1300,8 +1300,7 @@ mod props {
         let last = log
             .iter()
             .flat_map(|(s, w)| w.mutations.iter().map(move |m| (*s, m)))
-            .filter(|(_, m)| m.key() == key)
-            .last()?;
+            .rfind(|(_, m)| m.key() == key)?;
         match last {
             (seqno, Mutation::Put { value, .. }) => Some((seqno, value.clone())),
             (_, Mutation::Delete { .. }) => None,

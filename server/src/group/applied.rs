@@ -17,16 +17,21 @@ use crate::txn::{Seqno, TxnId};
 pub struct ApplyStats {
     /// Write sets certified and committed.
     pub commits: AtomicU64,
-    /// Write sets aborted by certification (all reasons).
-    pub cert_failures: AtomicU64,
-    /// Of those, failed compares.
-    pub compare_failures: AtomicU64,
-    /// Of those, snapshots too old.
-    pub too_old: AtomicU64,
+    /// Write sets aborted by certification, by reason (indexed like `Abort::KINDS`).
+    pub aborts: [AtomicU64; 6],
     /// Duplicate copies of a write set ignored.
     pub duplicates: AtomicU64,
     /// Log entries carrying write-set batches.
     pub batches: AtomicU64,
+    /// Conflicting single-write commits the server retried itself.
+    pub server_retries: AtomicU64,
+}
+
+impl ApplyStats {
+    /// All certification failures.
+    pub fn cert_failures(&self) -> u64 {
+        self.aborts.iter().map(|a| a.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// The node-local side of apply: readers wait for the watermark, origins wait
@@ -118,18 +123,11 @@ impl Applied {
 
     /// Counts one certification outcome.
     pub fn count(&self, outcome: &Outcome) {
-        use crate::certify::{Abort, Verdict};
+        use crate::certify::Verdict;
         let s = &self.stats;
         match outcome {
             Outcome::Certified(_, Verdict::Commit) => s.commits.fetch_add(1, Ordering::Relaxed),
-            Outcome::Certified(_, Verdict::Abort(abort)) => {
-                match abort {
-                    Abort::CompareFailed { .. } => s.compare_failures.fetch_add(1, Ordering::Relaxed),
-                    Abort::SnapshotTooOld { .. } => s.too_old.fetch_add(1, Ordering::Relaxed),
-                    _ => 0,
-                };
-                s.cert_failures.fetch_add(1, Ordering::Relaxed)
-            }
+            Outcome::Certified(_, Verdict::Abort(abort)) => s.aborts[abort.kind_index()].fetch_add(1, Ordering::Relaxed),
             Outcome::Duplicate(_) => s.duplicates.fetch_add(1, Ordering::Relaxed),
         };
     }

@@ -1,0 +1,123 @@
+//! `status` and `checksum`: one report per endpoint.
+//!
+//! With one endpoint the report is the node's (or the error, with its exit
+//! code). With several, every endpoint is asked concurrently and reported in
+//! order, failures included; the exit code is the first failure's.
+
+use std::future::Future;
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use trireme_client::{Client, Error, Result};
+
+use super::output::{checksum_text, json_line, status_json, status_text};
+use super::{exit_code, Reply, EXIT_OK};
+
+/// `status`.
+pub async fn status(client: &Client, json: bool) -> Result<Reply> {
+    per_endpoint(
+        client,
+        json,
+        |endpoint| {
+            let client = client.clone();
+            async move { client.status_of(&endpoint).await }
+        },
+        status_text,
+        status_json,
+    )
+    .await
+}
+
+/// `checksum`.
+pub async fn checksum(client: &Client, json: bool) -> Result<Reply> {
+    let several = client.endpoints().len() > 1;
+    per_endpoint(
+        client,
+        json,
+        |endpoint| {
+            let client = client.clone();
+            async move { client.checksum_of(&endpoint).await }
+        },
+        move |endpoint, c| {
+            if several {
+                format!("{endpoint}: {}\n", checksum_text(c))
+            } else {
+                format!("{}\n", checksum_text(c))
+            }
+        },
+        |endpoint, c| {
+            let mut v = json!(c);
+            v["endpoint"] = json!(endpoint);
+            v
+        },
+    )
+    .await
+}
+
+/// Asks every endpoint, renders each answer, and combines them.
+async fn per_endpoint<T, Ask, Fut, Text, Json>(
+    client: &Client,
+    json: bool,
+    ask: Ask,
+    text: Text,
+    to_json: Json,
+) -> Result<Reply>
+where
+    Ask: Fn(String) -> Fut,
+    Fut: Future<Output = Result<T>>,
+    Text: Fn(&str, &T) -> String,
+    Json: Fn(&str, &T) -> Value,
+{
+    let endpoints = client.endpoints();
+    let answers = join_all(endpoints.iter().cloned().map(ask)).await;
+    if endpoints.len() == 1 {
+        let answer = answers
+            .into_iter()
+            .next()
+            .expect("one endpoint gives one answer")?;
+        let endpoint = &endpoints[0];
+        return Ok(Reply::ok(if json {
+            json_line(&to_json(endpoint, &answer))
+        } else {
+            text(endpoint, &answer).into_bytes()
+        }));
+    }
+    let mut code = EXIT_OK;
+    let mut first_error: Option<&Error> = None;
+    let mut blocks = Vec::new();
+    let mut items = Vec::new();
+    for (endpoint, answer) in endpoints.iter().zip(&answers) {
+        match answer {
+            Ok(value) => {
+                blocks.push(text(endpoint, value));
+                items.push(to_json(endpoint, value));
+            }
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                    code = exit_code(e);
+                }
+                blocks.push(format!("{endpoint}: error: {e}\n"));
+                items.push(
+                    json!({ "endpoint": endpoint, "error": e.to_string(), "kind": e.kind_name() }),
+                );
+            }
+        }
+    }
+    let out = if json {
+        json_line(&Value::Array(items))
+    } else {
+        // Multi-line blocks (status) read better apart; one-liners (checksum) do not.
+        let separator = if blocks.iter().any(|b| b.lines().count() > 1) {
+            "\n"
+        } else {
+            ""
+        };
+        blocks.join(separator).into_bytes()
+    };
+    Ok(Reply {
+        out,
+        note: first_error.map(|e| format!("error: {e}")),
+        code,
+    })
+}

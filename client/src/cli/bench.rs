@@ -1,0 +1,323 @@
+//! `bench`: concurrent workers doing random gets and puts for a while, with a
+//! latency histogram and error counts.
+//!
+//! Each worker has its own [`Client`] (own connections), and worker `i`
+//! starts at endpoint `i % n`, so the load spreads over the cluster and moves
+//! on when a node fails. Latency is recorded for successful operations only;
+//! failed ones are counted by error kind.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::distributions::Alphanumeric;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tokio::time::Instant;
+use trireme_client::{Client, ClientOptions, Error, ReadConsistency, Result};
+
+use super::output::json_line;
+use super::{BenchArgs, GlobalArgs, Reply, EXIT_ABORTED, EXIT_OTHER, EXIT_UNAVAILABLE};
+
+/// Largest latency the histogram tracks exactly, in microseconds (1 hour).
+const MAX_LATENCY_US: u64 = 3_600_000_000;
+
+/// What one worker did.
+struct WorkerStats {
+    /// Latency of successful operations, in microseconds.
+    latency_us: Histogram<u64>,
+    /// Successful reads.
+    reads: u64,
+    /// Successful writes.
+    writes: u64,
+    /// Failed operations by error kind.
+    errors: BTreeMap<String, u64>,
+}
+
+impl WorkerStats {
+    fn new() -> Result<Self> {
+        Ok(WorkerStats {
+            latency_us: histogram()?,
+            reads: 0,
+            writes: 0,
+            errors: BTreeMap::new(),
+        })
+    }
+}
+
+fn histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+        .map_err(|e| Error::Other(format!("cannot create the latency histogram: {e}")))
+}
+
+/// What a worker needs to know.
+#[derive(Clone)]
+struct Workload {
+    /// Number of keys.
+    keys: u64,
+    /// Key prefix.
+    prefix: String,
+    /// Bytes per value.
+    value_size: usize,
+    /// Probability that an operation is a read.
+    read_ratio: f64,
+    /// Consistency of reads.
+    consistency: ReadConsistency,
+    /// When to stop starting operations.
+    until: Instant,
+    /// Successful operations so far, for the progress line.
+    ok: Arc<AtomicU64>,
+    /// Failed operations so far, for the progress line.
+    failed: Arc<AtomicU64>,
+}
+
+/// Runs the benchmark and reports it.
+pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
+    if args.clients == 0 || args.keys == 0 {
+        return Err(Error::InvalidInput(
+            "bench needs at least one client and one key".into(),
+        ));
+    }
+    let start = Instant::now();
+    let workload = Workload {
+        keys: args.keys,
+        prefix: args.prefix.clone(),
+        value_size: args.value_size,
+        read_ratio: args.read_ratio,
+        consistency: args.consistency.into(),
+        until: start + args.duration,
+        ok: Arc::new(AtomicU64::new(0)),
+        failed: Arc::new(AtomicU64::new(0)),
+    };
+    let mut handles = Vec::with_capacity(args.clients);
+    for i in 0..args.clients {
+        let options = ClientOptions {
+            timeout: global.timeout,
+            start_index: i,
+            ..ClientOptions::default()
+        };
+        let client = Client::with_options(global.endpoints.clone(), options)?;
+        handles.push(tokio::spawn(worker(client, workload.clone())));
+    }
+
+    let progress = progress_bar(global.json);
+    let ticker = tokio::spawn(tick(progress.clone(), workload.clone(), start));
+
+    let mut total = WorkerStats::new()?;
+    for handle in handles {
+        let stats = handle
+            .await
+            .map_err(|e| Error::Other(format!("a bench worker failed: {e}")))??;
+        total
+            .latency_us
+            .add(&stats.latency_us)
+            .map_err(|e| Error::Other(format!("cannot merge latency histograms: {e}")))?;
+        total.reads += stats.reads;
+        total.writes += stats.writes;
+        for (kind, n) in stats.errors {
+            *total.errors.entry(kind).or_default() += n;
+        }
+    }
+    let elapsed = start.elapsed();
+    ticker.abort();
+    progress.finish_and_clear();
+    Ok(render(&total, elapsed, args, global.json))
+}
+
+async fn worker(client: Client, w: Workload) -> Result<WorkerStats> {
+    let mut stats = WorkerStats::new()?;
+    let mut rng = StdRng::from_entropy();
+    let value: Vec<u8> = (&mut rng)
+        .sample_iter(&Alphanumeric)
+        .take(w.value_size)
+        .collect();
+    while Instant::now() < w.until {
+        let key = format!("{}{}", w.prefix, rng.gen_range(0..w.keys));
+        let read = rng.gen_bool(w.read_ratio);
+        let began = Instant::now();
+        let result = if read {
+            client.get(&key, w.consistency).await.map(|_| ())
+        } else {
+            client.put(key, value.clone()).await.map(|_| ())
+        };
+        match result {
+            Ok(()) => {
+                let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+                stats.latency_us.saturating_record(us.max(1));
+                if read {
+                    stats.reads += 1;
+                } else {
+                    stats.writes += 1;
+                }
+                w.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                *stats.errors.entry(e.kind_name()).or_default() += 1;
+                w.failed.fetch_add(1, Ordering::Relaxed);
+                // Do not spin on a cluster that refuses everything at once.
+                if matches!(e, Error::Unavailable(_)) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// A live `ops/s` line on stderr, hidden for JSON output or when stderr is
+/// not a terminal.
+fn progress_bar(json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+    }
+    let bar = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}") {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+async fn tick(bar: ProgressBar, w: Workload, start: Instant) {
+    let mut last = (start, 0u64);
+    let mut interval = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        interval.tick().await;
+        let now = Instant::now();
+        let ok = w.ok.load(Ordering::Relaxed);
+        let rate = (ok - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-3);
+        last = (now, ok);
+        bar.set_message(format!(
+            "{ok} ops  {rate:.0} ops/s  {} errors",
+            w.failed.load(Ordering::Relaxed)
+        ));
+    }
+}
+
+fn render(total: &WorkerStats, elapsed: Duration, args: &BenchArgs, json: bool) -> Reply {
+    let ok = total.reads + total.writes;
+    let failed: u64 = total.errors.values().sum();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let rate = ok as f64 / secs;
+    let h = &total.latency_us;
+    let pct = |q: f64| if ok == 0 { 0 } else { h.value_at_quantile(q) };
+    let (p50, p99, p999, max) = (pct(0.50), pct(0.99), pct(0.999), h.max());
+    let out = if json {
+        json_line(&json!({
+            "clients": args.clients,
+            "duration_s": secs,
+            "ops": ok + failed,
+            "ok": ok,
+            "reads": total.reads,
+            "writes": total.writes,
+            "ops_per_sec": rate,
+            "latency_us": {
+                "p50": p50, "p99": p99, "p999": p999, "max": max, "mean": h.mean(),
+            },
+            "errors": total.errors,
+            "errors_total": failed,
+        }))
+    } else {
+        let ms = |us: u64| format!("{:.2}ms", us as f64 / 1000.0);
+        let errors = if total.errors.is_empty() {
+            "none".to_string()
+        } else {
+            total
+                .errors
+                .iter()
+                .map(|(kind, n)| format!("{kind}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "ops          {} ({ok} ok, {failed} failed)\n\
+             duration     {secs:.2}s\n\
+             throughput   {rate:.1} ops/s\n\
+             reads        {}\n\
+             writes       {}\n\
+             latency      p50 {}  p99 {}  p999 {}  max {}\n\
+             errors       {errors}\n",
+            ok + failed,
+            total.reads,
+            total.writes,
+            ms(p50),
+            ms(p99),
+            ms(p999),
+            ms(max),
+        )
+        .into_bytes()
+    };
+    Reply {
+        out,
+        note: None,
+        code: exit_code_for(ok, &total.errors),
+    }
+}
+
+/// 0 if anything succeeded; otherwise the code of the most frequent error.
+fn exit_code_for(ok: u64, errors: &BTreeMap<String, u64>) -> u8 {
+    if ok > 0 {
+        return 0;
+    }
+    match errors.iter().max_by_key(|(_, n)| **n) {
+        None => 0,
+        Some((kind, _)) if kind == "unavailable" => EXIT_UNAVAILABLE,
+        Some((kind, _)) if kind.starts_with("aborted:") => EXIT_ABORTED,
+        Some(_) => EXIT_OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_shows_percentiles_and_errors() -> Result<()> {
+        let mut stats = WorkerStats::new()?;
+        for us in 1..=1000 {
+            stats.latency_us.saturating_record(us);
+        }
+        stats.reads = 600;
+        stats.writes = 400;
+        stats.errors.insert("unavailable".into(), 3);
+        let args = BenchArgs {
+            clients: 2,
+            keys: 10,
+            value_size: 4,
+            read_ratio: 0.6,
+            duration: Duration::from_secs(1),
+            consistency: super::super::ConsistencyArg::Linearizable,
+            prefix: "b/".into(),
+        };
+        let reply = render(&stats, Duration::from_secs(2), &args, true);
+        let v: serde_json::Value =
+            serde_json::from_slice(&reply.out).map_err(|e| Error::Other(e.to_string()))?;
+        assert_eq!(v["ok"], 1000);
+        assert_eq!(v["ops"], 1003);
+        assert_eq!(v["ops_per_sec"], 500.0);
+        assert_eq!(v["errors"]["unavailable"], 3);
+        let p50 = v["latency_us"]["p50"].as_u64().unwrap_or(0);
+        assert!((495..=505).contains(&p50), "{p50}");
+        assert_eq!(reply.code, 0);
+        let text =
+            String::from_utf8_lossy(&render(&stats, Duration::from_secs(2), &args, false).out)
+                .into_owned();
+        assert!(
+            text.contains("500.0 ops/s") && text.contains("unavailable=3"),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn all_failures_exit_with_the_main_error() {
+        let errors = BTreeMap::from([("unavailable".to_string(), 5), ("other".to_string(), 1)]);
+        assert_eq!(exit_code_for(0, &errors), EXIT_UNAVAILABLE);
+        assert_eq!(exit_code_for(1, &errors), 0);
+    }
+}

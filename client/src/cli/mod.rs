@@ -1,0 +1,537 @@
+//! The `trireme` command line: argument definitions, exit codes, dispatch.
+//!
+//! Each command lives in its own module and returns a [`Reply`] (what to
+//! print, and the exit code) or a client [`Error`], which [`main`] prints on
+//! stderr and maps to an exit code:
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | `get`: key not found |
+//! | 2 | usage error (clap) |
+//! | 3 | certification conflict or failed compare |
+//! | 4 | cluster unavailable (no endpoint took the request) |
+//! | 5 | anything else (invalid input, unknown outcome, ...) |
+
+mod admin;
+mod bench;
+mod kv;
+mod line;
+mod output;
+mod shell;
+mod txn;
+
+use std::io::Write;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use trireme_client::{Client, ClientOptions, Error, Isolation, ReadConsistency};
+
+/// Success.
+pub const EXIT_OK: u8 = 0;
+/// `get` found no such key.
+pub const EXIT_NOT_FOUND: u8 = 1;
+/// Certification aborted the write (conflict or failed compare).
+pub const EXIT_ABORTED: u8 = 3;
+/// No endpoint took the request.
+pub const EXIT_UNAVAILABLE: u8 = 4;
+/// Any other error.
+pub const EXIT_OTHER: u8 = 5;
+
+/// The command line of `trireme`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "trireme",
+    version,
+    about = "Client for Trireme, a multi-master replicated key-value store",
+    after_help = "Exit status: 0 ok, 1 key not found, 2 usage error, 3 conflict or failed \
+                  compare, 4 cluster unavailable, 5 other errors."
+)]
+pub struct Cli {
+    /// Options accepted before or after the command.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts, anywhere on the line.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Servers to talk to, tried in order on failure (HOST:PORT[,HOST:PORT...]).
+    #[arg(
+        long,
+        global = true,
+        env = "TRIREME_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7420"
+    )]
+    pub endpoints: Vec<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Deadline of each request, failover included (e.g. 500ms, 10s, 1m).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a value (prints `OK <seqno>`).
+    Put(PutArgs),
+    /// Print a key's value (exit 1 when absent).
+    Get(GetArgs),
+    /// Delete a key (prints `OK <seqno>`).
+    #[command(alias = "delete")]
+    Del(DelArgs),
+    /// Print the keys (and values) of a range, one `key value` per line.
+    Scan(ScanArgs),
+    /// Show each endpoint's node status and its view of the members.
+    Status,
+    /// Show each endpoint's data checksum (equal seqnos must give equal checksums).
+    Checksum,
+    /// Run a load test and report throughput and latency.
+    Bench(BenchArgs),
+    /// Run one transaction driven by commands on stdin, one per line.
+    Txn(TxnArgs),
+    /// Interactive shell.
+    Shell,
+}
+
+/// `put KEY VALUE [--if-version N]`.
+#[derive(Debug, Clone, Args)]
+pub struct PutArgs {
+    /// The key.
+    pub key: String,
+    /// The value.
+    #[arg(allow_hyphen_values = true)]
+    pub value: String,
+    /// Only if the key's current version is N (0: only if the key is absent).
+    #[arg(long, value_name = "N")]
+    pub if_version: Option<u64>,
+}
+
+/// `get KEY [--local | --consistency C]`.
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// The key.
+    pub key: String,
+    /// How fresh the read must be.
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// `del KEY [--if-version N]`.
+#[derive(Debug, Clone, Args)]
+pub struct DelArgs {
+    /// The key.
+    pub key: String,
+    /// Only if the key's current version is N.
+    #[arg(long, value_name = "N")]
+    pub if_version: Option<u64>,
+}
+
+/// `scan [--prefix P | --from A --to B] [--limit N] [--keys-only]`.
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    /// Only keys starting with P.
+    #[arg(long, value_name = "P", conflicts_with_all = ["from", "to"])]
+    pub prefix: Option<String>,
+    /// First key (inclusive).
+    #[arg(long, value_name = "A")]
+    pub from: Option<String>,
+    /// End key (exclusive).
+    #[arg(long, value_name = "B")]
+    pub to: Option<String>,
+    /// At most N pairs (0: the server's limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub limit: u32,
+    /// Print keys only.
+    #[arg(long)]
+    pub keys_only: bool,
+    /// How fresh the read must be.
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// Read freshness flags.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct ReadArgs {
+    /// Read this node's applied state, possibly stale (same as `--consistency local`).
+    #[arg(long, conflicts_with = "consistency")]
+    pub local: bool,
+    /// Read consistency.
+    #[arg(long, value_enum)]
+    pub consistency: Option<ConsistencyArg>,
+}
+
+impl ReadArgs {
+    /// The consistency the flags ask for (linearizable by default).
+    pub fn consistency(&self) -> ReadConsistency {
+        match (self.local, self.consistency) {
+            (true, _) => ReadConsistency::Local,
+            (false, Some(c)) => c.into(),
+            (false, None) => ReadConsistency::Linearizable,
+        }
+    }
+}
+
+/// `--consistency` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    /// Raft read index: sees every acknowledged write.
+    Linearizable,
+    /// Sees this client's own writes.
+    Session,
+    /// This node's applied state, possibly stale.
+    Local,
+}
+
+impl From<ConsistencyArg> for ReadConsistency {
+    fn from(c: ConsistencyArg) -> Self {
+        match c {
+            ConsistencyArg::Linearizable => ReadConsistency::Linearizable,
+            ConsistencyArg::Session => ReadConsistency::Session,
+            ConsistencyArg::Local => ReadConsistency::Local,
+        }
+    }
+}
+
+/// `--isolation` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    /// Certify reads, scanned ranges and writes.
+    Serializable,
+    /// Certify writes only (first committer wins).
+    Snapshot,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(i: IsolationArg) -> Self {
+        match i {
+            IsolationArg::Serializable => Isolation::Serializable,
+            IsolationArg::Snapshot => Isolation::Snapshot,
+        }
+    }
+}
+
+/// `bench` options.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Concurrent workers, each with its own connection, spread over the endpoints.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Number of distinct keys (chosen uniformly).
+    #[arg(long, default_value_t = 1000)]
+    pub keys: u64,
+    /// Bytes per written value.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Fraction of operations that are reads (0.0 to 1.0).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_ratio)]
+    pub read_ratio: f64,
+    /// How long to run (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Consistency of the reads.
+    #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable)]
+    pub consistency: ConsistencyArg,
+    /// Key prefix.
+    #[arg(long, default_value = "bench/")]
+    pub prefix: String,
+}
+
+/// `txn` options.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct TxnArgs {
+    /// Isolation level.
+    #[arg(long, value_enum, default_value_t = IsolationArg::Serializable)]
+    pub isolation: IsolationArg,
+}
+
+/// What a command prints and how it exits.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reply {
+    /// Bytes for stdout.
+    pub out: Vec<u8>,
+    /// A note for stderr (e.g. "more results").
+    pub note: Option<String>,
+    /// The exit code.
+    pub code: u8,
+}
+
+impl Reply {
+    /// A successful reply printing `out`.
+    pub fn ok(out: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            out: out.into(),
+            note: None,
+            code: EXIT_OK,
+        }
+    }
+}
+
+/// The exit code for a client error.
+pub fn exit_code(err: &Error) -> u8 {
+    match err {
+        Error::Aborted { .. } => EXIT_ABORTED,
+        Error::Unavailable(_) => EXIT_UNAVAILABLE,
+        Error::InvalidInput(_)
+        | Error::Indeterminate(_)
+        | Error::SnapshotTooOld(_)
+        | Error::Other(_) => EXIT_OTHER,
+    }
+}
+
+/// Parses the command line, runs the command, returns the exit code.
+pub fn main() -> u8 {
+    run(Cli::parse())
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub fn run(cli: Cli) -> u8 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_OTHER;
+        }
+    };
+    let _entered = runtime.enter();
+    let global = cli.global;
+    let options = ClientOptions {
+        timeout: global.timeout,
+        ..ClientOptions::default()
+    };
+    let client = match Client::with_options(global.endpoints.clone(), options) {
+        Ok(client) => client,
+        Err(e) => return report(Err(e)),
+    };
+    let json = global.json;
+    match cli.command {
+        Command::Put(args) => report(runtime.block_on(kv::put(&client, &args, json))),
+        Command::Get(args) => report(runtime.block_on(kv::get(&client, &args, json))),
+        Command::Del(args) => report(runtime.block_on(kv::del(&client, &args, json))),
+        Command::Scan(args) => report(runtime.block_on(kv::scan(&client, &args, json))),
+        Command::Status => report(runtime.block_on(admin::status(&client, json))),
+        Command::Checksum => report(runtime.block_on(admin::checksum(&client, json))),
+        Command::Bench(args) => report(runtime.block_on(bench::run(&global, &args))),
+        Command::Txn(args) => txn::run(&runtime, &client, args.isolation.into(), json),
+        Command::Shell => shell::run(&runtime, &client, json),
+    }
+}
+
+/// Prints a command's outcome and returns its exit code.
+pub fn report(result: Result<Reply, Error>) -> u8 {
+    match result {
+        Ok(reply) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`trireme scan | head`) is not an error worth a message.
+            let _ = stdout.write_all(&reply.out).and_then(|()| stdout.flush());
+            if let Some(note) = reply.note {
+                eprintln!("{note}");
+            }
+            reply.code
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit_code(&e)
+        }
+    }
+}
+
+/// Parses `500ms`, `10s`, `1.5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (expected e.g. 500ms, 10s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+/// Parses a fraction in `[0, 1]`.
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("invalid ratio {text:?} (expected a number from 0 to 1)"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("ratio {value} is not between 0 and 1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("trireme").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn global_options_are_accepted_after_the_command() -> Result<(), clap::Error> {
+        let cli = parse(&[
+            "get",
+            "k",
+            "--endpoints",
+            "a:1,b:2",
+            "--json",
+            "--timeout",
+            "250ms",
+        ])?;
+        assert_eq!(cli.global.endpoints, vec!["a:1", "b:2"]);
+        assert!(cli.global.json);
+        assert_eq!(cli.global.timeout, Duration::from_millis(250));
+        assert!(matches!(cli.command, Command::Get(ref g) if g.key == "k"));
+
+        let cli = parse(&["--endpoints", "x:9", "status"])?;
+        assert_eq!(cli.global.endpoints, vec!["x:9"]);
+        assert!(!cli.global.json);
+        Ok(())
+    }
+
+    #[test]
+    fn defaults_apply_without_options() -> Result<(), clap::Error> {
+        // The variable may be set in a developer's shell; only check the
+        // built-in default when it is not.
+        let cli = parse(&["checksum"])?;
+        if std::env::var_os("TRIREME_ENDPOINTS").is_none() {
+            assert_eq!(cli.global.endpoints, vec!["127.0.0.1:7420"]);
+        }
+        assert_eq!(cli.global.timeout, Duration::from_secs(10));
+        Ok(())
+    }
+
+    #[test]
+    fn command_arguments_parse() -> Result<(), clap::Error> {
+        let cli = parse(&["put", "k", "-5", "--if-version", "0"])?;
+        match cli.command {
+            Command::Put(p) => {
+                assert_eq!((p.key.as_str(), p.value.as_str()), ("k", "-5"));
+                assert_eq!(p.if_version, Some(0));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["get", "k", "--local"])?;
+        assert!(
+            matches!(cli.command, Command::Get(ref g) if g.read.consistency() == ReadConsistency::Local)
+        );
+        let cli = parse(&["get", "k", "--consistency", "session"])?;
+        assert!(
+            matches!(cli.command, Command::Get(ref g) if g.read.consistency() == ReadConsistency::Session)
+        );
+        let cli = parse(&[
+            "scan",
+            "--from",
+            "a",
+            "--to",
+            "b",
+            "--limit",
+            "3",
+            "--keys-only",
+        ])?;
+        match cli.command {
+            Command::Scan(s) => {
+                assert_eq!((s.from.as_deref(), s.to.as_deref()), (Some("a"), Some("b")));
+                assert_eq!(s.limit, 3);
+                assert!(s.keys_only && s.prefix.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&[
+            "bench",
+            "--clients",
+            "4",
+            "--keys",
+            "10",
+            "--value-size",
+            "8",
+            "--read-ratio",
+            "0.9",
+            "--duration",
+            "2s",
+            "--consistency",
+            "local",
+            "--prefix",
+            "b/",
+        ])?;
+        match cli.command {
+            Command::Bench(b) => {
+                assert_eq!((b.clients, b.keys, b.value_size), (4, 10, 8));
+                assert_eq!(b.read_ratio, 0.9);
+                assert_eq!(b.duration, Duration::from_secs(2));
+                assert_eq!(b.consistency, ConsistencyArg::Local);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["txn", "--isolation", "snapshot"])?;
+        assert!(matches!(cli.command, Command::Txn(t) if t.isolation == IsolationArg::Snapshot));
+        Ok(())
+    }
+
+    #[test]
+    fn usage_errors_are_rejected() {
+        for args in [
+            &["get"][..],
+            &["get", "k", "--local", "--consistency", "session"],
+            &["scan", "--prefix", "p", "--from", "a"],
+            &["bench", "--read-ratio", "1.5"],
+            &["get", "k", "--timeout", "soon"],
+            &["frobnicate"],
+        ] {
+            let err = parse(args).expect_err("usage error");
+            assert_ne!(err.kind(), ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn errors_map_to_exit_codes() {
+        let aborted = |kind: &str| Error::Aborted {
+            kind: kind.into(),
+            key: None,
+            seqno: None,
+            message: String::new(),
+        };
+        assert_eq!(exit_code(&aborted("write_conflict")), 3);
+        assert_eq!(exit_code(&aborted("compare_failed")), 3);
+        assert_eq!(exit_code(&Error::Unavailable("x".into())), 4);
+        assert_eq!(exit_code(&Error::InvalidInput("x".into())), 5);
+        assert_eq!(exit_code(&Error::Indeterminate("x".into())), 5);
+        assert_eq!(exit_code(&Error::SnapshotTooOld("x".into())), 5);
+        assert_eq!(exit_code(&Error::Other("x".into())), 5);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}

@@ -1,0 +1,182 @@
+//! Text and JSON renderings shared by the commands.
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use trireme_client::{Checksum, Error, NodeStatus};
+
+/// Bytes as text, invalid UTF-8 replaced (keys and values in JSON and tables).
+pub fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A JSON line: the value and a newline.
+pub fn json_line(value: &Value) -> Vec<u8> {
+    let mut out = value.to_string().into_bytes();
+    out.push(b'\n');
+    out
+}
+
+/// `{"key":..,"value":..,"version":N}`; `value` is null when absent.
+pub fn kv_json(key: &[u8], value: Option<&[u8]>, version: u64) -> Value {
+    json!({
+        "key": lossy(key),
+        "value": value.map(lossy),
+        "version": version,
+    })
+}
+
+/// The JSON object for an error: its message and kind, and for aborts the
+/// conflicting key and seqno.
+pub fn error_json(err: &Error) -> Value {
+    let mut value = json!({ "error": err.to_string(), "kind": err.kind_name() });
+    if let Error::Aborted { key, seqno, .. } = err {
+        value["conflict_key"] = json!(key.as_deref().map(lossy));
+        value["conflict_seqno"] = json!(seqno);
+    }
+    value
+}
+
+/// The status of one node as a block of text.
+pub fn status_text(endpoint: &str, s: &NodeStatus) -> String {
+    let leader = if s.leader_id == 0 {
+        "none".to_string()
+    } else {
+        s.leader_id.to_string()
+    };
+    let mut out = String::new();
+    let rows: [(&str, String); 11] = [
+        ("endpoint", endpoint.to_string()),
+        ("node id", s.node_id.to_string()),
+        ("address", s.address.clone()),
+        ("role", s.role.clone()),
+        ("state", s.state.clone()),
+        ("leader", leader),
+        ("term", s.term.to_string()),
+        ("applied seqno", s.applied_seqno.to_string()),
+        ("committed seqno", s.committed_seqno.to_string()),
+        ("commits", s.commits.to_string()),
+        ("cert failures", cert_failures(s)),
+    ];
+    for (name, value) in rows {
+        let _ = writeln!(out, "{name:<16} {value}");
+    }
+    let _ = writeln!(out, "members          {}", s.members.len());
+    let width = s
+        .members
+        .iter()
+        .map(|m| m.address.len())
+        .max()
+        .unwrap_or(0)
+        .max("ADDRESS".len());
+    let _ = writeln!(out, "  {:<6} {:<width$}  {:<8} UP", "ID", "ADDRESS", "ROLE");
+    for m in &s.members {
+        let up = if m.up { "yes" } else { "no" };
+        let _ = writeln!(
+            out,
+            "  {:<6} {:<width$}  {:<8} {up}",
+            m.id, m.address, m.role
+        );
+    }
+    out
+}
+
+/// `N` or `N (write_conflict=a, read_conflict=b)`.
+fn cert_failures(s: &NodeStatus) -> String {
+    let reasons: Vec<String> = s
+        .cert_failures_by_reason
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    if reasons.is_empty() {
+        s.cert_failures.to_string()
+    } else {
+        format!("{} ({})", s.cert_failures, reasons.join(", "))
+    }
+}
+
+/// The status of one node as JSON, with the endpoint it was asked at.
+pub fn status_json(endpoint: &str, s: &NodeStatus) -> Value {
+    let mut value = json!(s);
+    value["endpoint"] = json!(endpoint);
+    value
+}
+
+/// `seqno N checksum 0x... keys K`.
+pub fn checksum_text(c: &Checksum) -> String {
+    format!(
+        "seqno {} checksum {:#018x} keys {}",
+        c.seqno, c.checksum, c.keys
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trireme_client::MemberStatus;
+
+    #[test]
+    fn status_renders_members_and_the_leader() {
+        let s = NodeStatus {
+            node_id: 2,
+            address: "10.0.0.2:7420".into(),
+            role: "follower".into(),
+            state: "SYNCED".into(),
+            leader_id: 0,
+            term: 4,
+            applied_seqno: 10,
+            committed_seqno: 11,
+            commits: 9,
+            cert_failures: 1,
+            cert_failures_by_reason: [("write_conflict".to_string(), 1)].into(),
+            duplicates: 0,
+            server_retries: 0,
+            write_sets_applied: 10,
+            batches_applied: 3,
+            members: vec![MemberStatus {
+                id: 1,
+                address: "10.0.0.1:7420".into(),
+                role: "voter".into(),
+                up: false,
+            }],
+        };
+        let text = status_text("n2:7420", &s);
+        assert!(text.contains("leader           none"));
+        assert!(
+            text.contains("cert failures    1 (write_conflict=1)"),
+            "{text}"
+        );
+        assert!(text.contains("10.0.0.1:7420") && text.contains(" no"));
+        let v = status_json("n2:7420", &s);
+        assert_eq!(v["node_id"], 2);
+        assert_eq!(v["members"][0]["up"], false);
+        assert_eq!(v["endpoint"], "n2:7420");
+    }
+
+    #[test]
+    fn checksum_is_hex() {
+        let c = Checksum {
+            seqno: 3,
+            checksum: 0xbeef,
+            keys: 2,
+        };
+        assert_eq!(
+            checksum_text(&c),
+            "seqno 3 checksum 0x000000000000beef keys 2"
+        );
+    }
+
+    #[test]
+    fn aborts_in_json_name_the_conflict() {
+        let v = error_json(&Error::Aborted {
+            kind: "write_conflict".into(),
+            key: Some(b"k".to_vec()),
+            seqno: Some(4),
+            message: "m".into(),
+        });
+        assert_eq!(v["kind"], "aborted:write_conflict");
+        assert_eq!(v["conflict_key"], "k");
+        assert_eq!(v["conflict_seqno"], 4);
+    }
+}

@@ -1,0 +1,630 @@
+//! [`Client`]: one lazily connected channel per endpoint, failover, and the
+//! single-operation API.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use trireme_proto::v1 as proto;
+use trireme_proto::v1::cluster_client::ClusterClient;
+use trireme_proto::v1::kv_client::KvClient;
+
+use crate::backoff::Backoff;
+use crate::error::{classify, timed_out, Error, OpKind, Result};
+use crate::types::{Checksum, KeyRange, NodeStatus, ReadConsistency, ScanSpec, Versioned};
+
+/// Attempts made after one full pass over the endpoints has failed, each
+/// after a backoff, to ride out a short election.
+const RETRIES_AFTER_PASS: usize = 2;
+
+/// Backoff before attempts that revisit an endpoint.
+const FAILOVER_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(1),
+};
+
+/// Large scans and values: well above tonic's 4 MiB default.
+const MAX_DECODING_BYTES: usize = 256 * 1024 * 1024;
+
+/// Tunables of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The deadline of one request, failover attempts included.
+    pub timeout: Duration,
+    /// How long to wait for a TCP connection before trying the next endpoint.
+    pub connect_timeout: Duration,
+    /// The interval of HTTP/2 keepalive pings, which detect dead connections.
+    pub keepalive_interval: Duration,
+    /// How long a keepalive ping may go unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
+    /// The index (modulo the endpoint count) of the first endpoint to use.
+    pub start_index: usize,
+    /// How many times [`Client::transaction`] runs a transaction that keeps
+    /// aborting on conflicts.
+    pub txn_max_attempts: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(3),
+            keepalive_timeout: Duration::from_secs(3),
+            start_index: 0,
+            txn_max_attempts: 10,
+        }
+    }
+}
+
+/// A connection to one endpoint.
+#[derive(Debug)]
+struct Node {
+    /// The endpoint as the caller wrote it.
+    endpoint: String,
+    /// The lazily connected channel.
+    channel: Channel,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The endpoints, in the caller's order.
+    nodes: Vec<Node>,
+    /// Index of the endpoint requests go to first.
+    current: AtomicUsize,
+    /// The highest seqno this client has committed or read.
+    session_seqno: AtomicU64,
+    /// Tunables.
+    options: ClientOptions,
+}
+
+/// A Trireme client: cheap to clone; clones share connections, the current
+/// endpoint and the session seqno.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// A client for these endpoints (`host:port` or URIs), starting at the first.
+    ///
+    /// Connections are made lazily, on the first request; this must be called
+    /// inside a tokio runtime.
+    pub fn new(endpoints: Vec<String>) -> Result<Client> {
+        Client::with_options(endpoints, ClientOptions::default())
+    }
+
+    /// A client that sends its requests to `endpoints[start_index % n]` first.
+    pub fn pinned(endpoints: Vec<String>, start_index: usize) -> Result<Client> {
+        Client::with_options(
+            endpoints,
+            ClientOptions {
+                start_index,
+                ..ClientOptions::default()
+            },
+        )
+    }
+
+    /// A client with explicit options.
+    pub fn with_options(endpoints: Vec<String>, options: ClientOptions) -> Result<Client> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Other(
+                "a Client must be created inside a tokio runtime".into(),
+            ));
+        }
+        let nodes = endpoints
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(|endpoint| {
+                Ok(Node {
+                    endpoint: endpoint.to_string(),
+                    channel: connect_lazy(endpoint, &options)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if nodes.is_empty() {
+            return Err(Error::InvalidInput("no endpoints given".into()));
+        }
+        let start = options.start_index % nodes.len();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                nodes,
+                current: AtomicUsize::new(start),
+                session_seqno: AtomicU64::new(0),
+                options,
+            }),
+        })
+    }
+
+    /// The endpoints, in the order given.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner
+            .nodes
+            .iter()
+            .map(|n| n.endpoint.clone())
+            .collect()
+    }
+
+    /// The endpoint the next request goes to first.
+    pub fn current_endpoint(&self) -> &str {
+        let i = self.inner.current.load(Ordering::Relaxed) % self.inner.nodes.len();
+        &self.inner.nodes[i].endpoint
+    }
+
+    /// The options the client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// The highest seqno this client has committed or read: its session token.
+    pub fn session_seqno(&self) -> u64 {
+        self.inner.session_seqno.load(Ordering::Relaxed)
+    }
+
+    /// Raises the session seqno to at least `seqno` (e.g. a token handed over
+    /// from another client), so that session reads see that far.
+    pub fn advance_session(&self, seqno: u64) {
+        self.inner.session_seqno.fetch_max(seqno, Ordering::Relaxed);
+    }
+
+    /// Reads `key`; `None` when it does not exist.
+    pub async fn get(
+        &self,
+        key: impl AsRef<[u8]>,
+        consistency: ReadConsistency,
+    ) -> Result<Option<Versioned>> {
+        let request = proto::GetRequest {
+            key: key.as_ref().to_vec(),
+            read: Some(self.read_options(consistency)),
+        };
+        self.get_request(request).await
+    }
+
+    /// Writes `value` under `key` unconditionally; returns the commit seqno.
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<u64> {
+        self.put_request(proto::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            if_version: None,
+        })
+        .await
+    }
+
+    /// Writes `value` under `key` only if the key's version is `version` (0:
+    /// only if absent); a mismatch is [`Error::Aborted`] with `compare_failed`.
+    pub async fn put_if_version(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        version: u64,
+    ) -> Result<u64> {
+        self.put_request(proto::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            if_version: Some(version),
+        })
+        .await
+    }
+
+    /// Deletes `key` (if its version is `if_version`, when given); returns the
+    /// commit seqno. Deleting an absent key succeeds.
+    pub async fn delete(&self, key: impl Into<Vec<u8>>, if_version: Option<u64>) -> Result<u64> {
+        let request = proto::DeleteRequest {
+            key: key.into(),
+            if_version,
+        };
+        let seqno = self
+            .call(OpKind::Write, move |channel, timeout| {
+                let request = with_timeout(request.clone(), timeout);
+                async move { Ok(kv(channel).delete(request).await?.into_inner().seqno) }
+            })
+            .await?;
+        self.advance_session(seqno);
+        Ok(seqno)
+    }
+
+    /// Scans a range: returns the pairs in key order, whether the limit cut the
+    /// result short, and the seqno the scan was served at.
+    pub async fn scan(
+        &self,
+        spec: &ScanSpec,
+        consistency: ReadConsistency,
+    ) -> Result<(Vec<Versioned>, bool, u64)> {
+        let (start, end, prefix) = match &spec.range {
+            KeyRange::All => (Vec::new(), Vec::new(), Vec::new()),
+            KeyRange::Prefix(p) => (Vec::new(), Vec::new(), p.clone()),
+            KeyRange::Range { start, end } => (start.clone(), end.clone(), Vec::new()),
+        };
+        let request = proto::ScanRequest {
+            start,
+            end,
+            prefix,
+            limit: spec.limit,
+            read: Some(self.read_options(consistency)),
+            keys_only: spec.keys_only,
+        };
+        let response = self.scan_request(request).await?;
+        self.advance_session(response.seqno);
+        Ok((
+            response.kvs.into_iter().map(Versioned::from).collect(),
+            response.more,
+            response.seqno,
+        ))
+    }
+
+    /// Sends a raw write set; returns its commit seqno.
+    pub async fn commit(&self, request: proto::CommitRequest) -> Result<u64> {
+        let seqno = self
+            .call(OpKind::Write, move |channel, timeout| {
+                let request = with_timeout(request.clone(), timeout);
+                async move { Ok(kv(channel).commit(request).await?.into_inner().seqno) }
+            })
+            .await?;
+        self.advance_session(seqno);
+        Ok(seqno)
+    }
+
+    /// The status of the node in use (or of the next one that answers).
+    pub async fn status(&self) -> Result<NodeStatus> {
+        self.call(OpKind::Read, |channel, timeout| async move {
+            let request = with_timeout(proto::StatusRequest {}, timeout);
+            Ok(cluster(channel).status(request).await?.into_inner().into())
+        })
+        .await
+    }
+
+    /// The status of one endpoint (configured or not), without failover.
+    pub async fn status_of(&self, endpoint: &str) -> Result<NodeStatus> {
+        self.call_one(endpoint, |channel, timeout| async move {
+            let request = with_timeout(proto::StatusRequest {}, timeout);
+            Ok(cluster(channel).status(request).await?.into_inner().into())
+        })
+        .await
+    }
+
+    /// The data checksum of the node in use (or of the next one that answers).
+    pub async fn checksum(&self) -> Result<Checksum> {
+        self.call(OpKind::Read, |channel, timeout| async move {
+            let request = with_timeout(proto::ChecksumRequest {}, timeout);
+            Ok(cluster(channel)
+                .checksum(request)
+                .await?
+                .into_inner()
+                .into())
+        })
+        .await
+    }
+
+    /// The data checksum of one endpoint (configured or not), without failover.
+    pub async fn checksum_of(&self, endpoint: &str) -> Result<Checksum> {
+        self.call_one(endpoint, |channel, timeout| async move {
+            let request = with_timeout(proto::ChecksumRequest {}, timeout);
+            Ok(cluster(channel)
+                .checksum(request)
+                .await?
+                .into_inner()
+                .into())
+        })
+        .await
+    }
+
+    /// Starts a transaction: returns the snapshot seqno its reads use.
+    pub(crate) async fn begin_snapshot(&self, consistency: ReadConsistency) -> Result<u64> {
+        let request = proto::BeginRequest {
+            read: Some(self.read_options(consistency)),
+        };
+        let snapshot = self
+            .call(OpKind::Read, move |channel, timeout| {
+                let request = with_timeout(request, timeout);
+                async move { Ok(kv(channel).begin(request).await?.into_inner().snapshot) }
+            })
+            .await?;
+        self.advance_session(snapshot);
+        Ok(snapshot)
+    }
+
+    /// Reads `key` at a transaction's snapshot.
+    pub(crate) async fn get_at(&self, key: &[u8], snapshot: u64) -> Result<Option<Versioned>> {
+        self.get_request(proto::GetRequest {
+            key: key.to_vec(),
+            read: Some(snapshot_read(snapshot)),
+        })
+        .await
+    }
+
+    /// Scans `[start, end)` at a transaction's snapshot, one page.
+    pub(crate) async fn scan_at(
+        &self,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        snapshot: u64,
+    ) -> Result<proto::ScanResponse> {
+        self.scan_request(proto::ScanRequest {
+            start,
+            end,
+            prefix: Vec::new(),
+            limit: 0,
+            read: Some(snapshot_read(snapshot)),
+            keys_only: false,
+        })
+        .await
+    }
+
+    async fn get_request(&self, request: proto::GetRequest) -> Result<Option<Versioned>> {
+        let key = request.key.clone();
+        let response = self
+            .call(OpKind::Read, move |channel, timeout| {
+                let request = with_timeout(request.clone(), timeout);
+                async move { Ok(kv(channel).get(request).await?.into_inner()) }
+            })
+            .await?;
+        self.advance_session(response.seqno);
+        Ok(response.found.then_some(Versioned {
+            key,
+            value: response.value,
+            version: response.version,
+        }))
+    }
+
+    async fn scan_request(&self, request: proto::ScanRequest) -> Result<proto::ScanResponse> {
+        self.call(OpKind::Read, move |channel, timeout| {
+            let request = with_timeout(request.clone(), timeout);
+            async move { Ok(kv(channel).scan(request).await?.into_inner()) }
+        })
+        .await
+    }
+
+    async fn put_request(&self, request: proto::PutRequest) -> Result<u64> {
+        let seqno = self
+            .call(OpKind::Write, move |channel, timeout| {
+                let request = with_timeout(request.clone(), timeout);
+                async move { Ok(kv(channel).put(request).await?.into_inner().seqno) }
+            })
+            .await?;
+        self.advance_session(seqno);
+        Ok(seqno)
+    }
+
+    fn read_options(&self, consistency: ReadConsistency) -> proto::ReadOptions {
+        proto::ReadOptions {
+            consistency: consistency.to_proto() as i32,
+            min_seqno: match consistency {
+                ReadConsistency::Session => self.session_seqno(),
+                _ => 0,
+            },
+            snapshot: None,
+        }
+    }
+
+    /// Runs one request with failover: the current endpoint first, then the
+    /// others in order, then a couple of backed-off retries, all within the
+    /// request timeout. Only failures that certainly did not take effect move
+    /// on; the first other failure is returned as is.
+    async fn call<T, F, Fut>(&self, op: OpKind, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let inner = &*self.inner;
+        let timeout = inner.options.timeout;
+        let deadline = Instant::now() + timeout;
+        let n = inner.nodes.len();
+        let first = inner.current.load(Ordering::Relaxed) % n;
+        // The last failure of each endpoint tried, for the final message.
+        let mut failures: Vec<(usize, String)> = Vec::new();
+        for i in 0..n + RETRIES_AFTER_PASS {
+            if i >= n {
+                let delay = FAILOVER_BACKOFF.delay((i - n) as u32);
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(delay.min(remaining)).await;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let idx = (first + i) % n;
+            let node = &inner.nodes[idx];
+            let outcome =
+                tokio::time::timeout(remaining, attempt(node.channel.clone(), remaining)).await;
+            match outcome {
+                Ok(Ok(value)) => {
+                    inner.current.store(idx, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Ok(Err(status)) => {
+                    let failure = classify(&status, op, &node.endpoint);
+                    if !failure.retryable {
+                        return Err(failure.error);
+                    }
+                    tracing::debug!(endpoint = %node.endpoint, error = %failure.error, "failing over");
+                    // Move on, unless a concurrent request already did.
+                    let _ = inner.current.compare_exchange(
+                        idx,
+                        (idx + 1) % n,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                    let text = match failure.error {
+                        Error::Unavailable(m) => m,
+                        other => other.to_string(),
+                    };
+                    failures.retain(|(i, _)| *i != idx);
+                    failures.push((idx, text));
+                }
+                Err(_elapsed) => return Err(timed_out(op, &node.endpoint, timeout)),
+            }
+        }
+        let tried = failures
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(Error::Unavailable(if tried.is_empty() {
+            format!("no endpoint answered within {timeout:?}")
+        } else {
+            format!("no endpoint took the request ({tried})")
+        }))
+    }
+
+    /// Runs one request against one endpoint, without failover.
+    async fn call_one<T, F, Fut>(&self, endpoint: &str, attempt: F) -> Result<T>
+    where
+        F: FnOnce(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let wanted = endpoint.trim();
+        let channel = match self.inner.nodes.iter().find(|n| n.endpoint == wanted) {
+            Some(node) => node.channel.clone(),
+            None => connect_lazy(wanted, &self.inner.options)?,
+        };
+        let timeout = self.inner.options.timeout;
+        match tokio::time::timeout(timeout, attempt(channel, timeout)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(status)) => Err(classify(&status, OpKind::Read, wanted).error),
+            Err(_elapsed) => Err(timed_out(OpKind::Read, wanted, timeout)),
+        }
+    }
+}
+
+/// Reads at a transaction's snapshot: SESSION with `min_seqno` = the snapshot
+/// makes any node (after a failover, too) wait until it has applied the
+/// snapshot before reading at it.
+fn snapshot_read(snapshot: u64) -> proto::ReadOptions {
+    proto::ReadOptions {
+        consistency: proto::ReadConsistency::Session as i32,
+        min_seqno: snapshot,
+        snapshot: Some(snapshot),
+    }
+}
+
+/// The channel for `endpoint`; `http://` is added when no scheme is given.
+fn connect_lazy(endpoint: &str, options: &ClientOptions) -> Result<Channel> {
+    let uri = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| Error::InvalidInput(format!("bad endpoint {endpoint:?}: {e}")))?
+        .connect_timeout(options.connect_timeout)
+        .http2_keep_alive_interval(options.keepalive_interval)
+        .keep_alive_timeout(options.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+/// A request carrying the remaining deadline, so the server gives up too.
+fn with_timeout<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut request = Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+fn kv(channel: Channel) -> KvClient<Channel> {
+    KvClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES)
+}
+
+fn cluster(channel: Channel) -> ClusterClient<Channel> {
+    ClusterClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address nothing listens on.
+    async fn closed_port() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        addr.to_string()
+    }
+
+    fn quick() -> ClientOptions {
+        ClientOptions {
+            timeout: Duration::from_millis(1500),
+            ..ClientOptions::default()
+        }
+    }
+
+    #[test]
+    fn new_outside_a_runtime_is_an_error() {
+        let err = Client::new(vec!["127.0.0.1:1".into()]).expect_err("no runtime");
+        assert!(matches!(err, Error::Other(_)));
+    }
+
+    #[tokio::test]
+    async fn endpoints_are_validated_and_pinned() -> Result<()> {
+        assert!(matches!(
+            Client::new(vec![" ".into()]),
+            Err(Error::InvalidInput(_))
+        ));
+        let c = Client::pinned(vec!["a:1".into(), "http://b:2".into(), "c:3".into()], 4)?;
+        assert_eq!(c.current_endpoint(), "http://b:2");
+        assert_eq!(c.endpoints().len(), 3);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn writes_fail_over_past_refused_connections() -> Result<()> {
+        let (a, b) = (closed_port().await, closed_port().await);
+        let client = Client::with_options(vec![a.clone(), b.clone()], quick())?;
+        let err = client.put("k", "v").await.expect_err("nothing listens");
+        match err {
+            Error::Unavailable(m) => {
+                assert!(m.contains(&a) && m.contains(&b), "{m}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_silent_node_makes_writes_indeterminate_and_reads_unavailable() -> Result<()> {
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let hold = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let options = ClientOptions {
+            timeout: Duration::from_millis(300),
+            ..ClientOptions::default()
+        };
+        let client = Client::with_options(vec![addr], options)?;
+        let write = client.put("k", "v").await.expect_err("silent");
+        assert!(matches!(write, Error::Indeterminate(_)), "{write:?}");
+        let read = client
+            .get("k", ReadConsistency::Local)
+            .await
+            .expect_err("silent");
+        assert!(matches!(read, Error::Unavailable(_)), "{read:?}");
+        hold.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn session_reads_carry_the_session_seqno() -> Result<()> {
+        let client = Client::new(vec!["127.0.0.1:1".into()])?;
+        assert_eq!(client.read_options(ReadConsistency::Session).min_seqno, 0);
+        client.advance_session(17);
+        client.advance_session(5);
+        assert_eq!(client.session_seqno(), 17);
+        assert_eq!(client.read_options(ReadConsistency::Session).min_seqno, 17);
+        assert_eq!(client.read_options(ReadConsistency::Local).min_seqno, 0);
+        Ok(())
+    }
+}

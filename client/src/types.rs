@@ -1,0 +1,358 @@
+//! The client API's own types; prost types are converted at the edge.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+use trireme_proto::v1 as proto;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadConsistency {
+    /// Sees every write acknowledged before the read started (Raft read index).
+    #[default]
+    Linearizable,
+    /// Sees at least everything this client has committed or read.
+    Session,
+    /// Whatever the node has applied: fast, possibly stale, never partial.
+    Local,
+}
+
+impl ReadConsistency {
+    /// The wire value.
+    pub(crate) fn to_proto(self) -> proto::ReadConsistency {
+        match self {
+            ReadConsistency::Linearizable => proto::ReadConsistency::Linearizable,
+            ReadConsistency::Session => proto::ReadConsistency::Session,
+            ReadConsistency::Local => proto::ReadConsistency::Local,
+        }
+    }
+}
+
+impl FromStr for ReadConsistency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "linearizable" => Ok(ReadConsistency::Linearizable),
+            "session" => Ok(ReadConsistency::Session),
+            "local" => Ok(ReadConsistency::Local),
+            other => Err(format!(
+                "unknown read consistency {other:?} (expected linearizable, session or local)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ReadConsistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadConsistency::Linearizable => "linearizable",
+            ReadConsistency::Session => "session",
+            ReadConsistency::Local => "local",
+        })
+    }
+}
+
+/// Which conflicts a transaction is certified against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Keys and ranges read, and keys written.
+    #[default]
+    Serializable,
+    /// Keys written only: first-committer-wins snapshot isolation.
+    Snapshot,
+}
+
+impl Isolation {
+    /// The wire value.
+    pub(crate) fn to_proto(self) -> proto::Isolation {
+        match self {
+            Isolation::Serializable => proto::Isolation::Serializable,
+            Isolation::Snapshot => proto::Isolation::Snapshot,
+        }
+    }
+}
+
+impl FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "serializable" => Ok(Isolation::Serializable),
+            "snapshot" => Ok(Isolation::Snapshot),
+            other => Err(format!(
+                "unknown isolation {other:?} (expected serializable or snapshot)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Isolation::Serializable => "serializable",
+            Isolation::Snapshot => "snapshot",
+        })
+    }
+}
+
+/// A key, its value, and the seqno of the write set that wrote that version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value (empty for keys-only scans).
+    pub value: Vec<u8>,
+    /// The seqno of the write that produced this version.
+    pub version: u64,
+}
+
+impl From<proto::KeyValue> for Versioned {
+    fn from(kv: proto::KeyValue) -> Self {
+        Versioned {
+            key: kv.key,
+            value: kv.value,
+            version: kv.version,
+        }
+    }
+}
+
+/// Which keys a scan covers.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KeyRange {
+    /// Every key.
+    #[default]
+    All,
+    /// Keys starting with these bytes.
+    Prefix(Vec<u8>),
+    /// Keys in `[start, end)`; an empty `end` means no upper bound.
+    Range {
+        /// Inclusive lower bound (empty: the first key).
+        start: Vec<u8>,
+        /// Exclusive upper bound (empty: unbounded).
+        end: Vec<u8>,
+    },
+}
+
+impl KeyRange {
+    /// The range as `[start, end)`, with an empty `end` meaning unbounded.
+    pub fn bounds(&self) -> (Vec<u8>, Vec<u8>) {
+        match self {
+            KeyRange::All => (Vec::new(), Vec::new()),
+            KeyRange::Prefix(p) => (p.clone(), prefix_end(p)),
+            KeyRange::Range { start, end } => (start.clone(), end.clone()),
+        }
+    }
+
+    /// Whether `key` falls in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            KeyRange::All => true,
+            KeyRange::Prefix(p) => key.starts_with(p),
+            KeyRange::Range { start, end } => in_bounds(key, start, end),
+        }
+    }
+}
+
+/// Whether `key` is in `[start, end)`, an empty `end` being unbounded.
+pub(crate) fn in_bounds(key: &[u8], start: &[u8], end: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
+}
+
+/// The smallest key greater than every key starting with `prefix`, or empty
+/// (unbounded) when there is none (an empty or all-`0xff` prefix).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+/// What a scan reads: a range, at most `limit` pairs, with or without values.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ScanSpec {
+    /// The keys to scan.
+    pub range: KeyRange,
+    /// At most this many pairs; 0 lets the server choose.
+    pub limit: u32,
+    /// Return keys and versions only, with empty values.
+    pub keys_only: bool,
+}
+
+impl ScanSpec {
+    /// Every key with this prefix.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        ScanSpec {
+            range: KeyRange::Prefix(prefix.into()),
+            ..ScanSpec::default()
+        }
+    }
+
+    /// Keys in `[start, end)`; an empty bound is open.
+    pub fn range(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>) -> Self {
+        ScanSpec {
+            range: KeyRange::Range {
+                start: start.into(),
+                end: end.into(),
+            },
+            ..ScanSpec::default()
+        }
+    }
+
+    /// The same scan, returning at most `limit` pairs.
+    pub fn with_limit(mut self, limit: u32) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// The same scan, without values.
+    pub fn keys_only(mut self) -> Self {
+        self.keys_only = true;
+        self
+    }
+}
+
+/// One cluster member as a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberStatus {
+    /// The member's node id.
+    pub id: u64,
+    /// The member's gRPC address.
+    pub address: String,
+    /// "voter" or "learner".
+    pub role: String,
+    /// Whether the reporting node currently reaches it.
+    pub up: bool,
+}
+
+/// A node's view of itself and of the cluster (the `Status` RPC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub node_id: u64,
+    /// The node's own gRPC address.
+    pub address: String,
+    /// Raft role: leader, follower, candidate, learner or shutdown.
+    pub role: String,
+    /// Galera-like state: SYNCED, JOINING, JOINED, NON_PRIMARY.
+    pub state: String,
+    /// The leader's node id; 0 when none is known.
+    pub leader_id: u64,
+    /// The Raft term.
+    pub term: u64,
+    /// Highest seqno applied to this node's store.
+    pub applied_seqno: u64,
+    /// Highest seqno known committed in the log.
+    pub committed_seqno: u64,
+    /// Write sets this node certified as committed.
+    pub commits: u64,
+    /// Write sets this node certified as aborted.
+    pub cert_failures: u64,
+    /// Certification failures by reason (`write_conflict`, `read_conflict`, ...).
+    pub cert_failures_by_reason: BTreeMap<String, u64>,
+    /// Duplicate copies of write sets ignored (resubmissions after a leader change).
+    pub duplicates: u64,
+    /// Blind writes the server retried after a conflict.
+    pub server_retries: u64,
+    /// Write sets applied.
+    pub write_sets_applied: u64,
+    /// Batches of write sets applied.
+    pub batches_applied: u64,
+    /// The members of the cluster.
+    pub members: Vec<MemberStatus>,
+}
+
+impl From<proto::StatusResponse> for NodeStatus {
+    fn from(s: proto::StatusResponse) -> Self {
+        NodeStatus {
+            node_id: s.node_id,
+            address: s.address,
+            role: s.role,
+            state: s.state,
+            leader_id: s.leader_id,
+            term: s.term,
+            applied_seqno: s.applied_seqno,
+            committed_seqno: s.committed_seqno,
+            commits: s.commits,
+            cert_failures: s.cert_failures,
+            cert_failures_by_reason: s.cert_failures_by_reason.into_iter().collect(),
+            duplicates: s.duplicates,
+            server_retries: s.server_retries,
+            write_sets_applied: s.write_sets_applied,
+            batches_applied: s.batches_applied,
+            members: s
+                .members
+                .into_iter()
+                .map(|m| MemberStatus {
+                    id: m.id,
+                    address: m.address,
+                    role: m.role,
+                    up: m.up,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A digest of a node's data at a seqno: equal on every node at equal seqnos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Checksum {
+    /// The seqno the digest was taken at.
+    pub seqno: u64,
+    /// The digest of every live key and value.
+    pub checksum: u64,
+    /// The number of live keys.
+    pub keys: u64,
+}
+
+impl From<proto::ChecksumResponse> for Checksum {
+    fn from(c: proto::ChecksumResponse) -> Self {
+        Checksum {
+            seqno: c.seqno,
+            checksum: c.checksum,
+            keys: c.keys,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_end_increments_the_last_byte_that_can_be() {
+        assert_eq!(prefix_end(b"abc"), b"abd".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), Vec::<u8>::new());
+        assert_eq!(prefix_end(b""), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn ranges_contain_what_their_bounds_say() {
+        let p = KeyRange::Prefix(b"k/".to_vec());
+        let (start, end) = p.bounds();
+        for key in [&b"k/"[..], b"k/a", b"k/\xff", b"k0", b"k", b"j"] {
+            assert_eq!(p.contains(key), in_bounds(key, &start, &end), "{key:?}");
+        }
+        let r = KeyRange::Range {
+            start: b"b".to_vec(),
+            end: Vec::new(),
+        };
+        assert!(r.contains(b"zzz") && r.contains(b"b") && !r.contains(b"a"));
+    }
+
+    #[test]
+    fn consistency_and_isolation_parse_their_names() {
+        assert_eq!("LOCAL".parse(), Ok(ReadConsistency::Local));
+        assert_eq!("session".parse(), Ok(ReadConsistency::Session));
+        assert!("eventual".parse::<ReadConsistency>().is_err());
+        assert_eq!("snapshot".parse(), Ok(Isolation::Snapshot));
+        assert_eq!(Isolation::Serializable.to_string(), "serializable");
+    }
+}

@@ -1,0 +1,344 @@
+//! The client library against a mock cluster: failover, the error contract
+//! over the wire, session tokens, and transactions.
+
+mod mock;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use mock::MockCluster;
+use trireme_client::proto;
+use trireme_client::{Client, ClientOptions, Error, Isolation, ReadConsistency, ScanSpec};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn client(cluster: &MockCluster) -> Result<Client, Error> {
+    Client::with_options(
+        cluster.endpoints(),
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            ..ClientOptions::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn writes_fail_over_to_the_next_node_when_one_is_unavailable() -> TestResult {
+    let cluster = MockCluster::start(3).await?;
+    cluster.nodes[0].unavailable.store(true, Ordering::SeqCst);
+    let client = client(&cluster)?;
+
+    let seqno = client.put("k", "v").await?;
+    assert_eq!(seqno, 1);
+    assert_eq!(cluster.nodes[0].count("put"), 1);
+    assert_eq!(cluster.nodes[1].count("put"), 1);
+    assert_eq!(client.current_endpoint(), cluster.nodes[1].addr);
+
+    // The client stays on the node that answered.
+    client.get("k", ReadConsistency::Linearizable).await?;
+    assert_eq!(cluster.nodes[0].count("get"), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn all_nodes_unavailable_is_unavailable_naming_each() -> TestResult {
+    let cluster = MockCluster::start(2).await?;
+    for node in &cluster.nodes {
+        node.unavailable.store(true, Ordering::SeqCst);
+    }
+    let client = client(&cluster)?;
+    let err = client.put("k", "v").await.expect_err("no primary");
+    match &err {
+        Error::Unavailable(m) => {
+            assert!(m.contains(&cluster.nodes[0].addr) && m.contains(&cluster.nodes[1].addr));
+            assert!(m.contains("primary component"), "{m}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // One pass, then the backed-off retries.
+    let total: usize = cluster.nodes.iter().map(|n| n.count("put")).sum();
+    assert_eq!(total, 4);
+    Ok(())
+}
+
+#[tokio::test]
+async fn aborts_and_invalid_input_arrive_typed() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = client(&cluster)?;
+    let v1 = client.put("k", "a").await?;
+
+    let err = client
+        .put_if_version("k", "b", v1 + 5)
+        .await
+        .expect_err("stale version");
+    assert!(err.is_compare_failed() && !err.is_conflict(), "{err:?}");
+
+    assert_eq!(client.put_if_version("k", "b", v1).await?, v1 + 1);
+    let err = client
+        .put_if_version("k", "c", 0)
+        .await
+        .expect_err("exists");
+    assert!(err.is_compare_failed());
+
+    let err = client.put(vec![b'x'; 20], "v").await.expect_err("too long");
+    assert!(
+        matches!(&err, Error::InvalidInput(m) if m.contains("max_key_bytes")),
+        "{err:?}"
+    );
+
+    // Binary metadata survives the trip.
+    cluster.store.lock().expect("lock").force_conflicts = 1;
+    let err = client
+        .commit(proto::CommitRequest {
+            mutations: vec![proto::Mutation {
+                key: b"\x00\xffbin".to_vec(),
+                value: b"v".to_vec(),
+                delete: false,
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect_err("forced conflict");
+    match err {
+        Error::Aborted {
+            kind, key, seqno, ..
+        } => {
+            assert_eq!(kind, "write_conflict");
+            assert_eq!(key.as_deref(), Some(&b"\x00\xffbin"[..]));
+            assert_eq!(seqno, Some(v1 + 1));
+        }
+        other => panic!("expected Aborted, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn session_reads_send_the_highest_seqno_seen() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = client(&cluster)?;
+    client.put("a", "1").await?;
+    let seqno = client.put("b", "2").await?;
+    assert_eq!(client.session_seqno(), seqno);
+
+    let got = client
+        .get("a", ReadConsistency::Session)
+        .await?
+        .expect("found");
+    assert_eq!((got.value.as_slice(), got.version), (&b"1"[..], 1));
+    let read = *cluster.nodes[0]
+        .reads
+        .lock()
+        .expect("lock")
+        .last()
+        .expect("read");
+    assert_eq!(read.consistency, proto::ReadConsistency::Session as i32);
+    assert_eq!(read.min_seqno, seqno);
+    assert_eq!(read.snapshot, None);
+
+    assert_eq!(client.get("zzz", ReadConsistency::Local).await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn scans_and_deletes() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = client(&cluster)?;
+    for k in ["p/a", "p/b", "p/c", "q/a"] {
+        client.put(k, k.to_uppercase()).await?;
+    }
+    client.delete("p/b", None).await?;
+    let (kvs, more, _) = client
+        .scan(&ScanSpec::prefix("p/"), ReadConsistency::Linearizable)
+        .await?;
+    let keys: Vec<_> = kvs.iter().map(|kv| kv.key.clone()).collect();
+    assert_eq!(keys, vec![b"p/a".to_vec(), b"p/c".to_vec()]);
+    assert!(!more);
+    let (kvs, more, _) = client
+        .scan(
+            &ScanSpec::range("", "").with_limit(1).keys_only(),
+            ReadConsistency::Local,
+        )
+        .await?;
+    assert!(more && kvs.len() == 1 && kvs[0].value.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn transactions_read_at_their_snapshot_and_see_their_own_writes() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = client(&cluster)?;
+    client.put("p/a", "1").await?;
+    client.put("p/b", "2").await?;
+    client.put("p/c", "3").await?;
+
+    let tx = client.begin(Isolation::Serializable).await?;
+    let snapshot = tx.snapshot();
+    assert_eq!(snapshot, 3);
+    // A write after the snapshot is invisible to the transaction.
+    client.put("p/d", "4").await?;
+
+    assert_eq!(tx.get("p/a").await?, Some(b"1".to_vec()));
+    assert_eq!(tx.get("nope").await?, None);
+    tx.put("p/a", "one")?;
+    tx.delete("p/b")?;
+    tx.put("p/e", "5")?;
+    assert_eq!(tx.get("p/a").await?, Some(b"one".to_vec()));
+    assert_eq!(tx.get("p/b").await?, None);
+
+    let seen = tx.scan("p/").await?;
+    let seen: Vec<(String, String)> = seen
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("p/a".into(), "one".into()),
+            ("p/c".into(), "3".into()),
+            ("p/e".into(), "5".into()),
+        ]
+    );
+    // Every read went to the snapshot, on a node that has applied it.
+    for read in cluster.nodes[0].reads.lock().expect("lock").iter().skip(1) {
+        if read.snapshot.is_some() {
+            assert_eq!(read.snapshot, Some(snapshot));
+            assert_eq!(read.min_seqno, snapshot);
+        }
+    }
+
+    // p/d was written after the snapshot inside the scanned range: conflict.
+    let err = tx.commit().await.expect_err("range conflict");
+    assert!(err.is_conflict(), "{err:?}");
+    let sent = cluster.nodes[0].commits.lock().expect("lock")[0].clone();
+    assert_eq!(sent.snapshot, Some(snapshot));
+    assert_eq!(sent.mutations.len(), 3);
+    assert_eq!(
+        sent.reads,
+        vec![
+            proto::ReadKey {
+                key: b"nope".to_vec(),
+                version: 0
+            },
+            proto::ReadKey {
+                key: b"p/a".to_vec(),
+                version: 1
+            },
+        ]
+    );
+    assert_eq!(
+        sent.ranges,
+        vec![proto::ReadRange {
+            start: b"p/".to_vec(),
+            end: b"p0".to_vec()
+        }]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn snapshot_isolation_ignores_reads_and_read_only_commits_locally() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = client(&cluster)?;
+    client.put("a", "1").await?;
+
+    let tx = client.begin(Isolation::Snapshot).await?;
+    tx.get("a").await?;
+    client.put("a", "2").await?; // concurrent write of a key only read
+    tx.put("b", "x")?;
+    let seqno = tx.commit().await?;
+    assert_eq!(seqno, 3);
+
+    let ro = client.begin(Isolation::Serializable).await?;
+    ro.get("a").await?;
+    let snapshot = ro.snapshot();
+    assert_eq!(ro.commit().await?, snapshot);
+    assert_eq!(cluster.nodes[0].count("commit"), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn transaction_closures_retry_conflicts_until_they_commit() -> TestResult {
+    let cluster = MockCluster::start(2).await?;
+    let client = client(&cluster)?;
+    client.put("counter", "0").await?;
+
+    // Concurrent increments: every one must land exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let client = Client::pinned(cluster.endpoints(), i)?;
+        tasks.push(tokio::spawn(async move {
+            client
+                .transaction(Isolation::Serializable, |tx| async move {
+                    let n: u64 = tx
+                        .get("counter")
+                        .await?
+                        .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+                        .unwrap_or(0);
+                    tx.put("counter", (n + 1).to_string())?;
+                    Ok(n)
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        let (_, seqno) = task.await??;
+        assert!(seqno > 1);
+    }
+    let counter = client
+        .get("counter", ReadConsistency::Linearizable)
+        .await?
+        .expect("counter");
+    assert_eq!(counter.value, b"8");
+
+    // A failed compare is an answer, not retried.
+    let mut runs = 0;
+    let err = client
+        .transaction(Isolation::Serializable, |_tx| {
+            runs += 1;
+            let client = client.clone();
+            async move { client.put_if_version("counter", "x", 1).await }
+        })
+        .await
+        .expect_err("compare fails");
+    assert!(err.is_compare_failed());
+    assert_eq!(runs, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn transaction_closures_give_up_after_the_attempt_limit() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = Client::with_options(
+        cluster.endpoints(),
+        ClientOptions {
+            txn_max_attempts: 3,
+            ..ClientOptions::default()
+        },
+    )?;
+    cluster.store.lock().expect("lock").force_conflicts = 5;
+    let err = client
+        .transaction(Isolation::Snapshot, |tx| async move { tx.put("k", "v") })
+        .await
+        .expect_err("always conflicts");
+    assert!(err.is_conflict());
+    assert_eq!(cluster.nodes[0].count("commit"), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn status_and_checksum_of_each_endpoint() -> TestResult {
+    let cluster = MockCluster::start(2).await?;
+    let client = client(&cluster)?;
+    client.put("k", "v").await?;
+    let s = client.status_of(&cluster.nodes[1].addr).await?;
+    assert_eq!((s.node_id, s.leader_id, s.applied_seqno), (2, 1, 1));
+    assert_eq!(s.members.len(), 1);
+    let c = client.checksum().await?;
+    assert_eq!((c.seqno, c.keys), (1, 1));
+    Ok(())
+}

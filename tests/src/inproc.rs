@@ -1,0 +1,148 @@
+//! A cluster of nodes inside the test process: real gRPC on 127.0.0.1 ports
+//! bound to port 0 before the nodes start, so no port is ever guessed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Result;
+use tokio::sync::oneshot;
+use trireme_client::Client;
+use trireme_server::{Config, Node};
+
+/// One in-process node and the means to stop it.
+pub struct InProcNode {
+    /// The running node.
+    pub node: Arc<Node>,
+    /// Its address.
+    pub addr: String,
+    stop_tx: Option<oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// N nodes in this process.
+pub struct InProcCluster {
+    /// The nodes by id.
+    pub nodes: BTreeMap<u64, InProcNode>,
+    configs: BTreeMap<u64, Config>,
+    /// Holds the data directories.
+    pub dir: tempfile::TempDir,
+}
+
+impl InProcCluster {
+    /// Starts `n` nodes; `tweak` adjusts every node's configuration.
+    pub async fn start(n: u64, tweak: impl Fn(&mut Config)) -> Result<InProcCluster> {
+        let dir = tempfile::Builder::new().prefix("trireme-inproc-").tempdir()?;
+        let mut listeners = BTreeMap::new();
+        for id in 1..=n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            listeners.insert(id, l);
+        }
+        let members: BTreeMap<u64, String> = listeners
+            .iter()
+            .map(|(id, l)| Ok((*id, l.local_addr()?.to_string())))
+            .collect::<Result<_>>()?;
+        let mut cluster = InProcCluster {
+            nodes: BTreeMap::new(),
+            configs: BTreeMap::new(),
+            dir,
+        };
+        for (id, listener) in listeners {
+            let mut config = Config {
+                node_id: id,
+                listen: members[&id].clone(),
+                data_dir: cluster.dir.path().join(format!("node{id}")),
+                initial_cluster: members.clone(),
+                heartbeat_ms: 50,
+                election_timeout_min_ms: 300,
+                election_timeout_max_ms: 600,
+                ..Config::default()
+            };
+            tweak(&mut config);
+            cluster.configs.insert(id, config.clone());
+            let node = Self::launch(config, listener).await?;
+            cluster.nodes.insert(id, node);
+        }
+        Ok(cluster)
+    }
+
+    async fn launch(config: Config, listener: tokio::net::TcpListener) -> Result<InProcNode> {
+        let addr = config.listen.clone();
+        let node = Node::start(config).await?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let served = tokio::spawn({
+            let node = node.clone();
+            async move {
+                let _ = trireme_server::server::serve(node, listener, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            }
+        });
+        Ok(InProcNode {
+            node,
+            addr,
+            stop_tx: Some(stop_tx),
+            served: Some(served),
+        })
+    }
+
+    /// Every node's address, by id order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.configs.values().map(|c| c.listen.clone()).collect()
+    }
+
+    /// A client that talks to node `id` only.
+    pub fn client(&self, id: u64) -> Result<Client> {
+        Ok(Client::new(vec![self.configs[&id].listen.clone()])?)
+    }
+
+    /// Waits until some node is leader and every running node knows it.
+    pub async fn wait_leader(&self, deadline: std::time::Duration) -> Result<u64> {
+        crate::wait_for("an agreed leader", deadline, || async {
+            let mut leader = None;
+            for n in self.nodes.values() {
+                let l = n.node.raft.metrics().borrow().current_leader;
+                match (l, leader) {
+                    (None, _) => return Ok(None),
+                    (Some(l), Some(prev)) if l != prev => return Ok(None),
+                    (Some(l), _) => leader = Some(l),
+                }
+            }
+            Ok(leader)
+        })
+        .await
+    }
+
+    /// Stops node `id` (gRPC server and Raft), keeping its data directory.
+    pub async fn stop(&mut self, id: u64) -> Result<()> {
+        if let Some(mut n) = self.nodes.remove(&id) {
+            if let Some(tx) = n.stop_tx.take() {
+                let _ = tx.send(());
+            }
+            if let Some(h) = n.served.take() {
+                let _ = h.await;
+            }
+            n.node.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `id` again on its data directory and address.
+    pub async fn restart(&mut self, id: u64) -> Result<()> {
+        self.stop(id).await?;
+        let config = self.configs[&id].clone();
+        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+        let node = Self::launch(config, listener).await?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    /// Stops every node.
+    pub async fn shutdown(mut self) -> Result<()> {
+        let ids: Vec<u64> = self.nodes.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await?;
+        }
+        Ok(())
+    }
+}
