@@ -92,9 +92,11 @@ impl Default for Config {
 impl Config {
     /// Reads a TOML file over the defaults.
     pub fn from_file(path: &std::path::Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::InvalidInput(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| Error::InvalidInput(format!("config file {}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidInput(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| Error::InvalidInput(format!("config file {}: {e}", path.display())))
     }
 
     /// The address peers and clients reach this node at.
@@ -116,14 +118,19 @@ impl Config {
         let mut out = BTreeMap::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (id, addr) = part.split_once('=').ok_or_else(|| {
-                Error::InvalidInput(format!("initial cluster member {part:?} is not ID=HOST:PORT"))
+                Error::InvalidInput(format!(
+                    "initial cluster member {part:?} is not ID=HOST:PORT"
+                ))
             })?;
-            let id: NodeId = id
-                .trim()
-                .parse()
-                .map_err(|_| Error::InvalidInput(format!("initial cluster member {part:?}: {id:?} is not a node id")))?;
+            let id: NodeId = id.trim().parse().map_err(|_| {
+                Error::InvalidInput(format!(
+                    "initial cluster member {part:?}: {id:?} is not a node id"
+                ))
+            })?;
             if out.insert(id, addr.trim().to_string()).is_some() {
-                return Err(Error::InvalidInput(format!("initial cluster lists node {id} twice")));
+                return Err(Error::InvalidInput(format!(
+                    "initial cluster lists node {id} twice"
+                )));
             }
         }
         Ok(out)
@@ -136,7 +143,10 @@ impl Config {
             return bad("node_id must be at least 1".into());
         }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            return bad(format!("listen {:?} is not HOST:PORT with an IP address", self.listen));
+            return bad(format!(
+                "listen {:?} is not HOST:PORT with an IP address",
+                self.listen
+            ));
         }
         if !self.initial_cluster.is_empty() && !self.initial_cluster.contains_key(&self.node_id) {
             return bad(format!(
@@ -158,10 +168,16 @@ impl Config {
             ));
         }
         if self.cert_window < 16 {
-            return bad(format!("cert_window ({}) must be at least 16", self.cert_window));
+            return bad(format!(
+                "cert_window ({}) must be at least 16",
+                self.cert_window
+            ));
         }
-        if self.batch_max_write_sets == 0 || self.batch_in_flight == 0 || self.batch_max_bytes == 0 {
-            return bad("batch_max_write_sets, batch_max_bytes and batch_in_flight must be positive".into());
+        if self.batch_max_write_sets == 0 || self.batch_in_flight == 0 || self.batch_max_bytes == 0
+        {
+            return bad(
+                "batch_max_write_sets, batch_max_bytes and batch_in_flight must be positive".into(),
+            );
         }
         if self.snapshot_every_entries == 0 {
             return bad("snapshot_every_entries must be positive".into());
@@ -197,7 +213,10 @@ mod tests {
     fn defaults_are_valid_and_single_node() {
         let c = Config::default();
         c.validate().expect("defaults valid");
-        assert_eq!(c.initial_members(), BTreeMap::from([(1, "127.0.0.1:7420".to_string())]));
+        assert_eq!(
+            c.initial_members(),
+            BTreeMap::from([(1, "127.0.0.1:7420".to_string())])
+        );
     }
 
     #[test]
@@ -212,7 +231,11 @@ mod tests {
             initial_cluster: Config::parse_members("2=127.0.0.1:1,3=127.0.0.1:2").expect("parse"),
             ..Config::default()
         };
-        assert!(c.validate().expect_err("self missing").to_string().contains("node's id 1"));
+        assert!(c
+            .validate()
+            .expect_err("self missing")
+            .to_string()
+            .contains("node's id 1"));
     }
 
     #[test]
@@ -240,7 +263,8 @@ mod example_file {
 
     #[test]
     fn the_example_file_parses_to_the_defaults() {
-        let c: Config = toml::from_str(include_str!("../../trireme.example.toml")).expect("example parses");
+        let c: Config =
+            toml::from_str(include_str!("../../trireme.example.toml")).expect("example parses");
         assert_eq!(c, Config::default());
     }
 }

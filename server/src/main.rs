@@ -104,7 +104,8 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,openraft=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -120,7 +121,13 @@ async fn main() -> anyhow::Result<()> {
     let node = Node::start(config.clone())
         .instrument(span.clone())
         .await
-        .with_context(|| format!("starting node {} with data in {}", config.node_id, config.data_dir.display()))?;
+        .with_context(|| {
+            format!(
+                "starting node {} with data in {}",
+                config.node_id,
+                config.data_dir.display()
+            )
+        })?;
     // Tests and scripts read this line to learn the bound address.
     println!(
         "trireme-server node {} listening on {} (data in {})",

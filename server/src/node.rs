@@ -69,8 +69,9 @@ impl Node {
     pub async fn start(config: Config) -> Result<Arc<Node>> {
         config.validate()?;
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Storage(format!("cannot create data dir {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
         let log_store = LogStore::open(&dir.join("raft-log"))?;
         let log_stats = log_store.stats();
         let engine = SledEngine::open(&dir.join("db"), config.cache_bytes)?;
@@ -97,9 +98,15 @@ impl Node {
                 .map_err(|e| Error::InvalidInput(format!("raft configuration: {e}")))?,
         );
         let peers = Peers::default();
-        let raft = Raft::new(config.node_id, raft_config, NetworkFactory::new(peers.clone()), log_store, sm)
-            .await
-            .map_err(|e| Error::Internal(format!("starting raft: {e}")))?;
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            NetworkFactory::new(peers.clone()),
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| Error::Internal(format!("starting raft: {e}")))?;
 
         let initialized = raft
             .is_initialized()
@@ -117,7 +124,10 @@ impl Node {
                 tracing::info!(error = %e, "not initializing: already part of a cluster");
             }
         } else {
-            tracing::info!(applied = applied.seqno(), "resuming from the data directory");
+            tracing::info!(
+                applied = applied.seqno(),
+                "resuming from the data directory"
+            );
         }
 
         let submitter = Submitter::start(
@@ -131,7 +141,12 @@ impl Node {
                 max_in_flight: config.batch_in_flight,
             },
         );
-        let reads = ReadIndex::start(config.node_id, raft.clone(), peers.clone(), config.read_timeout());
+        let reads = ReadIndex::start(
+            config.node_id,
+            raft.clone(),
+            peers.clone(),
+            config.read_timeout(),
+        );
         let node = Arc::new(Node {
             config,
             raft,
@@ -200,7 +215,11 @@ impl Node {
     }
 
     /// Reads one key: its newest version at the read seqno, and that seqno.
-    pub async fn get(&self, key: &[u8], opts: ReadOptions) -> Result<(Option<(Seqno, Value)>, Seqno)> {
+    pub async fn get(
+        &self,
+        key: &[u8],
+        opts: ReadOptions,
+    ) -> Result<(Option<(Seqno, Value)>, Seqno)> {
         self.config.limits.check_key(key)?;
         let at = self.read_seqno(opts).await?;
         let found = self.mvcc.get(key, at)?;
@@ -226,9 +245,10 @@ impl Node {
         let limit = if limit == 0 { max } else { limit };
         let at = self.read_seqno(opts).await?;
         let mvcc = self.mvcc.clone();
-        let (pairs, more) = tokio::task::spawn_blocking(move || mvcc.scan(&range, at, limit, keys_only))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let (pairs, more) =
+            tokio::task::spawn_blocking(move || mvcc.scan(&range, at, limit, keys_only))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??;
         self.check_horizon(at)?;
         Ok((pairs, more, at))
     }
@@ -246,9 +266,14 @@ impl Node {
         let mut retries = 0;
         loop {
             match self.commit_once(ws.clone()).await {
-                Err(Error::Aborted(Abort::WriteConflict { .. })) if retryable && retries < self.config.retry_autocommit => {
+                Err(Error::Aborted(Abort::WriteConflict { .. }))
+                    if retryable && retries < self.config.retry_autocommit =>
+                {
                     retries += 1;
-                    self.applied.stats.server_retries.fetch_add(1, Ordering::Relaxed);
+                    self.applied
+                        .stats
+                        .server_retries
+                        .fetch_add(1, Ordering::Relaxed);
                     ws.id = crate::txn::TxnId::random();
                     ws.snapshot = Some(self.applied.seqno());
                 }
@@ -302,7 +327,9 @@ impl Node {
 
 async fn gc_loop(node: std::sync::Weak<Node>, gc_lock: Arc<tokio::sync::Mutex<()>>) {
     loop {
-        let Some(interval) = node.upgrade().map(|n| n.config.gc_interval_ms) else { return };
+        let Some(interval) = node.upgrade().map(|n| n.config.gc_interval_ms) else {
+            return;
+        };
         tokio::time::sleep(Duration::from_millis(interval)).await;
         let Some(n) = node.upgrade() else { return };
         let horizon = n.applied.seqno().saturating_sub(n.config.cert_window);

@@ -21,7 +21,11 @@ const MAX_MESSAGE_BYTES: usize = 80 << 20;
 
 /// Serves the client, admin and peer services (and gRPC health) for `node` on
 /// `listener` until `shutdown` resolves; then stops accepting and drains.
-pub async fn serve(node: Arc<Node>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+pub async fn serve(
+    node: Arc<Node>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
     Server::builder()

@@ -31,7 +31,9 @@ pub struct InProcCluster {
 impl InProcCluster {
     /// Starts `n` nodes; `tweak` adjusts every node's configuration.
     pub async fn start(n: u64, tweak: impl Fn(&mut Config)) -> Result<InProcCluster> {
-        let dir = tempfile::Builder::new().prefix("trireme-inproc-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("trireme-inproc-")
+            .tempdir()?;
         let mut listeners = BTreeMap::new();
         for id in 1..=n {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

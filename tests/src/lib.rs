@@ -112,7 +112,10 @@ impl NodeProc {
             .open(&self.log)?;
         let child = Command::new(bin("trireme-server"))
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("TRIREME_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("TRIREME_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -132,7 +135,10 @@ impl NodeProc {
 
     /// Sends SIGTERM by pid and waits (bounded) for a clean exit.
     pub fn terminate(&mut self, deadline: Duration) -> Result<std::process::ExitStatus> {
-        let mut child = self.child.take().ok_or_else(|| anyhow!("node {} is not running", self.id))?;
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| anyhow!("node {} is not running", self.id))?;
         let pid = child.id() as i32;
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc_kill(pid, 15) };
@@ -144,7 +150,10 @@ impl NodeProc {
             if start.elapsed() > deadline {
                 child.kill().ok();
                 child.wait()?;
-                bail!("node {} did not exit within {deadline:?} of SIGTERM", self.id);
+                bail!(
+                    "node {} did not exit within {deadline:?} of SIGTERM",
+                    self.id
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -152,7 +161,9 @@ impl NodeProc {
 
     /// Sends a signal (e.g. SIGSTOP 19, SIGCONT 18) to the process by pid.
     pub fn signal(&self, sig: i32) -> Result<()> {
-        let pid = self.pid().ok_or_else(|| anyhow!("node {} is not running", self.id))?;
+        let pid = self
+            .pid()
+            .ok_or_else(|| anyhow!("node {} is not running", self.id))?;
         // SAFETY: kill(2) on our own child's pid.
         let rc = unsafe { libc_kill(pid as i32, sig) };
         if rc != 0 {
@@ -233,7 +244,9 @@ impl Cluster {
 
     /// A client that talks to node `id` only.
     pub fn client_only(&self, id: u64) -> Result<Client> {
-        Ok(Client::new(vec![self.nodes[(id - 1) as usize].addr.clone()])?)
+        Ok(Client::new(vec![self.nodes[(id - 1) as usize]
+            .addr
+            .clone()])?)
     }
 
     /// Kills node `id` with SIGKILL.
@@ -259,7 +272,10 @@ impl Cluster {
             let mut leader = None;
             for id in ids {
                 let s = self.status(*id).await?;
-                if s.leader_id == 0 || !ids.contains(&s.leader_id) || leader.is_some_and(|l| l != s.leader_id) {
+                if s.leader_id == 0
+                    || !ids.contains(&s.leader_id)
+                    || leader.is_some_and(|l| l != s.leader_id)
+                {
                     return Ok(None);
                 }
                 leader = Some(s.leader_id);
@@ -271,18 +287,22 @@ impl Cluster {
 
     /// Waits until nodes `ids` have the same applied seqno and checksum; returns the checksum.
     pub async fn wait_converged(&self, ids: &[u64], deadline: Duration) -> Result<u64> {
-        wait_for("every node to reach the same checksum", deadline, || async {
-            let mut seen = None;
-            for id in ids {
-                let c = self.client_only(*id)?.checksum().await?;
-                match seen {
-                    None => seen = Some((c.seqno, c.checksum)),
-                    Some(s) if s == (c.seqno, c.checksum) => {}
-                    Some(_) => return Ok(None),
+        wait_for(
+            "every node to reach the same checksum",
+            deadline,
+            || async {
+                let mut seen = None;
+                for id in ids {
+                    let c = self.client_only(*id)?.checksum().await?;
+                    match seen {
+                        None => seen = Some((c.seqno, c.checksum)),
+                        Some(s) if s == (c.seqno, c.checksum) => {}
+                        Some(_) => return Ok(None),
+                    }
                 }
-            }
-            Ok(seen.map(|s| s.1))
-        })
+                Ok(seen.map(|s| s.1))
+            },
+        )
         .await
     }
 
@@ -307,7 +327,12 @@ impl Cluster {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(30)..];
-            out.push_str(&format!("--- node {} ({}) ---\n{}\n", n.id, n.log.display(), tail.join("\n")));
+            out.push_str(&format!(
+                "--- node {} ({}) ---\n{}\n",
+                n.id,
+                n.log.display(),
+                tail.join("\n")
+            ));
         }
         out
     }

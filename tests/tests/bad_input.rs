@@ -19,7 +19,10 @@ fn mutation(key: &[u8], value: Vec<u8>) -> Mutation {
 fn expect_invalid(result: trireme_client::Result<u64>, needle: &str) -> Result<()> {
     match result {
         Err(Error::InvalidInput(msg)) => {
-            ensure!(msg.contains(needle), "error {msg:?} should mention {needle:?}");
+            ensure!(
+                msg.contains(needle),
+                "error {msg:?} should mention {needle:?}"
+            );
             Ok(())
         }
         other => anyhow::bail!("expected INVALID_ARGUMENT mentioning {needle:?}, got {other:?}"),
@@ -36,22 +39,32 @@ async fn over_limit_requests_are_rejected_and_change_nothing() -> Result<()> {
 
     expect_invalid(client.put("", "v").await, "key is empty")?;
     expect_invalid(client.put(vec![b'k'; 4097], "v").await, "max_key_bytes")?;
-    expect_invalid(client.put("k", vec![0u8; (1 << 20) + 1]).await, "max_value_bytes")?;
+    expect_invalid(
+        client.put("k", vec![0u8; (1 << 20) + 1]).await,
+        "max_value_bytes",
+    )?;
     expect_invalid(client.delete("", None).await, "key is empty")?;
 
     let too_many = CommitRequest {
-        mutations: (0..1001).map(|i| mutation(format!("k{i}").as_bytes(), b"v".to_vec())).collect(),
+        mutations: (0..1001)
+            .map(|i| mutation(format!("k{i}").as_bytes(), b"v".to_vec()))
+            .collect(),
         ..Default::default()
     };
     expect_invalid(client.commit(too_many).await, "max_ops")?;
 
     let too_big = CommitRequest {
-        mutations: (0..17).map(|i| mutation(format!("big{i}").as_bytes(), vec![7u8; 1 << 20])).collect(),
+        mutations: (0..17)
+            .map(|i| mutation(format!("big{i}").as_bytes(), vec![7u8; 1 << 20]))
+            .collect(),
         ..Default::default()
     };
     expect_invalid(client.commit(too_big).await, "max_write_set_bytes")?;
 
-    expect_invalid(client.commit(CommitRequest::default()).await, "no mutations")?;
+    expect_invalid(
+        client.commit(CommitRequest::default()).await,
+        "no mutations",
+    )?;
 
     let duplicate = CommitRequest {
         mutations: vec![mutation(b"d", b"1".to_vec()), mutation(b"d", b"2".to_vec())],
@@ -61,21 +74,33 @@ async fn over_limit_requests_are_rejected_and_change_nothing() -> Result<()> {
 
     let empty_compare = CommitRequest {
         mutations: vec![mutation(b"c", b"1".to_vec())],
-        compares: vec![proto::Compare { key: b"c".to_vec(), target: None }],
+        compares: vec![proto::Compare {
+            key: b"c".to_vec(),
+            target: None,
+        }],
         ..Default::default()
     };
     expect_invalid(client.commit(empty_compare).await, "compare needs")?;
 
     // One over-limit mutation among good ones: nothing of the write set applies.
     let partial = CommitRequest {
-        mutations: vec![mutation(b"good", b"1".to_vec()), mutation(&[b'x'; 5000], b"2".to_vec())],
+        mutations: vec![
+            mutation(b"good", b"1".to_vec()),
+            mutation(&[b'x'; 5000], b"2".to_vec()),
+        ],
         ..Default::default()
     };
     expect_invalid(client.commit(partial).await, "max_key_bytes")?;
 
     let after = client.checksum().await?;
-    ensure!(after.checksum == before.checksum, "bad input changed the data");
-    ensure!(client.get("good", Default::default()).await?.is_none(), "half a write set applied");
+    ensure!(
+        after.checksum == before.checksum,
+        "bad input changed the data"
+    );
+    ensure!(
+        client.get("good", Default::default()).await?.is_none(),
+        "half a write set applied"
+    );
     // Still healthy: it takes a write.
     client.put("after", "ok").await?;
     cluster.shutdown().await?;

@@ -25,8 +25,11 @@ async fn a_write_on_each_node_is_readable_on_every_node() -> Result<()> {
         let client = cluster.client_only(reader)?;
         for writer in 1..=3u64 {
             // Linearizable by default: every acknowledged write is visible at once.
-            let got = client.get(format!("from-{writer}"), ReadConsistency::Linearizable).await?;
-            let got = got.with_context(|| format!("node {reader} misses the write made on node {writer}"))?;
+            let got = client
+                .get(format!("from-{writer}"), ReadConsistency::Linearizable)
+                .await?;
+            let got = got
+                .with_context(|| format!("node {reader} misses the write made on node {writer}"))?;
             ensure!(got.value == format!("value-{writer}").into_bytes());
         }
     }
@@ -47,21 +50,35 @@ async fn concurrent_if_version_writes_from_different_nodes_exactly_one_wins() ->
             let client = cluster.client_only(id)?;
             let key = key.clone();
             tasks.push(tokio::spawn(async move {
-                client.put_if_version(key, format!("winner-{id}"), base).await
+                client
+                    .put_if_version(key, format!("winner-{id}"), base)
+                    .await
             }));
         }
         let mut winners = Vec::new();
         for (i, t) in tasks.into_iter().enumerate() {
             match t.await? {
                 Ok(_) => winners.push(i as u64 + 1),
-                Err(e) => ensure!(e.is_compare_failed(), "a loser fails its compare, not {e:?}"),
+                Err(e) => ensure!(
+                    e.is_compare_failed(),
+                    "a loser fails its compare, not {e:?}"
+                ),
             }
         }
-        ensure!(winners.len() == 1, "round {round}: exactly one winner, got {winners:?}");
+        ensure!(
+            winners.len() == 1,
+            "round {round}: exactly one winner, got {winners:?}"
+        );
         let expected = format!("winner-{}", winners[0]).into_bytes();
         for id in 1..=3u64 {
-            let got = cluster.client_only(id)?.get(&key, ReadConsistency::Linearizable).await?;
-            ensure!(got.map(|v| v.value) == Some(expected.clone()), "node {id} disagrees on the winner");
+            let got = cluster
+                .client_only(id)?
+                .get(&key, ReadConsistency::Linearizable)
+                .await?;
+            ensure!(
+                got.map(|v| v.value) == Some(expected.clone()),
+                "node {id} disagrees on the winner"
+            );
         }
     }
     cluster.wait_converged(&[1, 2, 3], READY).await?;
@@ -73,26 +90,40 @@ async fn killing_the_leader_elects_another_and_the_node_catches_up_on_restart() 
     let mut cluster = Cluster::start(3, &[])?;
     let leader = cluster.wait_leader(&[1, 2, 3], READY).await?;
     for i in 0..20 {
-        cluster.client(leader)?.put(format!("before-{i}"), "x").await?;
+        cluster
+            .client(leader)?
+            .put(format!("before-{i}"), "x")
+            .await?;
     }
     cluster.kill(leader)?;
     let survivors: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
-    let new_leader = cluster.wait_leader(&survivors, READY).await.with_context(|| cluster.logs())?;
+    let new_leader = cluster
+        .wait_leader(&survivors, READY)
+        .await
+        .with_context(|| cluster.logs())?;
     ensure!(new_leader != leader);
     // Writes through either survivor succeed within seconds.
     for id in &survivors {
         let client = cluster.client_only(*id)?;
-        wait_for("a write through a survivor", Duration::from_secs(10), || async {
-            Ok(client.put(format!("after-{id}"), "y").await.ok())
-        })
+        wait_for(
+            "a write through a survivor",
+            Duration::from_secs(10),
+            || async { Ok(client.put(format!("after-{id}"), "y").await.ok()) },
+        )
         .await?;
     }
     cluster.restart(leader)?;
     let all = [1, 2, 3];
-    cluster.wait_converged(&all, READY).await.with_context(|| cluster.logs())?;
+    cluster
+        .wait_converged(&all, READY)
+        .await
+        .with_context(|| cluster.logs())?;
     let client = cluster.client_only(leader)?;
     for id in &survivors {
-        ensure!(client.get(format!("after-{id}"), ReadConsistency::Local).await?.is_some());
+        ensure!(client
+            .get(format!("after-{id}"), ReadConsistency::Local)
+            .await?
+            .is_some());
     }
     Ok(())
 }
@@ -120,14 +151,21 @@ async fn kill_all_three_and_restart_keeps_every_acknowledged_write() -> Result<(
     for t in tasks {
         acked.extend(t.await?);
     }
-    ensure!(acked.len() == 300, "all writes acknowledged before the crash: {}", acked.len());
+    ensure!(
+        acked.len() == 300,
+        "all writes acknowledged before the crash: {}",
+        acked.len()
+    );
     for id in 1..=3 {
         cluster.kill(id)?;
     }
     for id in 1..=3 {
         cluster.restart(id)?;
     }
-    cluster.wait_leader(&[1, 2, 3], READY).await.with_context(|| cluster.logs())?;
+    cluster
+        .wait_leader(&[1, 2, 3], READY)
+        .await
+        .with_context(|| cluster.logs())?;
     for id in 1..=3u64 {
         let client = cluster.client_only(id)?;
         for key in &acked {

@@ -13,7 +13,11 @@ use trireme_tests::{bin, free_port, wait_for};
 fn log_syncs(trace: &str) -> usize {
     trace
         .lines()
-        .filter(|l| (l.contains("fdatasync(") || l.contains("fsync(")) && l.contains("raft-log/log-") && l.contains("= 0"))
+        .filter(|l| {
+            (l.contains("fdatasync(") || l.contains("fsync("))
+                && l.contains("raft-log/log-")
+                && l.contains("= 0")
+        })
         .count()
 }
 
@@ -70,14 +74,27 @@ async fn every_acknowledged_write_follows_an_fdatasync_of_the_log() -> Result<()
     }
     .await;
     // strace -f detaches on exit; stop the server itself: it is strace's child.
-    let children = std::fs::read_to_string(format!("/proc/{}/task/{}/children", strace.id(), strace.id())).unwrap_or_default();
+    let children = std::fs::read_to_string(format!(
+        "/proc/{}/task/{}/children",
+        strace.id(),
+        strace.id()
+    ))
+    .unwrap_or_default();
     for pid in children.split_whitespace() {
         Command::new("kill").arg("-KILL").arg(pid).status()?;
     }
     strace.kill().ok();
     strace.wait()?;
     if let Err(e) = result {
-        bail!("{e:#}\ntrace:\n{}", std::fs::read_to_string(&trace_path).unwrap_or_default().lines().take(40).collect::<Vec<_>>().join("\n"));
+        bail!(
+            "{e:#}\ntrace:\n{}",
+            std::fs::read_to_string(&trace_path)
+                .unwrap_or_default()
+                .lines()
+                .take(40)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     Ok(())
 }

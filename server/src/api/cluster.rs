@@ -25,7 +25,10 @@ impl ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let node = &self.node;
         let m = node.raft.metrics().borrow().clone();
         let role = match m.state {
@@ -50,7 +53,12 @@ impl Cluster for ClusterService {
                 pb::Member {
                     id: *id,
                     address: n.addr.clone(),
-                    role: if voters.contains(id) { "voter" } else { "learner" }.into(),
+                    role: if voters.contains(id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    }
+                    .into(),
                     up,
                 }
             })
@@ -90,8 +98,15 @@ impl Cluster for ClusterService {
         }))
     }
 
-    async fn checksum(&self, _req: Request<pb::ChecksumRequest>) -> Result<Response<pb::ChecksumResponse>, Status> {
+    async fn checksum(
+        &self,
+        _req: Request<pb::ChecksumRequest>,
+    ) -> Result<Response<pb::ChecksumResponse>, Status> {
         let (seqno, checksum, keys) = self.node.checksum().await.map_err(to_status)?;
-        Ok(Response::new(pb::ChecksumResponse { seqno, checksum, keys }))
+        Ok(Response::new(pb::ChecksumResponse {
+            seqno,
+            checksum,
+            keys,
+        }))
     }
 }

@@ -13,7 +13,12 @@ pub fn read_options(read: Option<pb::ReadOptions>) -> Result<ReadOptions> {
         Ok(pb::ReadConsistency::Linearizable) => Consistency::Linearizable,
         Ok(pb::ReadConsistency::Session) => Consistency::Session(read.min_seqno),
         Ok(pb::ReadConsistency::Local) => Consistency::Local,
-        Err(_) => return Err(Error::InvalidInput(format!("unknown read consistency {}", read.consistency))),
+        Err(_) => {
+            return Err(Error::InvalidInput(format!(
+                "unknown read consistency {}",
+                read.consistency
+            )))
+        }
     };
     Ok(ReadOptions {
         consistency,
@@ -25,7 +30,9 @@ pub fn read_options(read: Option<pb::ReadOptions>) -> Result<ReadOptions> {
 pub fn scan_range(req: &pb::ScanRequest) -> Result<KeyRange> {
     if !req.prefix.is_empty() {
         if !req.start.is_empty() || !req.end.is_empty() {
-            return Err(Error::InvalidInput("scan takes a prefix or a start/end range, not both".into()));
+            return Err(Error::InvalidInput(
+                "scan takes a prefix or a start/end range, not both".into(),
+            ));
         }
         return Ok(KeyRange::prefix(&req.prefix));
     }
@@ -46,7 +53,12 @@ pub fn write_set(req: pb::CommitRequest) -> Result<WriteSet> {
     let isolation = match pb::Isolation::try_from(req.isolation) {
         Ok(pb::Isolation::Serializable) => Isolation::Serializable,
         Ok(pb::Isolation::Snapshot) => Isolation::Snapshot,
-        Err(_) => return Err(Error::InvalidInput(format!("unknown isolation {}", req.isolation))),
+        Err(_) => {
+            return Err(Error::InvalidInput(format!(
+                "unknown isolation {}",
+                req.isolation
+            )))
+        }
     };
     let mut mutations = Vec::with_capacity(req.mutations.len());
     let mut written = std::collections::BTreeSet::new();
@@ -77,9 +89,16 @@ pub fn write_set(req: pb::CommitRequest) -> Result<WriteSet> {
                 Some(pb::compare::Target::Version(v)) => Condition::Version(v),
                 Some(pb::compare::Target::Exists(e)) => Condition::Exists(e),
                 Some(pb::compare::Target::Value(v)) => Condition::Value(v),
-                None => return Err(Error::InvalidInput("a compare needs a version, exists or value target".into())),
+                None => {
+                    return Err(Error::InvalidInput(
+                        "a compare needs a version, exists or value target".into(),
+                    ))
+                }
             };
-            Ok(Compare { key: c.key, condition })
+            Ok(Compare {
+                key: c.key,
+                condition,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let ranges = req

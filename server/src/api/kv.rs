@@ -25,7 +25,10 @@ impl KvService {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn begin(&self, req: Request<pb::BeginRequest>) -> Result<Response<pb::BeginResponse>, Status> {
+    async fn begin(
+        &self,
+        req: Request<pb::BeginRequest>,
+    ) -> Result<Response<pb::BeginResponse>, Status> {
         let opts = convert::read_options(req.into_inner().read).map_err(to_status)?;
         let snapshot = self.node.begin(opts.consistency).await.map_err(to_status)?;
         Ok(Response::new(pb::BeginResponse { snapshot }))
@@ -49,7 +52,10 @@ impl Kv for KvService {
         }))
     }
 
-    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+    async fn scan(
+        &self,
+        req: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
         let req = req.into_inner();
         let range = convert::scan_range(&req).map_err(to_status)?;
         let opts = convert::read_options(req.read).map_err(to_status)?;
@@ -82,18 +88,28 @@ impl Kv for KvService {
         Ok(Response::new(pb::PutResponse { seqno }))
     }
 
-    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = req.into_inner();
         let ws = convert::single(Mutation::Delete { key: req.key }, req.if_version);
         let seqno = self.node.commit(ws, false).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteResponse { seqno }))
     }
 
-    async fn commit(&self, req: Request<pb::CommitRequest>) -> Result<Response<pb::CommitResponse>, Status> {
+    async fn commit(
+        &self,
+        req: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
         let req = req.into_inner();
         let server_retry = req.server_retry;
         let ws = convert::write_set(req).map_err(to_status)?;
-        let seqno = self.node.commit(ws, server_retry).await.map_err(to_status)?;
+        let seqno = self
+            .node
+            .commit(ws, server_retry)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(pb::CommitResponse { seqno }))
     }
 }

@@ -36,7 +36,10 @@ fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
-    async fn append_entries(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(req.get_ref()).map_err(bad)?;
         reply(&self.node.raft.append_entries(rpc).await)
     }
@@ -46,7 +49,10 @@ impl RaftRpc for RaftService {
         reply(&self.node.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         let rpc = decode(req.get_ref()).map_err(bad)?;
         reply(&self.node.raft.install_snapshot(rpc).await)
     }
@@ -56,7 +62,10 @@ impl RaftRpc for RaftService {
         reply(&submit::order_forwarded(&self.node.raft, wss).await)
     }
 
-    async fn read_index(&self, _req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+    async fn read_index(
+        &self,
+        _req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
         reply(&reads::leader_read_index(&self.node.raft).await)
     }
 }

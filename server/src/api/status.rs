@@ -15,7 +15,10 @@ pub fn to_status(err: Error) -> Status {
             let md = status.metadata_mut();
             md.insert("trireme-abort", MetadataValue::from_static(abort.kind()));
             if let Some(key) = abort.key() {
-                md.insert_bin("trireme-conflict-key-bin", BinaryMetadataValue::from_bytes(key));
+                md.insert_bin(
+                    "trireme-conflict-key-bin",
+                    BinaryMetadataValue::from_bytes(key),
+                );
             }
             if let Some(seqno) = abort.seqno() {
                 md.insert("trireme-conflict-seqno", MetadataValue::from(seqno));
@@ -23,7 +26,9 @@ pub fn to_status(err: Error) -> Status {
             status
         }
         Error::Unavailable(m) => Status::unavailable(m),
-        Error::Indeterminate(m) => Status::new(Code::DeadlineExceeded, format!("outcome unknown: {m}")),
+        Error::Indeterminate(m) => {
+            Status::new(Code::DeadlineExceeded, format!("outcome unknown: {m}"))
+        }
         Error::SnapshotTooOld(m) => Status::failed_precondition(format!("snapshot too old: {m}")),
         Error::InvalidData(m) => Status::data_loss(m),
         Error::Storage(m) => Status::internal(format!("storage: {m}")),

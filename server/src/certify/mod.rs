@@ -132,7 +132,10 @@ impl Abort {
 
     /// The position of this abort's kind in [`Abort::KINDS`].
     pub fn kind_index(&self) -> usize {
-        Self::KINDS.iter().position(|k| *k == self.kind()).expect("every kind is listed")
+        Self::KINDS
+            .iter()
+            .position(|k| *k == self.kind())
+            .expect("every kind is listed")
     }
 
     /// A short machine-friendly name, for metrics labels.
@@ -153,27 +156,45 @@ impl std::fmt::Display for Abort {
         let k = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
         match self {
             Abort::WriteConflict { key, seqno } => {
-                write!(f, "write conflict on key {:?}, written at seqno {seqno}", k(key))
+                write!(
+                    f,
+                    "write conflict on key {:?}, written at seqno {seqno}",
+                    k(key)
+                )
             }
             Abort::ReadConflict { key, seqno } => {
-                write!(f, "read conflict on key {:?}, written at seqno {seqno}", k(key))
+                write!(
+                    f,
+                    "read conflict on key {:?}, written at seqno {seqno}",
+                    k(key)
+                )
             }
             Abort::RangeConflict { range, key, seqno } => write!(
                 f,
                 "range conflict in [{:?}, {}) on key {:?}, written at seqno {seqno}",
                 k(&range.start),
-                range.end.as_deref().map_or("end".to_string(), |e| format!("{:?}", k(e))),
+                range
+                    .end
+                    .as_deref()
+                    .map_or("end".to_string(), |e| format!("{:?}", k(e))),
                 k(key)
             ),
             Abort::CompareFailed { key, version } => {
-                write!(f, "compare failed on key {:?} (its version is {version})", k(key))
+                write!(
+                    f,
+                    "compare failed on key {:?} (its version is {version})",
+                    k(key)
+                )
             }
             Abort::SnapshotTooOld { snapshot, horizon } => write!(
                 f,
                 "snapshot too old: snapshot {snapshot} is below the certification horizon {horizon}"
             ),
             Abort::InvalidSnapshot { snapshot } => {
-                write!(f, "invalid snapshot {snapshot}: not before the write set's seqno")
+                write!(
+                    f,
+                    "invalid snapshot {snapshot}: not before the write set's seqno"
+                )
             }
         }
     }

@@ -127,7 +127,9 @@ impl Applied {
         let s = &self.stats;
         match outcome {
             Outcome::Certified(_, Verdict::Commit) => s.commits.fetch_add(1, Ordering::Relaxed),
-            Outcome::Certified(_, Verdict::Abort(abort)) => s.aborts[abort.kind_index()].fetch_add(1, Ordering::Relaxed),
+            Outcome::Certified(_, Verdict::Abort(abort)) => {
+                s.aborts[abort.kind_index()].fetch_add(1, Ordering::Relaxed)
+            }
             Outcome::Duplicate(_) => s.duplicates.fetch_add(1, Ordering::Relaxed),
         };
     }

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
@@ -104,15 +106,26 @@ pub struct PeerNetwork {
 type RpcResult<T, E> = std::result::Result<T, RPCError<u64, BasicNode, E>>;
 
 impl PeerNetwork {
-    async fn call<Req, Resp, E>(&self, kind: Kind, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    async fn call<Req, Resp, E>(
+        &self,
+        kind: Kind,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let unreachable = |e: &dyn std::fmt::Display| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string())));
-        let mut client = self.peers.raft_client(&self.addr).map_err(|e| unreachable(&e))?;
-        let mut request = tonic::Request::new(encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?);
+        let unreachable = |e: &dyn std::fmt::Display| {
+            RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string())))
+        };
+        let mut client = self
+            .peers
+            .raft_client(&self.addr)
+            .map_err(|e| unreachable(&e))?;
+        let mut request =
+            tonic::Request::new(encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?);
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
             Kind::Append => client.append_entries(request).await,
@@ -120,12 +133,22 @@ impl PeerNetwork {
             Kind::Snapshot => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => unreachable(&status),
-            _ => RPCError::Network(NetworkError::new(&std::io::Error::other(status.to_string()))),
+            tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
+                unreachable(&status)
+            }
+            _ => RPCError::Network(NetworkError::new(&std::io::Error::other(
+                status.to_string(),
+            ))),
         })?;
         let result: std::result::Result<Resp, E> =
             decode(reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e)))
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                BasicNode::new(&self.addr),
+                e,
+            ))
+        })
     }
 }
 
@@ -153,7 +176,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         self.call(Kind::Snapshot, &rpc, &option).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<u64>, option: RPCOption) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
         self.call(Kind::Vote, &rpc, &option).await
     }
 }

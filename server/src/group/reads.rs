@@ -46,7 +46,13 @@ impl ReadIndex {
     }
 }
 
-async fn run(id: NodeId, raft: Raft, peers: Peers, timeout: Duration, mut queue_rx: mpsc::UnboundedReceiver<Waiter>) {
+async fn run(
+    id: NodeId,
+    raft: Raft,
+    peers: Peers,
+    timeout: Duration,
+    mut queue_rx: mpsc::UnboundedReceiver<Waiter>,
+) {
     while let Some(first) = queue_rx.recv().await {
         let mut waiters = vec![first];
         while let Ok(w) = queue_rx.try_recv() {
@@ -79,11 +85,14 @@ async fn fetch(id: NodeId, raft: &Raft, peers: &Peers) -> Result<Seqno, String> 
                 .ok_or_else(|| format!("leader {l} has no address"))?;
             let mut client = peers.raft_client(&addr).map_err(|e| e.to_string())?;
             let request = encode(&()).map_err(|e| e.to_string())?;
-            let reply = client
-                .read_index(request)
-                .await
-                .map_err(|s| format!("not in the primary component: leader {l} at {addr} unreachable: {}", s.message()))?;
-            let result: Result<Seqno, String> = decode(reply.get_ref()).map_err(|e| e.to_string())?;
+            let reply = client.read_index(request).await.map_err(|s| {
+                format!(
+                    "not in the primary component: leader {l} at {addr} unreachable: {}",
+                    s.message()
+                )
+            })?;
+            let result: Result<Seqno, String> =
+                decode(reply.get_ref()).map_err(|e| e.to_string())?;
             result
         }
         None => Err("not in the primary component: no leader is known".into()),

@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::applied::Applied;
-use super::types::{Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig};
+use super::types::{
+    Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig,
+};
 use crate::certify::{Certifier, History, Verdict};
 use crate::error::{Error, Result};
 use crate::storage::{keycode, BatchOp, Mvcc};
@@ -83,7 +85,8 @@ impl StateMachine {
         let snapshot = match &snapshot_path {
             Some(p) if p.exists() => {
                 let raw = std::fs::read(p)?;
-                let (meta, data): (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>) = bincode::deserialize(&raw)?;
+                let (meta, data): (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>) =
+                    bincode::deserialize(&raw)?;
                 Some(StoredSnapshot { meta, data })
             }
             _ => None,
@@ -127,7 +130,11 @@ impl StateMachine {
         for entry in entries {
             let seqno = entry.log_id.index;
             if let Some(prev) = self.applied_id {
-                assert!(seqno > prev.index, "apply out of order: {seqno} after {}", prev.index);
+                assert!(
+                    seqno > prev.index,
+                    "apply out of order: {seqno} after {}",
+                    prev.index
+                );
             }
             let mut outcomes = Vec::new();
             match entry.payload {
@@ -136,7 +143,10 @@ impl StateMachine {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                 }
                 EntryPayload::Normal(Request::Batch(write_sets)) => {
-                    self.shared.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .batches
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let horizon = self.certifier.horizon(seqno);
                     for ws in write_sets {
                         let dup = match seen.get(&ws.id) {
@@ -152,7 +162,9 @@ impl StateMachine {
                                 if verdict == Verdict::Commit {
                                     for m in &ws.mutations {
                                         let (key, value) = match m {
-                                            Mutation::Put { key, value } => (key, Some(value.clone())),
+                                            Mutation::Put { key, value } => {
+                                                (key, Some(value.clone()))
+                                            }
                                             Mutation::Delete { key } => (key, None),
                                         };
                                         ops.push(Mvcc::version_op(key, seqno, value.as_deref()));
@@ -174,7 +186,9 @@ impl StateMachine {
             responses.push(Response { seqno, outcomes });
         }
         ops.extend(self.meta_ops()?);
-        fail::fail_point!("apply-before-write", |_| Err(Error::Storage("failpoint apply-before-write".into())));
+        fail::fail_point!("apply-before-write", |_| Err(Error::Storage(
+            "failpoint apply-before-write".into()
+        )));
         self.mvcc.apply(ops)?;
         fail::fail_point!("apply-after-write-before-ack");
         self.shared.advance(self.applied_id.map_or(0, |l| l.index));
@@ -303,12 +317,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let data: SnapshotData = bincode::deserialize(&raw).map_err(io_err)?;
         let _gc = self.gc_lock.lock().await;
         // The snapshot holds what is visible from its certification horizon on.
-        self.shared.raise_horizon(self.certifier.horizon(meta.last_log_id.map_or(0, |l| l.index)));
+        self.shared.raise_horizon(
+            self.certifier
+                .horizon(meta.last_log_id.map_or(0, |l| l.index)),
+        );
         self.mvcc.clear().map_err(io_err)?;
         let mut ops: Vec<BatchOp> = Vec::with_capacity(data.entries.len() + 2);
         for (k, v) in data.entries {
             if !matches!(k.first(), Some(&keycode::DATA) | Some(&keycode::TXN)) {
-                return Err(io_err(format!("snapshot holds a key outside the data namespaces: {k:?}")));
+                return Err(io_err(format!(
+                    "snapshot holds a key outside the data namespaces: {k:?}"
+                )));
             }
             ops.push((k, Some(v)));
         }
@@ -317,7 +336,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         ops.extend(self.meta_ops().map_err(io_err)?);
         self.mvcc.apply(ops).map_err(io_err)?;
         self.mvcc.sync().map_err(io_err)?;
-        let stored = StoredSnapshot { meta: meta.clone(), data: raw };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: raw,
+        };
         persist_snapshot(self.snapshot_path.as_deref(), &stored).map_err(io_err)?;
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
         self.shared.advance(self.applied_id.map_or(0, |l| l.index));
@@ -388,8 +410,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let mut entries = Vec::new();
             mvcc.dump(&mut |k, v| {
                 let keep = match k.first() {
-                    Some(&keycode::DATA) => keycode::decode_version_key(k).is_some_and(|(_, s)| s <= at),
-                    Some(&keycode::TXN) => v.len() == 8 && u64::from_be_bytes(v.try_into().expect("8 bytes")) <= at,
+                    Some(&keycode::DATA) => {
+                        keycode::decode_version_key(k).is_some_and(|(_, s)| s <= at)
+                    }
+                    Some(&keycode::TXN) => {
+                        v.len() == 8 && u64::from_be_bytes(v.try_into().expect("8 bytes")) <= at
+                    }
                     _ => false,
                 };
                 if keep {
@@ -402,17 +428,16 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .await
         .map_err(io_err)?
         .map_err(io_err)?;
-        let snapshot_id = format!(
-            "{}-{}",
-            self.applied_id.map_or(0, |l| l.leader_id.term),
-            at
-        );
+        let snapshot_id = format!("{}-{}", self.applied_id.map_or(0, |l| l.leader_id.term), at);
         let meta = SnapshotMeta {
             last_log_id: self.applied_id,
             last_membership: self.membership.clone(),
             snapshot_id,
         };
-        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
         persist_snapshot(self.snapshot_path.as_deref(), &stored).map_err(io_err)?;
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
         tracing::info!(at, bytes = data.len(), "built snapshot");

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, Semaphore};
 
+use super::applied::Applied;
 use super::network::{decode, encode, Peers};
 use super::types::{Raft, Request};
-use super::applied::Applied;
 use crate::error::Error;
 use crate::txn::{NodeId, WriteSet};
 
@@ -60,7 +60,13 @@ pub struct Submitter {
 
 impl Submitter {
     /// Starts the batcher task; returns the handle used to submit.
-    pub fn start(id: NodeId, raft: Raft, peers: Peers, applied: Arc<Applied>, config: BatchConfig) -> Arc<Submitter> {
+    pub fn start(
+        id: NodeId,
+        raft: Raft,
+        peers: Peers,
+        applied: Arc<Applied>,
+        config: BatchConfig,
+    ) -> Arc<Submitter> {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let submitter = Arc::new(Submitter {
             id,
@@ -83,8 +89,10 @@ impl Submitter {
             maybe_sent: false,
         };
         if let Err(mpsc::error::SendError(p)) = self.queue_tx.send(pending) {
-            self.applied
-                .resolve(p.ws.id, Err(Error::Unavailable("node is shutting down".into())));
+            self.applied.resolve(
+                p.ws.id,
+                Err(Error::Unavailable("node is shutting down".into())),
+            );
         }
     }
 
@@ -92,7 +100,9 @@ impl Submitter {
         let slots = Arc::new(Semaphore::new(self.config.max_in_flight));
         while let Some(first) = queue_rx.recv().await {
             // Waiting for a slot first lets the batch grow while all are busy.
-            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
             let mut bytes = first.ws.size_bytes();
             let mut batch = vec![first];
             while batch.len() < self.config.max_write_sets && bytes < self.config.max_bytes {
@@ -131,7 +141,11 @@ impl Submitter {
             Some(l) if l == self.id => {
                 let wss: Vec<WriteSet> = live.iter().map(|p| p.ws.clone()).collect();
                 live.iter_mut().for_each(|p| p.maybe_sent = true);
-                self.raft.client_write(Request::Batch(wss)).await.map(|_| ()).map_err(|e| e.to_string())
+                self.raft
+                    .client_write(Request::Batch(wss))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
             }
             Some(l) => self.forward(l, &mut live).await,
             None => Err("no leader".into()),
@@ -154,22 +168,31 @@ impl Submitter {
         let addr = {
             let metrics = self.raft.metrics();
             let m = metrics.borrow();
-            m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+            m.membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.addr.clone())
         };
         let addr = addr.ok_or_else(|| format!("leader {leader} has no address"))?;
         let mut client = self.peers.raft_client(&addr).map_err(|e| e.to_string())?;
         let wss: Vec<&WriteSet> = live.iter().map(|p| &p.ws).collect();
         let mut request = tonic::Request::new(encode(&wss).map_err(|e| e.to_string())?);
-        let timeout = live.iter().map(|p| p.deadline).max().map_or(Duration::from_secs(1), |d| {
-            d.saturating_duration_since(Instant::now()).max(Duration::from_millis(100))
-        });
+        let timeout = live
+            .iter()
+            .map(|p| p.deadline)
+            .max()
+            .map_or(Duration::from_secs(1), |d| {
+                d.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100))
+            });
         request.set_timeout(timeout);
         let reply = client.forward(request).await;
         let reply = match reply {
             Ok(r) => r,
             Err(status) => {
                 // A refused connection never delivered the batch; anything else may have.
-                let never_sent = status.code() == tonic::Code::Unavailable && status.message().contains("connect");
+                let never_sent = status.code() == tonic::Code::Unavailable
+                    && status.message().contains("connect");
                 if !never_sent {
                     live.iter_mut().for_each(|p| p.maybe_sent = true);
                 }
@@ -183,10 +206,14 @@ impl Submitter {
 
     fn give_up(&self, p: Pending) {
         let err = if p.maybe_sent {
-            Error::Indeterminate("the write set was sent for ordering but no outcome arrived before the deadline".into())
+            Error::Indeterminate(
+                "the write set was sent for ordering but no outcome arrived before the deadline"
+                    .into(),
+            )
         } else {
             Error::Unavailable(
-                "not in the primary component: no leader could take the write before the deadline".into(),
+                "not in the primary component: no leader could take the write before the deadline"
+                    .into(),
             )
         };
         self.applied.resolve(p.ws.id, Err(err));

@@ -24,17 +24,24 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         } else {
             Arc::new(MemoryEngine::new())
         };
-        let (sm, _) = StateMachine::open(Mvcc::new(engine), Certifier::new(1000), Some(dir.path().join("snap")))
-            .expect("open state machine");
+        let (sm, _) = StateMachine::open(
+            Mvcc::new(engine),
+            Certifier::new(1000),
+            Some(dir.path().join("snap")),
+        )
+        .expect("open state machine");
         Ok((dir, log, sm))
     }
 }
 
+// openraft's StorageError is large by design; the Suite returns it.
+#[allow(clippy::result_large_err)]
 #[test]
 fn suite_with_sled_state_machine() -> Result<(), StorageError> {
     Suite::test_all(Builder { sled: true })
 }
 
+#[allow(clippy::result_large_err)]
 #[test]
 fn suite_with_memory_state_machine() -> Result<(), StorageError> {
     Suite::test_all(Builder { sled: false })

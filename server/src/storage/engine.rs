@@ -22,10 +22,20 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Calls `f` for each pair in `[start, end)` in key order (`end: None` is
     /// unbounded) until it returns false.
-    fn scan(&self, start: &[u8], end: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>;
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()>;
 
     /// Calls `f` for each pair in `[start, end]` in reverse key order until it returns false.
-    fn scan_rev(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>;
+    fn scan_rev(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()>;
 
     /// Applies all writes atomically.
     fn apply(&self, batch: Vec<BatchOp>) -> Result<()>;
@@ -55,8 +65,14 @@ impl SledEngine {
             .flush_every_ms(Some(1000))
             .open()?;
         let tree = db.open_tree("mvcc")?;
-        let data_file = std::fs::OpenOptions::new().read(true).open(dir.join("db"))?;
-        Ok(SledEngine { db, tree, data_file })
+        let data_file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(dir.join("db"))?;
+        Ok(SledEngine {
+            db,
+            tree,
+            data_file,
+        })
     }
 }
 
@@ -65,9 +81,16 @@ impl Engine for SledEngine {
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, start: &[u8], end: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         let iter = match end {
-            Some(end) => self.tree.range::<&[u8], _>((Bound::Included(start), Bound::Excluded(end))),
+            Some(end) => self
+                .tree
+                .range::<&[u8], _>((Bound::Included(start), Bound::Excluded(end))),
             None => self.tree.range::<&[u8], _>(start..),
         };
         for item in iter {
@@ -79,7 +102,12 @@ impl Engine for SledEngine {
         Ok(())
     }
 
-    fn scan_rev(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn scan_rev(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         for item in self.tree.range::<&[u8], _>(start..=end).rev() {
             let (k, v) = item?;
             if !f(&k, &v) {
@@ -125,7 +153,9 @@ impl MemoryEngine {
     }
 
     fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>>> {
-        self.map.read().map_err(|_| Error::Internal("memory engine lock poisoned".into()))
+        self.map
+            .read()
+            .map_err(|_| Error::Internal("memory engine lock poisoned".into()))
     }
 }
 
@@ -134,7 +164,12 @@ impl Engine for MemoryEngine {
         Ok(self.read()?.get(key).cloned())
     }
 
-    fn scan(&self, start: &[u8], end: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         let map = self.read()?;
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
         for (k, v) in map.range::<[u8], _>((Bound::Included(start), upper)) {
@@ -145,9 +180,17 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn scan_rev(&self, start: &[u8], end: &[u8], f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+    fn scan_rev(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
         let map = self.read()?;
-        for (k, v) in map.range::<[u8], _>((Bound::Included(start), Bound::Included(end))).rev() {
+        for (k, v) in map
+            .range::<[u8], _>((Bound::Included(start), Bound::Included(end)))
+            .rev()
+        {
             if !f(k, v) {
                 break;
             }
@@ -156,7 +199,10 @@ impl Engine for MemoryEngine {
     }
 
     fn apply(&self, batch: Vec<BatchOp>) -> Result<()> {
-        let mut map = self.map.write().map_err(|_| Error::Internal("memory engine lock poisoned".into()))?;
+        let mut map = self
+            .map
+            .write()
+            .map_err(|_| Error::Internal("memory engine lock poisoned".into()))?;
         for (k, v) in batch {
             match v {
                 Some(v) => map.insert(k, v),
@@ -171,6 +217,8 @@ impl Engine for MemoryEngine {
     }
 
     fn size_on_disk(&self) -> u64 {
-        self.read().map(|m| m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()).unwrap_or(0)
+        self.read()
+            .map(|m| m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum())
+            .unwrap_or(0)
     }
 }

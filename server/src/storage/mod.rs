@@ -41,6 +41,9 @@ pub struct Mvcc {
     engine: Arc<dyn Engine>,
 }
 
+/// A visitor of the newest visible version per key: (key, seqno, value or tombstone) -> continue?
+pub type VersionVisitor<'a> = dyn FnMut(&[u8], Seqno, Option<&[u8]>) -> bool + 'a;
+
 impl Mvcc {
     /// MVCC over this engine.
     pub fn new(engine: Arc<dyn Engine>) -> Self {
@@ -88,12 +91,7 @@ impl Mvcc {
 
     /// Visits, in key order, the newest version at or below `at` of each key in
     /// `range` (tombstones included, as `None`), until `f` returns false.
-    pub fn visit(
-        &self,
-        range: &KeyRange,
-        at: Seqno,
-        f: &mut dyn FnMut(&[u8], Seqno, Option<&[u8]>) -> bool,
-    ) -> Result<()> {
+    pub fn visit(&self, range: &KeyRange, at: Seqno, f: &mut VersionVisitor<'_>) -> Result<()> {
         let start = keycode::range_start(&range.start);
         let end = match &range.end {
             Some(e) => keycode::range_start(e),
@@ -130,7 +128,13 @@ impl Mvcc {
     }
 
     /// Live pairs in `range` at `at`, at most `limit`; the flag says whether more remain.
-    pub fn scan(&self, range: &KeyRange, at: Seqno, limit: usize, keys_only: bool) -> Result<(Vec<Versioned>, bool)> {
+    pub fn scan(
+        &self,
+        range: &KeyRange,
+        at: Seqno,
+        limit: usize,
+        keys_only: bool,
+    ) -> Result<(Vec<Versioned>, bool)> {
         let mut out = Vec::new();
         let mut more = false;
         self.visit(range, at, &mut |key, version, value| {
@@ -142,7 +146,11 @@ impl Mvcc {
             out.push(Versioned {
                 key: key.to_vec(),
                 version,
-                value: if keys_only { Vec::new() } else { value.to_vec() },
+                value: if keys_only {
+                    Vec::new()
+                } else {
+                    value.to_vec()
+                },
             });
             true
         })?;
@@ -150,7 +158,11 @@ impl Mvcc {
     }
 
     /// The first key in `range` whose newest version (tombstones included) is newer than `after`.
-    pub fn first_write_in_range_after(&self, range: &KeyRange, after: Seqno) -> Result<Option<(Key, Seqno)>> {
+    pub fn first_write_in_range_after(
+        &self,
+        range: &KeyRange,
+        after: Seqno,
+    ) -> Result<Option<(Key, Seqno)>> {
         let mut found = None;
         self.visit(range, Seqno::MAX, &mut |key, seqno, _| {
             if seqno > after {
@@ -164,7 +176,10 @@ impl Mvcc {
 
     /// The engine writes that store `value` (or a tombstone) as `key`'s version at `seqno`.
     pub fn version_op(key: &[u8], seqno: Seqno, value: Option<&[u8]>) -> BatchOp {
-        (keycode::version_key(key, seqno), Some(keycode::encode_value(value)))
+        (
+            keycode::version_key(key, seqno),
+            Some(keycode::encode_value(value)),
+        )
     }
 
     /// The engine write that records write set `id` as applied at `seqno`.
@@ -211,17 +226,24 @@ impl Mvcc {
     pub fn checksum(&self, at: Seqno) -> Result<(u64, u64)> {
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let mut keys = 0u64;
-        self.visit(&KeyRange { start: Vec::new(), end: None }, at, &mut |key, version, value| {
-            if let Some(value) = value {
-                keys += 1;
-                hasher.update(&(key.len() as u64).to_le_bytes());
-                hasher.update(key);
-                hasher.update(&version.to_le_bytes());
-                hasher.update(&(value.len() as u64).to_le_bytes());
-                hasher.update(value);
-            }
-            true
-        })?;
+        self.visit(
+            &KeyRange {
+                start: Vec::new(),
+                end: None,
+            },
+            at,
+            &mut |key, version, value| {
+                if let Some(value) = value {
+                    keys += 1;
+                    hasher.update(&(key.len() as u64).to_le_bytes());
+                    hasher.update(key);
+                    hasher.update(&version.to_le_bytes());
+                    hasher.update(&(value.len() as u64).to_le_bytes());
+                    hasher.update(value);
+                }
+                true
+            },
+        )?;
         Ok((hasher.digest(), keys))
     }
 
@@ -232,38 +254,40 @@ impl Mvcc {
         let mut removed = 0u64;
         // The key whose newest version at or below the horizon has been seen.
         let mut kept: Option<Vec<u8>> = None;
-        self.engine.scan(&[keycode::DATA], Some(&keycode::data_end()), &mut |k, v| {
-            let Some((key, seqno)) = keycode::decode_version_key(k) else {
-                return true;
-            };
-            if seqno > horizon {
-                return true;
-            }
-            if kept.as_deref() == Some(key.as_slice()) {
-                ops.push((k.to_vec(), None));
-            } else {
-                // The newest version at or below the horizon: keep it, unless it
-                // is a tombstone (then the key is absent for every such snapshot).
-                if keycode::decode_value(v) == Some(None) {
+        self.engine
+            .scan(&[keycode::DATA], Some(&keycode::data_end()), &mut |k, v| {
+                let Some((key, seqno)) = keycode::decode_version_key(k) else {
+                    return true;
+                };
+                if seqno > horizon {
+                    return true;
+                }
+                if kept.as_deref() == Some(key.as_slice()) {
+                    ops.push((k.to_vec(), None));
+                } else {
+                    // The newest version at or below the horizon: keep it, unless it
+                    // is a tombstone (then the key is absent for every such snapshot).
+                    if keycode::decode_value(v) == Some(None) {
+                        ops.push((k.to_vec(), None));
+                    }
+                    kept = Some(key);
+                }
+                if ops.len() >= 10_000 {
+                    removed += ops.len() as u64;
+                    let batch = std::mem::take(&mut ops);
+                    if self.engine.apply(batch).is_err() {
+                        return false;
+                    }
+                }
+                true
+            })?;
+        self.engine
+            .scan(&[keycode::TXN], Some(&[keycode::TXN + 1]), &mut |k, v| {
+                if v.len() == 8 && u64::from_be_bytes(v.try_into().expect("8 bytes")) < horizon {
                     ops.push((k.to_vec(), None));
                 }
-                kept = Some(key);
-            }
-            if ops.len() >= 10_000 {
-                removed += ops.len() as u64;
-                let batch = std::mem::take(&mut ops);
-                if self.engine.apply(batch).is_err() {
-                    return false;
-                }
-            }
-            true
-        })?;
-        self.engine.scan(&[keycode::TXN], Some(&[keycode::TXN + 1]), &mut |k, v| {
-            if v.len() == 8 && u64::from_be_bytes(v.try_into().expect("8 bytes")) < horizon {
-                ops.push((k.to_vec(), None));
-            }
-            true
-        })?;
+                true
+            })?;
         removed += ops.len() as u64;
         self.engine.apply(ops)?;
         Ok(removed)
@@ -272,8 +296,10 @@ impl Mvcc {
     /// Every replicated entry (versions and write-set ids), in key order, for a
     /// state-transfer snapshot.
     pub fn dump(&self, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
-        self.engine.scan(&[keycode::DATA], Some(&keycode::data_end()), f)?;
-        self.engine.scan(&[keycode::TXN], Some(&[keycode::TXN + 1]), f)
+        self.engine
+            .scan(&[keycode::DATA], Some(&keycode::data_end()), f)?;
+        self.engine
+            .scan(&[keycode::TXN], Some(&[keycode::TXN + 1]), f)
     }
 
     /// Removes every replicated entry (before installing a snapshot).

@@ -31,19 +31,51 @@ fn scan_returns_live_keys_in_order_with_limit() -> Result<()> {
         Mvcc::version_op(b"a\0x", 1, Some(b"z")),
         Mvcc::version_op(b"c", 1, Some(b"1")),
     ])?;
-    m.apply(vec![Mvcc::version_op(b"b", 2, None), Mvcc::version_op(b"c", 2, Some(b"2"))])?;
-    let (all, more) = m.scan(&KeyRange { start: vec![], end: None }, 2, 10, false)?;
+    m.apply(vec![
+        Mvcc::version_op(b"b", 2, None),
+        Mvcc::version_op(b"c", 2, Some(b"2")),
+    ])?;
+    let (all, more) = m.scan(
+        &KeyRange {
+            start: vec![],
+            end: None,
+        },
+        2,
+        10,
+        false,
+    )?;
     let keys: Vec<_> = all.iter().map(|v| (v.key.clone(), v.version)).collect();
-    assert_eq!(keys, vec![(b"a".to_vec(), 1), (b"a\0x".to_vec(), 1), (b"c".to_vec(), 2)]);
+    assert_eq!(
+        keys,
+        vec![
+            (b"a".to_vec(), 1),
+            (b"a\0x".to_vec(), 1),
+            (b"c".to_vec(), 2)
+        ]
+    );
     assert!(!more);
     let (old, _) = m.scan(&KeyRange::prefix(b"b"), 1, 10, false)?;
     assert_eq!(old.len(), 1);
-    let (two, more) = m.scan(&KeyRange { start: vec![], end: None }, 1, 2, true)?;
+    let (two, more) = m.scan(
+        &KeyRange {
+            start: vec![],
+            end: None,
+        },
+        1,
+        2,
+        true,
+    )?;
     assert_eq!(two.len(), 2);
     assert!(more);
     assert!(two[0].value.is_empty());
-    assert_eq!(m.first_write_in_range_after(&KeyRange::prefix(b"b"), 1)?, Some((b"b".to_vec(), 2)));
-    assert_eq!(m.first_write_in_range_after(&KeyRange::prefix(b"a"), 1)?, None);
+    assert_eq!(
+        m.first_write_in_range_after(&KeyRange::prefix(b"b"), 1)?,
+        Some((b"b".to_vec(), 2))
+    );
+    assert_eq!(
+        m.first_write_in_range_after(&KeyRange::prefix(b"a"), 1)?,
+        None
+    );
     Ok(())
 }
 
@@ -51,10 +83,20 @@ fn scan_returns_live_keys_in_order_with_limit() -> Result<()> {
 fn gc_keeps_what_snapshots_above_the_horizon_see() -> Result<()> {
     let m = mem();
     for s in 1..=5 {
-        m.apply(vec![Mvcc::version_op(b"k", s, Some(format!("v{s}").as_bytes()))])?;
+        m.apply(vec![Mvcc::version_op(
+            b"k",
+            s,
+            Some(format!("v{s}").as_bytes()),
+        )])?;
     }
-    m.apply(vec![Mvcc::version_op(b"gone", 1, Some(b"x")), Mvcc::version_op(b"gone", 2, None)])?;
-    m.apply(vec![Mvcc::txn_op(crate::txn::TxnId(7), 2), Mvcc::txn_op(crate::txn::TxnId(8), 4)])?;
+    m.apply(vec![
+        Mvcc::version_op(b"gone", 1, Some(b"x")),
+        Mvcc::version_op(b"gone", 2, None),
+    ])?;
+    m.apply(vec![
+        Mvcc::txn_op(crate::txn::TxnId(7), 2),
+        Mvcc::txn_op(crate::txn::TxnId(8), 4),
+    ])?;
     let before = m.checksum(5)?;
     let removed = m.gc(3)?;
     // k@1, k@2, gone@1, gone@2 (tombstone at the horizon), txn 7.
@@ -73,7 +115,10 @@ fn sled_engine_round_trips_and_syncs() -> Result<()> {
     let dir = tempfile::tempdir()?;
     {
         let m = Mvcc::new(Arc::new(SledEngine::open(dir.path(), 16 << 20)?));
-        m.apply(vec![Mvcc::version_op(b"a", 1, Some(b"v")), Mvcc::meta_op("x", b"y".to_vec())])?;
+        m.apply(vec![
+            Mvcc::version_op(b"a", 1, Some(b"v")),
+            Mvcc::meta_op("x", b"y".to_vec()),
+        ])?;
         m.sync()?;
     }
     let m = Mvcc::new(Arc::new(SledEngine::open(dir.path(), 16 << 20)?));

@@ -102,7 +102,16 @@ impl Limits {
             self.check_key(k)?;
         }
         for r in &ws.ranges {
-            if r.start.len() > self.max_key_bytes || r.end.as_ref().is_some_and(|e| e.len() > self.max_key_bytes) {
+            if r.end.as_ref().is_some_and(|e| e < &r.start) {
+                return Err(Error::InvalidInput(format!(
+                    "read range ends ({:?}) before it starts ({:?})",
+                    String::from_utf8_lossy(r.end.as_deref().unwrap_or_default()),
+                    String::from_utf8_lossy(&r.start)
+                )));
+            }
+            if r.start.len() > self.max_key_bytes
+                || r.end.as_ref().is_some_and(|e| e.len() > self.max_key_bytes)
+            {
                 return Err(Error::InvalidInput(format!(
                     "range bound over the limit of {} bytes (max_key_bytes)",
                     self.max_key_bytes
