@@ -309,6 +309,8 @@ pub struct Checksum {
     pub checksum: u64,
     /// The number of live keys.
     pub keys: u64,
+    /// Hash chain over every certification verdict up to `seqno`.
+    pub verdict_chain: u64,
 }
 
 impl From<proto::ChecksumResponse> for Checksum {
@@ -317,6 +319,7 @@ impl From<proto::ChecksumResponse> for Checksum {
             seqno: c.seqno,
             checksum: c.checksum,
             keys: c.keys,
+            verdict_chain: c.verdict_chain,
         }
     }
 }

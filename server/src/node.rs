@@ -47,6 +47,19 @@ pub struct ReadOptions {
     pub snapshot: Option<Seqno>,
 }
 
+/// A node's convergence digest (see [`Node::checksum`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checksum {
+    /// The applied seqno it was taken at.
+    pub seqno: Seqno,
+    /// Digest of every live key, value and version at `seqno`.
+    pub checksum: u64,
+    /// Live keys at `seqno`.
+    pub keys: u64,
+    /// Hash chain over every verdict up to `seqno`.
+    pub verdict_chain: u64,
+}
+
 /// A running node.
 pub struct Node {
     /// The configuration it started with.
@@ -305,14 +318,20 @@ impl Node {
         }
     }
 
-    /// A digest of the live data at the applied seqno, the seqno, and the number of keys.
-    pub async fn checksum(&self) -> Result<(Seqno, u64, u64)> {
-        let at = self.applied.seqno();
+    /// A digest of the live data at the applied seqno: the seqno, the
+    /// checksum, the number of keys, and the verdict chain at that seqno.
+    pub async fn checksum(&self) -> Result<Checksum> {
+        let (seqno, verdict_chain) = self.applied.chain();
         let mvcc = self.mvcc.clone();
-        let (sum, keys) = tokio::task::spawn_blocking(move || mvcc.checksum(at))
+        let (checksum, keys) = tokio::task::spawn_blocking(move || mvcc.checksum(seqno))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
-        Ok((at, sum, keys))
+        Ok(Checksum {
+            seqno,
+            checksum,
+            keys,
+            verdict_chain,
+        })
     }
 
     /// Stops Raft (pending requests fail as unavailable) and syncs the store.

@@ -106,8 +106,8 @@ pub fn status_json(endpoint: &str, s: &NodeStatus) -> Value {
 /// `seqno N checksum 0x... keys K`.
 pub fn checksum_text(c: &Checksum) -> String {
     format!(
-        "seqno {} checksum {:#018x} keys {}",
-        c.seqno, c.checksum, c.keys
+        "seqno {} checksum {:#018x} keys {} verdicts {:#018x}",
+        c.seqno, c.checksum, c.keys, c.verdict_chain
     )
 }
 
@@ -160,10 +160,11 @@ mod tests {
             seqno: 3,
             checksum: 0xbeef,
             keys: 2,
+            verdict_chain: 1,
         };
         assert_eq!(
             checksum_text(&c),
-            "seqno 3 checksum 0x000000000000beef keys 2"
+            "seqno 3 checksum 0x000000000000beef keys 2 verdicts 0x0000000000000001"
         );
     }
 

@@ -371,6 +371,7 @@ impl Cluster for MockNode {
             seqno: store.seqno,
             checksum: 0xfeed_0000 + store.seqno,
             keys,
+            verdict_chain: store.seqno,
         }))
     }
 }

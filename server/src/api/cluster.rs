@@ -102,11 +102,12 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<pb::ChecksumRequest>,
     ) -> Result<Response<pb::ChecksumResponse>, Status> {
-        let (seqno, checksum, keys) = self.node.checksum().await.map_err(to_status)?;
+        let c = self.node.checksum().await.map_err(to_status)?;
         Ok(Response::new(pb::ChecksumResponse {
-            seqno,
-            checksum,
-            keys,
+            seqno: c.seqno,
+            checksum: c.checksum,
+            keys: c.keys,
+            verdict_chain: c.verdict_chain,
         }))
     }
 }

@@ -39,6 +39,8 @@ impl ApplyStats {
 #[derive(Debug)]
 pub struct Applied {
     seqno_tx: watch::Sender<Seqno>,
+    /// The verdict hash chain at the watermark, updated together with it.
+    chain: Mutex<(Seqno, u64)>,
     waiters: Mutex<HashMap<TxnId, oneshot::Sender<Result<Outcome>>>>,
     /// Snapshots below this seqno may have lost versions to garbage
     /// collection (or were never received, after a state transfer).
@@ -52,6 +54,7 @@ impl Applied {
     pub fn new(seqno: Seqno) -> Self {
         Applied {
             seqno_tx: watch::channel(seqno).0,
+            chain: Mutex::new((seqno, 0)),
             waiters: Mutex::new(HashMap::new()),
             horizon: AtomicU64::new(0),
             stats: ApplyStats::default(),
@@ -73,8 +76,15 @@ impl Applied {
         *self.seqno_tx.borrow()
     }
 
-    /// Advances the watermark (the state machine calls this after each apply).
-    pub fn advance(&self, seqno: Seqno) {
+    /// The applied seqno and the verdict hash chain up to it.
+    pub fn chain(&self) -> (Seqno, u64) {
+        *self.chain.lock().expect("chain lock")
+    }
+
+    /// Advances the watermark (the state machine calls this after each apply),
+    /// with the verdict chain at `seqno`.
+    pub fn advance(&self, seqno: Seqno, chain: u64) {
+        *self.chain.lock().expect("chain lock") = (seqno, chain);
         self.seqno_tx.send_if_modified(|s| {
             let moved = seqno != *s;
             *s = seqno;

@@ -32,10 +32,30 @@ use crate::txn::{Key, KeyRange, Mutation, Seqno, Value};
 
 const META_APPLIED: &str = "applied";
 const META_MEMBERSHIP: &str = "membership";
+const META_CHAIN: &str = "chain";
+
+/// Extends the verdict hash chain by one write set's outcome. Every node that
+/// applied the same log holds the same chain: comparing chains at equal seqnos
+/// checks that every verdict was identical everywhere.
+pub fn chain_step(chain: u64, seqno: Seqno, id: crate::txn::TxnId, outcome: &Outcome) -> u64 {
+    let code: u8 = match outcome {
+        Outcome::Certified(_, Verdict::Commit) => 0,
+        Outcome::Certified(_, Verdict::Abort(a)) => 1 + a.kind_index() as u8,
+        Outcome::Duplicate(_) => 200,
+    };
+    let mut buf = [0u8; 8 + 8 + 16 + 1];
+    buf[..8].copy_from_slice(&chain.to_le_bytes());
+    buf[8..16].copy_from_slice(&seqno.to_le_bytes());
+    buf[16..32].copy_from_slice(&id.0.to_le_bytes());
+    buf[32] = code;
+    xxhash_rust::xxh3::xxh3_64(&buf)
+}
 
 /// A state-transfer snapshot: every version and write-set id at `meta.last_log_id`.
 #[derive(Serialize, Deserialize)]
 struct SnapshotData {
+    /// The verdict chain at the snapshot's log id.
+    chain: u64,
     entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -52,6 +72,8 @@ pub struct StateMachine {
     certifier: Certifier,
     applied_id: Option<LogId>,
     membership: StoredMembership,
+    /// Verdict hash chain at `applied_id`.
+    chain: u64,
     shared: Arc<Applied>,
     snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
     /// Held by garbage collection and by snapshot building: a snapshot at log
@@ -91,8 +113,13 @@ impl StateMachine {
             }
             _ => None,
         };
+        let chain: u64 = match mvcc.meta(META_CHAIN)? {
+            Some(raw) => bincode::deserialize(&raw)?,
+            None => 0,
+        };
         let applied = applied_id.map_or(0, |l| l.index);
         let shared = Arc::new(Applied::new(applied));
+        shared.advance(applied, chain);
         // GC before the restart may have removed versions below this.
         shared.raise_horizon(certifier.horizon(applied));
         let sm = StateMachine {
@@ -100,6 +127,7 @@ impl StateMachine {
             certifier,
             applied_id,
             membership,
+            chain,
             shared: shared.clone(),
             snapshot: Arc::new(std::sync::Mutex::new(snapshot)),
             gc_lock: Arc::new(Mutex::new(())),
@@ -117,6 +145,7 @@ impl StateMachine {
         Ok(vec![
             Mvcc::meta_op(META_APPLIED, bincode::serialize(&self.applied_id)?),
             Mvcc::meta_op(META_MEMBERSHIP, bincode::serialize(&self.membership)?),
+            Mvcc::meta_op(META_CHAIN, bincode::serialize(&self.chain)?),
         ])
     }
 
@@ -177,6 +206,7 @@ impl StateMachine {
                             }
                         };
                         tracing::debug!(seqno, txn = %ws.id, ?outcome, "certified");
+                        self.chain = chain_step(self.chain, seqno, ws.id, &outcome);
                         self.shared.count(&outcome);
                         outcomes.push((ws.id, outcome));
                     }
@@ -191,7 +221,8 @@ impl StateMachine {
         )));
         self.mvcc.apply(ops)?;
         fail::fail_point!("apply-after-write-before-ack");
-        self.shared.advance(self.applied_id.map_or(0, |l| l.index));
+        self.shared
+            .advance(self.applied_id.map_or(0, |l| l.index), self.chain);
         // Only the origin registered a waiter; elsewhere this finds none.
         for (id, outcome) in responses.iter().flat_map(|r| r.outcomes.iter()) {
             self.shared.resolve(*id, Ok(outcome.clone()));
@@ -296,6 +327,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let guard = self.gc_lock.clone().lock_owned().await;
         SnapshotBuilder {
             mvcc: self.mvcc.clone(),
+            chain: self.chain,
             applied_id: self.applied_id,
             membership: self.membership.clone(),
             snapshot: self.snapshot.clone(),
@@ -333,6 +365,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.applied_id = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.chain = data.chain;
         ops.extend(self.meta_ops().map_err(io_err)?);
         self.mvcc.apply(ops).map_err(io_err)?;
         self.mvcc.sync().map_err(io_err)?;
@@ -342,7 +375,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         persist_snapshot(self.snapshot_path.as_deref(), &stored).map_err(io_err)?;
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
-        self.shared.advance(self.applied_id.map_or(0, |l| l.index));
+        self.shared
+            .advance(self.applied_id.map_or(0, |l| l.index), self.chain);
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -364,6 +398,7 @@ impl StateMachine {
             certifier: self.certifier,
             applied_id: self.applied_id,
             membership: self.membership.clone(),
+            chain: self.chain,
             shared: self.shared.clone(),
             snapshot: self.snapshot.clone(),
             gc_lock: self.gc_lock.clone(),
@@ -393,6 +428,7 @@ fn persist_snapshot(path: Option<&std::path::Path>, stored: &StoredSnapshot) -> 
 /// created (MVCC makes that a consistent read while apply goes on).
 pub struct SnapshotBuilder {
     mvcc: Mvcc,
+    chain: u64,
     applied_id: Option<LogId>,
     membership: StoredMembership,
     snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
@@ -404,6 +440,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let at = self.applied_id.map_or(0, |l| l.index);
         let mvcc = self.mvcc.clone();
+        let chain = self.chain;
         let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
             // The log is purged up to this snapshot: what it covers must be durable.
             mvcc.sync()?;
@@ -423,7 +460,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 }
                 true
             })?;
-            Ok(bincode::serialize(&SnapshotData { entries })?)
+            Ok(bincode::serialize(&SnapshotData { chain, entries })?)
         })
         .await
         .map_err(io_err)?
