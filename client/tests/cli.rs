@@ -129,7 +129,10 @@ async fn status_and_checksum_report_every_endpoint() -> TestResult {
     assert_eq!(v[0]["members"][0]["up"], true);
 
     let run = trireme(&eps[..1], &["checksum"], "").await?;
-    assert_eq!(run.stdout, "seqno 0 checksum 0x00000000feed0000 keys 0 verdicts 0x0000000000000000\n");
+    assert_eq!(
+        run.stdout,
+        "seqno 0 checksum 0x00000000feed0000 keys 0 verdicts 0x0000000000000000\n"
+    );
     let run = trireme(&eps[..1], &["checksum", "--json"], "").await?;
     let v: serde_json::Value = serde_json::from_str(&run.stdout)?;
     assert_eq!(v["seqno"], 0);

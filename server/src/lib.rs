@@ -11,6 +11,7 @@ pub mod api;
 pub mod certify;
 pub mod config;
 pub mod error;
+pub mod failpoints;
 pub mod group;
 pub mod node;
 pub mod server;

@@ -96,6 +96,9 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Named failpoints from the FAILPOINTS environment variable (fault-injection builds only).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let args = Args::parse();
     let mut config = args.config()?;
     if args.print_config {

@@ -956,6 +956,7 @@ impl Writer {
             return;
         }
         fail::fail_point!("log-after-fsync-before-ack");
+        crate::crash_point!("crash-after-log-fsync");
         if let Some(upto) = pending.iter().filter_map(|w| w.purge_upto).max() {
             self.delete_purged_segments(upto);
         }

@@ -201,6 +201,7 @@ impl StateMachine {
                                     }
                                 }
                                 ops.push(Mvcc::txn_op(ws.id, seqno));
+                                crate::crash_point!("crash-mid-certify");
                                 seen.insert(ws.id, seqno);
                                 Outcome::Certified(seqno, verdict)
                             }
@@ -216,11 +217,13 @@ impl StateMachine {
             responses.push(Response { seqno, outcomes });
         }
         ops.extend(self.meta_ops()?);
+        crate::crash_point!("crash-after-certify");
         fail::fail_point!("apply-before-write", |_| Err(Error::Storage(
             "failpoint apply-before-write".into()
         )));
         self.mvcc.apply(ops)?;
         fail::fail_point!("apply-after-write-before-ack");
+        crate::crash_point!("crash-after-apply");
         self.shared
             .advance(self.applied_id.map_or(0, |l| l.index), self.chain);
         // Only the origin registered a waiter; elsewhere this finds none.
@@ -354,6 +357,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .horizon(meta.last_log_id.map_or(0, |l| l.index)),
         );
         self.mvcc.clear().map_err(io_err)?;
+        crate::crash_point!("crash-mid-snapshot-install");
         let mut ops: Vec<BatchOp> = Vec::with_capacity(data.entries.len() + 2);
         for (k, v) in data.entries {
             if !matches!(k.first(), Some(&keycode::DATA) | Some(&keycode::TXN)) {
