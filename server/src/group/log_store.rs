@@ -67,6 +67,8 @@ const HEADER_LEN: usize = 8;
 const MAX_GROUP: usize = 4096;
 const VOTE_FILE: &str = "vote";
 const COMMITTED_FILE: &str = "committed";
+/// How often, at most, the committed log id file is rewritten.
+const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A completion callback for a queued write: called once, with the outcome of the fsync.
 pub type Done = Box<dyn FnOnce(io::Result<()>) + Send + 'static>;
@@ -327,6 +329,7 @@ impl LogStore {
             unsynced: false,
             shared: Arc::clone(&shared),
             stats: Arc::clone(&stats),
+            committed_written: None,
         };
         let handle = std::thread::Builder::new()
             .name("trireme-log-writer".into())
@@ -832,6 +835,8 @@ struct Writer {
     unsynced: bool,
     shared: Arc<Shared>,
     stats: Arc<LogStats>,
+    /// When the committed file was last rewritten.
+    committed_written: Option<std::time::Instant>,
 }
 
 impl Writer {
@@ -906,7 +911,11 @@ impl Writer {
             }
         }
         self.flush(&mut buf, &mut pending);
-        if let Some(bytes) = committed {
+        // The committed id is only a restart hint: write it at most a few times a
+        // second, not once per group (a rename per fsync halves throughput).
+        let due = self.committed_written.is_none_or(|t| t.elapsed() >= COMMITTED_EVERY);
+        if let Some(bytes) = committed.filter(|_| due) {
+            self.committed_written = Some(std::time::Instant::now());
             if self.failed().is_none() {
                 if let Err(e) = replace_file(&self.dir, COMMITTED_FILE, &bytes, false) {
                     tracing::warn!("saving the committed log id failed (harmless): {e}");
