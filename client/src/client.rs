@@ -15,7 +15,7 @@ use trireme_proto::v1::kv_client::KvClient;
 
 use crate::backoff::Backoff;
 use crate::error::{classify, timed_out, Error, OpKind, Result};
-use crate::types::{Checksum, KeyRange, NodeStatus, ReadConsistency, ScanSpec, Versioned};
+use crate::types::{Checksum, KeyRange, Members, NodeStatus, ReadConsistency, ScanSpec, Versioned};
 
 /// Attempts made after one full pass over the endpoints has failed, each
 /// after a backoff, to ride out a short election.
@@ -274,6 +274,41 @@ impl Client {
         self.call(OpKind::Read, |channel, timeout| async move {
             let request = with_timeout(proto::StatusRequest {}, timeout);
             Ok(cluster(channel).status(request).await?.into_inner().into())
+        })
+        .await
+    }
+
+    /// The membership as the node in use sees it.
+    pub async fn members(&self) -> Result<Members> {
+        self.call(OpKind::Read, |channel, timeout| async move {
+            let request = with_timeout(proto::MembersRequest {}, timeout);
+            let r = cluster(channel).members(request).await?.into_inner();
+            Ok(Members::from_proto(r.leader_id, r.members))
+        })
+        .await
+    }
+
+    /// Adds node `node_id` at `address` to the cluster (as a learner; the
+    /// leader promotes it to voter once it has caught up).
+    pub async fn join(&self, node_id: u64, address: impl Into<String>) -> Result<Members> {
+        let address = address.into();
+        self.call(OpKind::Write, |channel, timeout| {
+            let address = address.clone();
+            async move {
+                let request = with_timeout(proto::JoinRequest { node_id, address }, timeout);
+                let r = cluster(channel).join(request).await?.into_inner();
+                Ok(Members::from_proto(r.leader_id, r.members))
+            }
+        })
+        .await
+    }
+
+    /// Removes node `node_id` for good (0: the node in use).
+    pub async fn leave(&self, node_id: u64) -> Result<Members> {
+        self.call(OpKind::Write, |channel, timeout| async move {
+            let request = with_timeout(proto::LeaveRequest { node_id }, timeout);
+            let r = cluster(channel).leave(request).await?.into_inner();
+            Ok(Members::from_proto(0, r.members))
         })
         .await
     }

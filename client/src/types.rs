@@ -219,7 +219,7 @@ impl ScanSpec {
 }
 
 /// One cluster member as a node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MemberStatus {
     /// The member's node id.
     pub id: u64,
@@ -229,10 +229,12 @@ pub struct MemberStatus {
     pub role: String,
     /// Whether the reporting node currently reaches it.
     pub up: bool,
+    /// Up, but its apply has not progressed for a while although behind.
+    pub stalled: bool,
 }
 
 /// A node's view of itself and of the cluster (the `Status` RPC).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct NodeStatus {
     /// The node's id.
     pub node_id: u64,
@@ -240,8 +242,24 @@ pub struct NodeStatus {
     pub address: String,
     /// Raft role: leader, follower, candidate, learner or shutdown.
     pub role: String,
-    /// Galera-like state: SYNCED, JOINING, JOINED, NON_PRIMARY.
+    /// Galera-like state: SYNCED, JOINING, DONOR, JOINED, NON_PRIMARY.
     pub state: String,
+    /// Why the node is NON_PRIMARY (empty otherwise).
+    pub state_reason: String,
+    /// Voters in the membership.
+    pub cluster_size: u64,
+    /// Log entries held but not yet applied.
+    pub apply_lag: u64,
+    /// State transfers (snapshots) sent to other nodes.
+    pub snapshots_sent: u64,
+    /// State transfers installed from the leader.
+    pub snapshots_received: u64,
+    /// Log entries retained for replay.
+    pub log_retained: u64,
+    /// Time writers were slowed by flow control, in milliseconds.
+    pub flow_control_paused_ms: u64,
+    /// Voters this node evicted as leader.
+    pub evictions: u64,
     /// The leader's node id; 0 when none is known.
     pub leader_id: u64,
     /// The Raft term.
@@ -275,6 +293,14 @@ impl From<proto::StatusResponse> for NodeStatus {
             address: s.address,
             role: s.role,
             state: s.state,
+            state_reason: s.state_reason,
+            cluster_size: s.cluster_size,
+            apply_lag: s.apply_lag,
+            snapshots_sent: s.snapshots_sent,
+            snapshots_received: s.snapshots_received,
+            log_retained: s.log_retained,
+            flow_control_paused_ms: s.flow_control_paused_ms,
+            evictions: s.evictions,
             leader_id: s.leader_id,
             term: s.term,
             applied_seqno: s.applied_seqno,
@@ -294,6 +320,35 @@ impl From<proto::StatusResponse> for NodeStatus {
                     address: m.address,
                     role: m.role,
                     up: m.up,
+                    stalled: m.stalled,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The membership as one node sees it (the `Members` RPC and join/leave replies).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Members {
+    /// The leader's node id; 0 when none is known.
+    pub leader_id: u64,
+    /// The members.
+    pub members: Vec<MemberStatus>,
+}
+
+impl Members {
+    /// Converts members from the wire.
+    pub fn from_proto(leader_id: u64, members: Vec<proto::Member>) -> Self {
+        Members {
+            leader_id,
+            members: members
+                .into_iter()
+                .map(|m| MemberStatus {
+                    id: m.id,
+                    address: m.address,
+                    role: m.role,
+                    up: m.up,
+                    stalled: m.stalled,
                 })
                 .collect(),
         }

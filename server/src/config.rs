@@ -26,6 +26,28 @@ pub struct Config {
     /// directory is initialized, so restarting with the same flags is harmless.
     /// Empty: a single-node cluster of this node.
     pub initial_cluster: BTreeMap<NodeId, String>,
+    /// A member to join through (`--join`), for a node with a fresh data
+    /// directory: it is added as a learner, catches up, and is promoted.
+    pub join: Option<String>,
+    /// Evict a voter that has been down (or its apply stalled) this long, in
+    /// milliseconds; 0: never (the default, like Galera's `evs.auto_evict`).
+    pub evict_after_ms: u64,
+    /// Address of the Prometheus `/metrics` HTTP endpoint; none: off.
+    pub metrics_listen: Option<String>,
+    /// How often each node pings every other member, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// A member that has not answered for this long is reported down, in milliseconds.
+    pub down_after_ms: u64,
+    /// A voter whose apply has not advanced for this long while behind is
+    /// reported stalled (and evicted, with eviction on), in milliseconds.
+    pub stall_after_ms: u64,
+    /// Flow control: writers are slowed while any up voter's apply lag exceeds
+    /// this many log entries.
+    pub fc_limit: u64,
+    /// A learner is promoted to voter once within this many entries of the leader.
+    pub promote_lag_entries: u64,
+    /// A voter lagging by more than this many entries reports JOINED, not SYNCED.
+    pub synced_lag_entries: u64,
     /// Leader heartbeat interval, in milliseconds.
     pub heartbeat_ms: u64,
     /// Lower bound of the randomized election timeout, in milliseconds.
@@ -70,6 +92,15 @@ impl Default for Config {
             advertise: None,
             data_dir: PathBuf::from("./trireme-data"),
             initial_cluster: BTreeMap::new(),
+            join: None,
+            evict_after_ms: 0,
+            metrics_listen: None,
+            ping_interval_ms: 200,
+            down_after_ms: 1000,
+            stall_after_ms: 10_000,
+            fc_limit: 2000,
+            promote_lag_entries: 64,
+            synced_lag_entries: 1000,
             heartbeat_ms: 100,
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
@@ -165,6 +196,24 @@ impl Config {
             return bad(format!(
                 "election_timeout_min_ms ({}) must be below election_timeout_max_ms ({})",
                 self.election_timeout_min_ms, self.election_timeout_max_ms
+            ));
+        }
+        if self.join.is_some() && !self.initial_cluster.is_empty() {
+            return bad(
+                "join and initial_cluster exclude each other: a node starts a cluster or joins one"
+                    .into(),
+            );
+        }
+        if self.ping_interval_ms == 0 || self.down_after_ms < 2 * self.ping_interval_ms {
+            return bad(format!(
+                "down_after_ms ({}) must be at least twice ping_interval_ms ({}), which must be positive",
+                self.down_after_ms, self.ping_interval_ms
+            ));
+        }
+        if self.evict_after_ms != 0 && self.evict_after_ms < self.down_after_ms {
+            return bad(format!(
+                "evict_after_ms ({}) must be 0 (off) or at least down_after_ms ({})",
+                self.evict_after_ms, self.down_after_ms
             ));
         }
         if self.cert_window < 16 {

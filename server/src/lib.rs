@@ -9,10 +9,12 @@
 
 pub mod api;
 pub mod certify;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod failpoints;
 pub mod group;
+pub mod metrics;
 pub mod node;
 pub mod server;
 pub mod storage;

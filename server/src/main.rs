@@ -33,6 +33,18 @@ struct Args {
     /// First members of a new cluster: ID=HOST:PORT,ID=HOST:PORT,... (ignored once initialized).
     #[arg(long, env = "TRIREME_INITIAL_CLUSTER")]
     initial_cluster: Option<String>,
+    /// Join an existing cluster through any member (HOST:PORT), with a fresh data dir.
+    #[arg(long, env = "TRIREME_JOIN")]
+    join: Option<String>,
+    /// Evict a voter that stays down (or stalled) this long, e.g. 30s; 0 = never (default).
+    #[arg(long, env = "TRIREME_EVICT_AFTER", value_parser = parse_duration_ms)]
+    evict_after: Option<u64>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long, env = "TRIREME_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Flow control: slow writers while a voter's apply lag exceeds this many log entries.
+    #[arg(long, env = "TRIREME_FC_LIMIT")]
+    fc_limit: Option<u64>,
     /// Certification window in seqnos (cluster-wide).
     #[arg(long, env = "TRIREME_CERT_WINDOW")]
     cert_window: Option<u64>,
@@ -73,6 +85,18 @@ impl Args {
         }
         if let Some(v) = &self.initial_cluster {
             c.initial_cluster = Config::parse_members(v)?;
+        }
+        if let Some(v) = &self.join {
+            c.join = Some(v.clone());
+        }
+        if let Some(v) = self.evict_after {
+            c.evict_after_ms = v;
+        }
+        if let Some(v) = &self.metrics_listen {
+            c.metrics_listen = Some(v.clone());
+        }
+        if let Some(v) = self.fc_limit {
+            c.fc_limit = v;
         }
         if let Some(v) = self.cert_window {
             c.cert_window = v;
@@ -131,6 +155,10 @@ async fn main() -> anyhow::Result<()> {
                 config.data_dir.display()
             )
         })?;
+    if let Some(addr) = &config.metrics_listen {
+        let bound = trireme_server::metrics::start(&node, addr).await?;
+        span.in_scope(|| tracing::info!(%bound, "serving metrics at /metrics"));
+    }
     // Tests and scripts read this line to learn the bound address.
     println!(
         "trireme-server node {} listening on {} (data in {})",
@@ -145,6 +173,24 @@ async fn main() -> anyhow::Result<()> {
     span.in_scope(|| tracing::info!("shutting down"));
     node.shutdown().await?;
     Ok(())
+}
+
+/// Parses `30s`, `500ms`, `2m` or a plain number of seconds into milliseconds.
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (s, 1000)
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * scale)
+        .map_err(|_| format!("{s:?} is not a duration (like 30s, 500ms or 2m)"))
 }
 
 async fn shutdown_signal() {

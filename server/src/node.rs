@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use openraft::BasicNode;
 
 use crate::certify::{Abort, Certifier, Verdict};
+use crate::cluster::flow::Flow;
+use crate::cluster::health::Health;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::applied::Applied;
@@ -75,6 +77,15 @@ pub struct Node {
     submitter: Arc<Submitter>,
     reads: ReadIndex,
     log_stats: Arc<crate::group::log_store::LogStats>,
+    /// The failure detector.
+    pub health: Arc<Health>,
+    /// Flow control (on the leader).
+    pub flow: Arc<Flow>,
+    /// Client API latency histograms.
+    pub requests: crate::metrics::RequestMetrics,
+    /// Leader changes seen by this node.
+    pub leader_changes: std::sync::atomic::AtomicU64,
+    started: Instant,
 }
 
 impl Node {
@@ -125,7 +136,11 @@ impl Node {
             .is_initialized()
             .await
             .map_err(|e| Error::Internal(format!("raft: {e}")))?;
-        if !initialized {
+        let join_target = match (&config.join, initialized) {
+            (Some(target), false) => Some(target.clone()),
+            _ => None,
+        };
+        if !initialized && join_target.is_none() {
             let members: BTreeMap<NodeId, BasicNode> = config
                 .initial_members()
                 .into_iter()
@@ -143,6 +158,17 @@ impl Node {
             );
         }
 
+        let health = Arc::new(Health::new(
+            Duration::from_millis(config.down_after_ms),
+            Duration::from_millis(config.stall_after_ms),
+        ));
+        let flow = Arc::new(Flow::new(
+            config.node_id,
+            raft.clone(),
+            health.clone(),
+            applied.clone(),
+            config.fc_limit,
+        ));
         let submitter = Submitter::start(
             config.node_id,
             raft.clone(),
@@ -153,6 +179,7 @@ impl Node {
                 max_bytes: config.batch_max_bytes,
                 max_in_flight: config.batch_in_flight,
             },
+            flow.clone(),
         );
         let reads = ReadIndex::start(
             config.node_id,
@@ -169,9 +196,24 @@ impl Node {
             submitter,
             reads,
             log_stats,
+            health,
+            flow,
+            requests: Default::default(),
+            leader_changes: Default::default(),
+            started: Instant::now(),
         });
+        tokio::spawn(watch_leader(Arc::downgrade(&node)));
         if node.config.gc_interval_ms > 0 {
             tokio::spawn(gc_loop(Arc::downgrade(&node), gc_lock));
+        }
+        tokio::spawn(crate::cluster::health::ping_loop(Arc::downgrade(&node)));
+        tokio::spawn(crate::cluster::manage::manage_loop(Arc::downgrade(&node)));
+        if let Some(target) = join_target {
+            tracing::info!(%target, "joining an existing cluster");
+            tokio::spawn(crate::cluster::membership::join_at_start(
+                Arc::downgrade(&node),
+                target,
+            ));
         }
         Ok(node)
     }
@@ -186,11 +228,42 @@ impl Node {
         &self.log_stats
     }
 
+    /// Whether this node is in the primary component (knows a leader that can
+    /// reach a quorum); returns the leader. A node cut off from the quorum
+    /// refuses writes and linearizable reads at once instead of hanging.
+    pub fn check_primary(&self) -> Result<NodeId> {
+        let (leader, quorum_ack_ms) = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader, m.millis_since_quorum_ack)
+        };
+        let grace = self.config.election_timeout_max_ms;
+        match leader {
+            None => Err(Error::Unavailable(
+                "not in the primary component: no leader (this node cannot reach a quorum, or an election is under way)"
+                    .into(),
+            )),
+            Some(l) if l == self.id() => match quorum_ack_ms {
+                Some(ms) if ms > grace => Err(Error::Unavailable(format!(
+                    "not in the primary component: this leader has not heard from a quorum for {ms} ms"
+                ))),
+                _ => Ok(l),
+            },
+            // Just started: the failure detector has not had a chance yet.
+            Some(l) if self.started.elapsed() < Duration::from_millis(self.config.down_after_ms) => Ok(l),
+            Some(l) if !self.health.is_up(l) => Err(Error::Unavailable(format!(
+                "not in the primary component: leader {l} is unreachable"
+            ))),
+            Some(l) => Ok(l),
+        }
+    }
+
     /// The seqno a read with these options is served at, once this node has applied it.
     pub async fn read_seqno(&self, opts: ReadOptions) -> Result<Seqno> {
         let timeout = self.config.read_timeout();
         let fresh = match opts.consistency {
             Consistency::Linearizable => {
+                self.check_primary()?;
                 let index = self.reads.read_index().await?;
                 self.applied.wait_for(index, timeout).await?
             }
@@ -298,6 +371,7 @@ impl Node {
     async fn commit_once(&self, mut ws: WriteSet) -> Result<Seqno> {
         ws.origin = self.id();
         self.config.limits.check_write_set(&ws)?;
+        self.check_primary()?;
         let id = ws.id;
         let rx = self.applied.register(id);
         let timeout = self.config.commit_timeout();
@@ -341,6 +415,30 @@ impl Node {
             .await
             .map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
         self.mvcc.sync()
+    }
+}
+
+/// Logs and counts leader changes.
+async fn watch_leader(node: std::sync::Weak<Node>) {
+    let Some(mut rx) = node.upgrade().map(|n| n.raft.metrics()) else {
+        return;
+    };
+    let mut last = None;
+    loop {
+        let leader = rx.borrow_and_update().current_leader;
+        if leader != last {
+            if let Some(n) = node.upgrade() {
+                n.leader_changes.fetch_add(1, Ordering::Relaxed);
+                match leader {
+                    Some(l) => tracing::info!(leader = l, "leader changed"),
+                    None => tracing::info!("no leader"),
+                }
+            }
+            last = leader;
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 

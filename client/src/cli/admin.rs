@@ -10,7 +10,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use trireme_client::{Client, Error, Result};
 
-use super::output::{checksum_text, json_line, status_json, status_text};
+use super::output::{checksum_text, json_line, members_table, status_json, status_text};
 use super::{exit_code, Reply, EXIT_OK};
 
 /// `status`.
@@ -52,6 +52,45 @@ pub async fn checksum(client: &Client, json: bool) -> Result<Reply> {
         },
     )
     .await
+}
+
+fn members_reply(m: &trireme_client::Members, json: bool) -> Reply {
+    let out = if json {
+        json_line(&json!(m))
+    } else {
+        let leader = if m.leader_id == 0 {
+            "unknown".to_string()
+        } else {
+            m.leader_id.to_string()
+        };
+        format!("leader {leader}\n{}", members_table(&m.members)).into_bytes()
+    };
+    Reply {
+        out,
+        note: None,
+        code: EXIT_OK,
+    }
+}
+
+/// `members`.
+pub async fn members(client: &Client, json: bool) -> Result<Reply> {
+    Ok(members_reply(&client.members().await?, json))
+}
+
+/// `join NODE_ID ADDRESS`.
+pub async fn join(client: &Client, args: &super::JoinArgs, json: bool) -> Result<Reply> {
+    Ok(members_reply(
+        &client.join(args.node_id, args.address.clone()).await?,
+        json,
+    ))
+}
+
+/// `leave [NODE_ID]`.
+pub async fn leave(client: &Client, args: &super::LeaveArgs, json: bool) -> Result<Reply> {
+    Ok(members_reply(
+        &client.leave(args.node_id.unwrap_or(0)).await?,
+        json,
+    ))
 }
 
 /// Asks every endpoint, renders each answer, and combines them.

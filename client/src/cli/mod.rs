@@ -92,12 +92,34 @@ pub enum Command {
     Status,
     /// Show each endpoint's data checksum (equal seqnos must give equal checksums).
     Checksum,
+    /// List the cluster's members (id, address, voter/learner, up).
+    Members,
+    /// Add a node to the cluster: it joins as a learner and is promoted once caught up.
+    Join(JoinArgs),
+    /// Remove a node for good (default: the node the CLI talks to); its id is never reused.
+    Leave(LeaveArgs),
     /// Run a load test and report throughput and latency.
     Bench(BenchArgs),
     /// Run one transaction driven by commands on stdin, one per line.
     Txn(TxnArgs),
     /// Interactive shell.
     Shell,
+}
+
+/// `join NODE_ID ADDRESS`.
+#[derive(Debug, Clone, Args)]
+pub struct JoinArgs {
+    /// The new node's id (unique, never used before).
+    pub node_id: u64,
+    /// The new node's HOST:PORT.
+    pub address: String,
+}
+
+/// `leave [NODE_ID]`.
+#[derive(Debug, Clone, Args)]
+pub struct LeaveArgs {
+    /// The node to remove (default: the node the CLI talks to).
+    pub node_id: Option<u64>,
 }
 
 /// `put KEY VALUE [--if-version N]`.
@@ -320,6 +342,9 @@ pub fn run(cli: Cli) -> u8 {
         Command::Scan(args) => report(runtime.block_on(kv::scan(&client, &args, json))),
         Command::Status => report(runtime.block_on(admin::status(&client, json))),
         Command::Checksum => report(runtime.block_on(admin::checksum(&client, json))),
+        Command::Members => report(runtime.block_on(admin::members(&client, json))),
+        Command::Join(args) => report(runtime.block_on(admin::join(&client, &args, json))),
+        Command::Leave(args) => report(runtime.block_on(admin::leave(&client, &args, json))),
         Command::Bench(args) => report(runtime.block_on(bench::run(&global, &args))),
         Command::Txn(args) => txn::run(&runtime, &client, args.isolation.into(), json),
         Command::Shell => shell::run(&runtime, &client, json),

@@ -45,12 +45,32 @@ pub fn status_text(endpoint: &str, s: &NodeStatus) -> String {
         s.leader_id.to_string()
     };
     let mut out = String::new();
-    let rows: [(&str, String); 11] = [
+    let state = if s.state_reason.is_empty() {
+        s.state.clone()
+    } else {
+        format!("{} ({})", s.state, s.state_reason)
+    };
+    let rows: [(&str, String); 17] = [
         ("endpoint", endpoint.to_string()),
         ("node id", s.node_id.to_string()),
         ("address", s.address.clone()),
         ("role", s.role.clone()),
-        ("state", s.state.clone()),
+        ("state", state),
+        ("cluster size", s.cluster_size.to_string()),
+        ("apply lag", s.apply_lag.to_string()),
+        ("log retained", s.log_retained.to_string()),
+        (
+            "snapshots",
+            format!(
+                "{} sent, {} received",
+                s.snapshots_sent, s.snapshots_received
+            ),
+        ),
+        (
+            "flow control",
+            format!("{} ms paused", s.flow_control_paused_ms),
+        ),
+        ("evictions", s.evictions.to_string()),
         ("leader", leader),
         ("term", s.term.to_string()),
         ("applied seqno", s.applied_seqno.to_string()),
@@ -62,16 +82,26 @@ pub fn status_text(endpoint: &str, s: &NodeStatus) -> String {
         let _ = writeln!(out, "{name:<16} {value}");
     }
     let _ = writeln!(out, "members          {}", s.members.len());
-    let width = s
-        .members
+    out.push_str(&members_table(&s.members));
+    out
+}
+
+/// The members as a table: id, address, role, up.
+pub fn members_table(members: &[trireme_client::MemberStatus]) -> String {
+    let mut out = String::new();
+    let width = members
         .iter()
         .map(|m| m.address.len())
         .max()
         .unwrap_or(0)
         .max("ADDRESS".len());
     let _ = writeln!(out, "  {:<6} {:<width$}  {:<8} UP", "ID", "ADDRESS", "ROLE");
-    for m in &s.members {
-        let up = if m.up { "yes" } else { "no" };
+    for m in members {
+        let up = match (m.up, m.stalled) {
+            (true, true) => "stalled",
+            (true, false) => "yes",
+            (false, _) => "no",
+        };
         let _ = writeln!(
             out,
             "  {:<6} {:<width$}  {:<8} {up}",
@@ -139,7 +169,9 @@ mod tests {
                 address: "10.0.0.1:7420".into(),
                 role: "voter".into(),
                 up: false,
+                stalled: false,
             }],
+            ..Default::default()
         };
         let text = status_text("n2:7420", &s);
         assert!(text.contains("leader           none"));

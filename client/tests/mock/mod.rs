@@ -346,6 +346,7 @@ impl Cluster for MockNode {
                 address: "leader:7420".into(),
                 role: "voter".into(),
                 up: true,
+                stalled: false,
             }],
             applied_seqno: seqno,
             committed_seqno: seqno,
@@ -372,6 +373,51 @@ impl Cluster for MockNode {
             checksum: 0xfeed_0000 + store.seqno,
             keys,
             verdict_chain: store.seqno,
+        }))
+    }
+
+    async fn join(
+        &self,
+        request: Request<proto::JoinRequest>,
+    ) -> Result<Response<proto::JoinResponse>, Status> {
+        self.enter("join")?;
+        let req = request.into_inner();
+        Ok(Response::new(proto::JoinResponse {
+            leader_id: 1,
+            members: vec![proto::Member {
+                id: req.node_id,
+                address: req.address,
+                role: "learner".into(),
+                up: true,
+                stalled: false,
+            }],
+        }))
+    }
+
+    async fn leave(
+        &self,
+        _request: Request<proto::LeaveRequest>,
+    ) -> Result<Response<proto::LeaveResponse>, Status> {
+        self.enter("leave")?;
+        Ok(Response::new(proto::LeaveResponse::default()))
+    }
+
+    async fn members(
+        &self,
+        _request: Request<proto::MembersRequest>,
+    ) -> Result<Response<proto::MembersResponse>, Status> {
+        self.enter("members")?;
+        Ok(Response::new(proto::MembersResponse::default()))
+    }
+
+    async fn ping(
+        &self,
+        _request: Request<proto::PingRequest>,
+    ) -> Result<Response<proto::PingResponse>, Status> {
+        self.enter("ping")?;
+        Ok(Response::new(proto::PingResponse {
+            node_id: self.id,
+            ..Default::default()
         }))
     }
 }

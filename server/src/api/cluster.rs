@@ -1,4 +1,4 @@
-//! The `Cluster` service: status and convergence checks.
+//! The `Cluster` service: status, convergence checks, membership, pings.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use trireme_proto::v1 as pb;
 use trireme_proto::v1::cluster_server::Cluster;
 
 use super::status::to_status;
+use crate::cluster::{membership, state};
 use crate::node::Node;
 
 /// The admin API.
@@ -38,47 +39,17 @@ impl Cluster for ClusterService {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
-        let membership = m.membership_config.membership();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        let replication = m.replication.clone();
-        let members = membership
-            .nodes()
-            .map(|(id, n)| {
-                // The leader knows who answers; elsewhere a member is up if it is us
-                // or the leader we hear from.
-                let up = match &replication {
-                    Some(r) => *id == m.id || r.get(id).is_some_and(|matched| matched.is_some()),
-                    None => *id == m.id || Some(*id) == m.current_leader,
-                };
-                pb::Member {
-                    id: *id,
-                    address: n.addr.clone(),
-                    role: if voters.contains(id) {
-                        "voter"
-                    } else {
-                        "learner"
-                    }
-                    .into(),
-                    up,
-                }
-            })
-            .collect();
         let applied = node.applied.seqno();
-        // Committed is known exactly on the leader; elsewhere applied is the best lower bound.
-        let committed = m.last_log_index.unwrap_or(0).max(applied);
-        let state = if m.current_leader.is_none() {
-            "NON_PRIMARY"
-        } else if m.state == ServerState::Learner {
-            "JOINING"
-        } else {
-            "SYNCED"
-        };
+        let last_log = m.last_log_index.unwrap_or(0);
+        // Exact on the leader; elsewhere the log this node holds bounds it.
+        let committed = last_log.max(applied);
+        let (state, state_reason) = state::node_state(node);
         let stats = &node.applied.stats;
         Ok(Response::new(pb::StatusResponse {
             node_id: m.id,
             role: role.into(),
             leader_id: m.current_leader.unwrap_or(0),
-            members,
+            members: membership::members(node),
             applied_seqno: applied,
             committed_seqno: committed,
             term: m.current_term,
@@ -87,14 +58,22 @@ impl Cluster for ClusterService {
             cert_failures: stats.cert_failures(),
             server_retries: stats.server_retries.load(Ordering::Relaxed),
             write_sets_applied: stats.commits.load(Ordering::Relaxed) + stats.cert_failures(),
+            batches_applied: stats.batches.load(Ordering::Relaxed),
+            address: node.config.advertise_addr().to_string(),
             cert_failures_by_reason: crate::certify::Abort::KINDS
                 .iter()
                 .zip(&stats.aborts)
                 .map(|(k, n)| (k.to_string(), n.load(Ordering::Relaxed)))
                 .collect(),
             duplicates: stats.duplicates.load(Ordering::Relaxed),
-            batches_applied: stats.batches.load(Ordering::Relaxed),
-            address: node.config.advertise_addr().to_string(),
+            cluster_size: m.membership_config.membership().voter_ids().count() as u64,
+            apply_lag: last_log.saturating_sub(applied),
+            snapshots_sent: node.peers.transfers.sent.load(Ordering::Relaxed),
+            snapshots_received: stats.snapshots_received.load(Ordering::Relaxed),
+            log_retained: last_log.saturating_sub(m.purged.map_or(0, |p| p.index)),
+            flow_control_paused_ms: node.flow.paused_us.load(Ordering::Relaxed) / 1000,
+            evictions: stats.evictions.load(Ordering::Relaxed),
+            state_reason,
         }))
     }
 
@@ -108,6 +87,67 @@ impl Cluster for ClusterService {
             checksum: c.checksum,
             keys: c.keys,
             verdict_chain: c.verdict_chain,
+        }))
+    }
+
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        let req = req.into_inner();
+        let resp = membership::join(&self.node, req.node_id, req.address)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(resp))
+    }
+
+    async fn leave(
+        &self,
+        req: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        let id = match req.into_inner().node_id {
+            0 => self.node.id(),
+            id => id,
+        };
+        let resp = membership::leave(&self.node, id).await.map_err(to_status)?;
+        Ok(Response::new(resp))
+    }
+
+    async fn members(
+        &self,
+        _req: Request<pb::MembersRequest>,
+    ) -> Result<Response<pb::MembersResponse>, Status> {
+        let leader_id = self
+            .node
+            .raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .unwrap_or(0);
+        Ok(Response::new(pb::MembersResponse {
+            leader_id,
+            members: membership::members(&self.node),
+        }))
+    }
+
+    async fn ping(
+        &self,
+        req: Request<pb::PingRequest>,
+    ) -> Result<Response<pb::PingResponse>, Status> {
+        let from = req.into_inner().from;
+        let node = &self.node;
+        let (leader_id, term) = {
+            let metrics = node.raft.metrics();
+            let m = metrics.borrow();
+            (m.current_leader.unwrap_or(0), m.current_term)
+        };
+        Ok(Response::new(pb::PingResponse {
+            node_id: node.id(),
+            applied_seqno: node.applied.seqno(),
+            leader_id,
+            term,
+            members: membership::members(node),
+            from_departed: node.applied.is_departed(from),
         }))
     }
 }

@@ -59,7 +59,7 @@ impl RaftRpc for RaftService {
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let wss: Vec<WriteSet> = decode(req.get_ref()).map_err(bad)?;
-        reply(&submit::order_forwarded(&self.node.raft, wss).await)
+        reply(&submit::order_forwarded(&self.node.raft, &self.node.flow, wss).await)
     }
 
     async fn read_index(

@@ -25,6 +25,10 @@ pub struct ApplyStats {
     pub batches: AtomicU64,
     /// Conflicting single-write commits the server retried itself.
     pub server_retries: AtomicU64,
+    /// Snapshots installed (state transfers received).
+    pub snapshots_received: AtomicU64,
+    /// Voters this node evicted as leader.
+    pub evictions: AtomicU64,
 }
 
 impl ApplyStats {
@@ -42,6 +46,8 @@ pub struct Applied {
     /// The verdict hash chain at the watermark, updated together with it.
     chain: Mutex<(Seqno, u64)>,
     waiters: Mutex<HashMap<TxnId, oneshot::Sender<Result<Outcome>>>>,
+    /// Nodes that left the cluster for good.
+    departed: Mutex<std::collections::BTreeSet<crate::txn::NodeId>>,
     /// Snapshots below this seqno may have lost versions to garbage
     /// collection (or were never received, after a state transfer).
     horizon: AtomicU64,
@@ -57,8 +63,19 @@ impl Applied {
             chain: Mutex::new((seqno, 0)),
             waiters: Mutex::new(HashMap::new()),
             horizon: AtomicU64::new(0),
+            departed: Mutex::new(Default::default()),
             stats: ApplyStats::default(),
         }
+    }
+
+    /// Whether node `id` left the cluster for good.
+    pub fn is_departed(&self, id: crate::txn::NodeId) -> bool {
+        self.departed.lock().expect("departed lock").contains(&id)
+    }
+
+    /// Replaces the set of departed nodes (the state machine keeps it).
+    pub fn set_departed(&self, departed: std::collections::BTreeSet<crate::txn::NodeId>) {
+        *self.departed.lock().expect("departed lock") = departed;
     }
 
     /// The oldest snapshot this node can still read at.

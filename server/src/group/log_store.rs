@@ -913,7 +913,9 @@ impl Writer {
         self.flush(&mut buf, &mut pending);
         // The committed id is only a restart hint: write it at most a few times a
         // second, not once per group (a rename per fsync halves throughput).
-        let due = self.committed_written.is_none_or(|t| t.elapsed() >= COMMITTED_EVERY);
+        let due = self
+            .committed_written
+            .is_none_or(|t| t.elapsed() >= COMMITTED_EVERY);
         if let Some(bytes) = committed.filter(|_| due) {
             self.committed_written = Some(std::time::Instant::now());
             if self.failed().is_none() {

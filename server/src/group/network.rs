@@ -29,6 +29,34 @@ use crate::error::{Error, Result};
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// State transfers this node sent (it is a donor while sending).
+    pub transfers: Arc<Transfers>,
+}
+
+/// Counts snapshots sent to other nodes.
+#[derive(Debug, Default)]
+pub struct Transfers {
+    /// Snapshots sent completely.
+    pub sent: std::sync::atomic::AtomicU64,
+    /// When the last snapshot chunk went out.
+    last_chunk: Mutex<Option<std::time::Instant>>,
+}
+
+impl Transfers {
+    /// Whether a snapshot chunk went out within the last two seconds.
+    pub fn is_donor(&self) -> bool {
+        self.last_chunk
+            .lock()
+            .expect("transfers lock")
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
+    }
+
+    fn chunk_sent(&self, done: bool) {
+        *self.last_chunk.lock().expect("transfers lock") = Some(std::time::Instant::now());
+        if done {
+            self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl Peers {
@@ -173,7 +201,12 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
-        self.call(Kind::Snapshot, &rpc, &option).await
+        let done = rpc.done;
+        let result = self.call(Kind::Snapshot, &rpc, &option).await;
+        if result.is_ok() {
+            self.peers.transfers.chunk_sent(done);
+        }
+        result
     }
 
     async fn vote(

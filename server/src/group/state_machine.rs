@@ -12,7 +12,7 @@
 //! into a verdict would let replicas diverge.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -28,11 +28,12 @@ use super::types::{
 use crate::certify::{Certifier, History, Verdict};
 use crate::error::{Error, Result};
 use crate::storage::{keycode, BatchOp, Mvcc};
-use crate::txn::{Key, KeyRange, Mutation, Seqno, Value};
+use crate::txn::{Key, KeyRange, Mutation, NodeId, Seqno, Value};
 
 const META_APPLIED: &str = "applied";
 const META_MEMBERSHIP: &str = "membership";
 const META_CHAIN: &str = "chain";
+const META_DEPARTED: &str = "departed";
 
 /// Extends the verdict hash chain by one write set's outcome. Every node that
 /// applied the same log holds the same chain: comparing chains at equal seqnos
@@ -56,6 +57,8 @@ pub fn chain_step(chain: u64, seqno: Seqno, id: crate::txn::TxnId, outcome: &Out
 struct SnapshotData {
     /// The verdict chain at the snapshot's log id.
     chain: u64,
+    /// Nodes that left for good.
+    departed: BTreeSet<NodeId>,
     entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -74,6 +77,8 @@ pub struct StateMachine {
     membership: StoredMembership,
     /// Verdict hash chain at `applied_id`.
     chain: u64,
+    /// Nodes that left for good (replicated, so every node refuses their return).
+    departed: BTreeSet<NodeId>,
     shared: Arc<Applied>,
     snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
     /// Held by garbage collection and by snapshot building: a snapshot at log
@@ -117,8 +122,13 @@ impl StateMachine {
             Some(raw) => bincode::deserialize(&raw)?,
             None => 0,
         };
+        let departed: BTreeSet<NodeId> = match mvcc.meta(META_DEPARTED)? {
+            Some(raw) => bincode::deserialize(&raw)?,
+            None => BTreeSet::new(),
+        };
         let applied = applied_id.map_or(0, |l| l.index);
         let shared = Arc::new(Applied::new(applied));
+        shared.set_departed(departed.clone());
         shared.advance(applied, chain);
         // GC before the restart may have removed versions below this.
         shared.raise_horizon(certifier.horizon(applied));
@@ -128,6 +138,7 @@ impl StateMachine {
             applied_id,
             membership,
             chain,
+            departed,
             shared: shared.clone(),
             snapshot: Arc::new(std::sync::Mutex::new(snapshot)),
             gc_lock: Arc::new(Mutex::new(())),
@@ -146,6 +157,7 @@ impl StateMachine {
             Mvcc::meta_op(META_APPLIED, bincode::serialize(&self.applied_id)?),
             Mvcc::meta_op(META_MEMBERSHIP, bincode::serialize(&self.membership)?),
             Mvcc::meta_op(META_CHAIN, bincode::serialize(&self.chain)?),
+            Mvcc::meta_op(META_DEPARTED, bincode::serialize(&self.departed)?),
         ])
     }
 
@@ -170,6 +182,11 @@ impl StateMachine {
                 EntryPayload::Blank => {}
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
+                }
+                EntryPayload::Normal(Request::Depart(id)) => {
+                    tracing::info!(node = id, seqno, "node departed the cluster for good");
+                    self.departed.insert(id);
+                    self.shared.set_departed(self.departed.clone());
                 }
                 EntryPayload::Normal(Request::Batch(write_sets)) => {
                     self.shared
@@ -331,6 +348,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             mvcc: self.mvcc.clone(),
             chain: self.chain,
+            departed: self.departed.clone(),
             applied_id: self.applied_id,
             membership: self.membership.clone(),
             snapshot: self.snapshot.clone(),
@@ -370,6 +388,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.applied_id = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.chain = data.chain;
+        self.departed = data.departed;
+        self.shared.set_departed(self.departed.clone());
         ops.extend(self.meta_ops().map_err(io_err)?);
         self.mvcc.apply(ops).map_err(io_err)?;
         self.mvcc.sync().map_err(io_err)?;
@@ -381,6 +401,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
         self.shared
             .advance(self.applied_id.map_or(0, |l| l.index), self.chain);
+        self.shared
+            .stats
+            .snapshots_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -403,6 +427,7 @@ impl StateMachine {
             applied_id: self.applied_id,
             membership: self.membership.clone(),
             chain: self.chain,
+            departed: self.departed.clone(),
             shared: self.shared.clone(),
             snapshot: self.snapshot.clone(),
             gc_lock: self.gc_lock.clone(),
@@ -433,6 +458,7 @@ fn persist_snapshot(path: Option<&std::path::Path>, stored: &StoredSnapshot) -> 
 pub struct SnapshotBuilder {
     mvcc: Mvcc,
     chain: u64,
+    departed: BTreeSet<NodeId>,
     applied_id: Option<LogId>,
     membership: StoredMembership,
     snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
@@ -445,6 +471,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let at = self.applied_id.map_or(0, |l| l.index);
         let mvcc = self.mvcc.clone();
         let chain = self.chain;
+        let departed = self.departed.clone();
         let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
             // The log is purged up to this snapshot: what it covers must be durable.
             mvcc.sync()?;
@@ -464,7 +491,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 }
                 true
             })?;
-            Ok(bincode::serialize(&SnapshotData { chain, entries })?)
+            Ok(bincode::serialize(&SnapshotData {
+                chain,
+                departed,
+                entries,
+            })?)
         })
         .await
         .map_err(io_err)?

@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, Semaphore};
 use super::applied::Applied;
 use super::network::{decode, encode, Peers};
 use super::types::{Raft, Request};
+use crate::cluster::flow::Flow;
 use crate::error::Error;
 use crate::txn::{NodeId, WriteSet};
 
@@ -56,6 +57,7 @@ pub struct Submitter {
     applied: Arc<Applied>,
     queue_tx: mpsc::UnboundedSender<Pending>,
     config: BatchConfig,
+    flow: Arc<Flow>,
 }
 
 impl Submitter {
@@ -66,6 +68,7 @@ impl Submitter {
         peers: Peers,
         applied: Arc<Applied>,
         config: BatchConfig,
+        flow: Arc<Flow>,
     ) -> Arc<Submitter> {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let submitter = Arc::new(Submitter {
@@ -75,6 +78,7 @@ impl Submitter {
             applied,
             queue_tx,
             config,
+            flow,
         });
         tokio::spawn(submitter.clone().run(queue_rx));
         submitter
@@ -141,6 +145,7 @@ impl Submitter {
             Some(l) if l == self.id => {
                 let wss: Vec<WriteSet> = live.iter().map(|p| p.ws.clone()).collect();
                 live.iter_mut().for_each(|p| p.maybe_sent = true);
+                self.flow.throttle().await;
                 self.raft
                     .client_write(Request::Batch(wss))
                     .await
@@ -221,7 +226,8 @@ impl Submitter {
 }
 
 /// The leader's side of `Forward`: order a follower's batch as one entry.
-pub async fn order_forwarded(raft: &Raft, wss: Vec<WriteSet>) -> Result<(), String> {
+pub async fn order_forwarded(raft: &Raft, flow: &Flow, wss: Vec<WriteSet>) -> Result<(), String> {
+    flow.throttle().await;
     match raft.client_write(Request::Batch(wss)).await {
         Ok(_) => Ok(()),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

@@ -32,6 +32,9 @@ pub enum Request {
     /// Write sets batched by the leader (group commit): certified and applied in
     /// order, all at the entry's index as their seqno.
     Batch(Vec<WriteSet>),
+    /// A node left the cluster for good (`trireme leave`): its id may never
+    /// join again. Recorded before the membership change that removes it.
+    Depart(crate::txn::NodeId),
 }
 
 /// What applying one entry produced.
