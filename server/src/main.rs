@@ -60,6 +60,9 @@ struct Args {
     /// Build a snapshot every this many log entries.
     #[arg(long, env = "TRIREME_SNAPSHOT_EVERY_ENTRIES")]
     snapshot_every_entries: Option<u64>,
+    /// Log entries kept behind the last snapshot (replayable to a lagging node).
+    #[arg(long, env = "TRIREME_LOG_RETAIN_ENTRIES")]
+    log_retain_entries: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -112,6 +115,9 @@ impl Args {
         }
         if let Some(v) = self.snapshot_every_entries {
             c.snapshot_every_entries = v;
+        }
+        if let Some(v) = self.log_retain_entries {
+            c.log_retain_entries = v;
         }
         c.validate()?;
         Ok(c)

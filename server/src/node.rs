@@ -85,7 +85,6 @@ pub struct Node {
     pub requests: crate::metrics::RequestMetrics,
     /// Leader changes seen by this node.
     pub leader_changes: std::sync::atomic::AtomicU64,
-    started: Instant,
 }
 
 impl Node {
@@ -114,6 +113,10 @@ impl Node {
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             max_in_snapshot_log_to_keep: config.log_retain_entries,
+            // A state transfer goes in 1 MiB chunks; installing the last one
+            // writes the whole store, which takes far longer than a heartbeat.
+            snapshot_max_chunk_size: 1 << 20,
+            install_snapshot_timeout: 30_000,
             ..Default::default()
         };
         let raft_config = Arc::new(
@@ -200,7 +203,6 @@ impl Node {
             flow,
             requests: Default::default(),
             leader_changes: Default::default(),
-            started: Instant::now(),
         });
         tokio::spawn(watch_leader(Arc::downgrade(&node)));
         if node.config.gc_interval_ms > 0 {
@@ -249,11 +251,8 @@ impl Node {
                 ))),
                 _ => Ok(l),
             },
-            // Just started: the failure detector has not had a chance yet.
-            Some(l) if self.started.elapsed() < Duration::from_millis(self.config.down_after_ms) => Ok(l),
-            Some(l) if !self.health.is_up(l) => Err(Error::Unavailable(format!(
-                "not in the primary component: leader {l} is unreachable"
-            ))),
+            // A follower trusts Raft: cut off from the leader, its election timer
+            // fires within the election timeout and it stops knowing a leader.
             Some(l) => Ok(l),
         }
     }
@@ -376,14 +375,30 @@ impl Node {
         let rx = self.applied.register(id);
         let timeout = self.config.commit_timeout();
         self.submitter.submit(ws, Instant::now() + timeout);
-        let outcome = match tokio::time::timeout(timeout + Duration::from_millis(500), rx).await {
-            Ok(Ok(outcome)) => outcome?,
-            Ok(Err(_)) => return Err(Error::Unavailable("node is shutting down".into())),
-            Err(_) => {
+        // Never hang: give up at the deadline, or as soon as this node leaves
+        // the primary component (the write may still commit elsewhere).
+        let left_primary = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if let Err(e) = self.check_primary() {
+                    return e;
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(timeout + Duration::from_millis(500), rx) => match r {
+                Ok(Ok(outcome)) => outcome?,
+                Ok(Err(_)) => return Err(Error::Unavailable("node is shutting down".into())),
+                Err(_) => {
+                    self.applied.forget(id);
+                    return Err(Error::Indeterminate(format!(
+                        "no verdict for write set {id} within {timeout:?}"
+                    )));
+                }
+            },
+            e = left_primary => {
                 self.applied.forget(id);
-                return Err(Error::Indeterminate(format!(
-                    "no verdict for write set {id} within {timeout:?}"
-                )));
+                return Err(Error::Indeterminate(format!("write set {id} was in flight when this node left the primary component ({e})")));
             }
         };
         match outcome {

@@ -17,7 +17,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use trireme_client::{Client, NodeStatus};
 
+pub mod checkers;
+pub mod history;
 pub mod inproc;
+pub mod nemesis;
+pub mod netns;
+pub mod workloads;
 
 /// The directory holding the workspace's binaries for this build profile.
 pub fn bin_dir() -> PathBuf {
@@ -225,6 +230,36 @@ impl Cluster {
             nodes.push(node);
         }
         Ok(Cluster { nodes, dir })
+    }
+
+    /// Starts a new node `id` (the next one: ids are positions) that joins
+    /// the cluster through node `via`, with `extra` flags.
+    pub fn join_node(&mut self, via: u64, extra: &[&str]) -> Result<u64> {
+        let id = self.nodes.len() as u64 + 1;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let mut args = vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--listen".into(),
+            addr.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--join".into(),
+            self.nodes[(via - 1) as usize].addr.clone(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = NodeProc {
+            id,
+            addr,
+            data_dir,
+            log: self.dir.path().join(format!("node{id}.log")),
+            child: None,
+            args,
+        };
+        node.spawn()?;
+        self.nodes.push(node);
+        Ok(id)
     }
 
     /// Node `id`.

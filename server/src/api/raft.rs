@@ -53,7 +53,10 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(req.get_ref()).map_err(bad)?;
+        let mut msg = req.into_inner();
+        let mut rpc: openraft::raft::InstallSnapshotRequest<crate::group::types::TypeConfig> =
+            decode(&msg).map_err(bad)?;
+        rpc.data = std::mem::take(&mut msg.data);
         reply(&self.node.raft.install_snapshot(rpc).await)
     }
 

@@ -91,6 +91,7 @@ impl Peers {
 pub fn encode<T: Serialize>(value: &T) -> Result<RaftMessage> {
     Ok(RaftMessage {
         payload: bincode::serialize(value)?,
+        data: Vec::new(),
     })
 }
 
@@ -138,6 +139,7 @@ impl PeerNetwork {
         &self,
         kind: Kind,
         req: &Req,
+        data: Vec<u8>,
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
@@ -152,8 +154,9 @@ impl PeerNetwork {
             .peers
             .raft_client(&self.addr)
             .map_err(|e| unreachable(&e))?;
-        let mut request =
-            tonic::Request::new(encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?);
+        let mut msg = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        msg.data = data;
+        let mut request = tonic::Request::new(msg);
         request.set_timeout(option.hard_ttl());
         let reply = match kind {
             Kind::Append => client.append_entries(request).await,
@@ -193,16 +196,18 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, RaftError<u64>> {
-        self.call(Kind::Append, &rpc, &option).await
+        self.call(Kind::Append, &rpc, Vec::new(), &option).await
     }
 
     async fn install_snapshot(
         &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
+        mut rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
         let done = rpc.done;
-        let result = self.call(Kind::Snapshot, &rpc, &option).await;
+        // The chunk travels as raw bytes, not through bincode's per-byte encoding.
+        let data = std::mem::take(&mut rpc.data);
+        let result = self.call(Kind::Snapshot, &rpc, data, &option).await;
         if result.is_ok() {
             self.peers.transfers.chunk_sent(done);
         }
@@ -214,6 +219,6 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
-        self.call(Kind::Vote, &rpc, &option).await
+        self.call(Kind::Vote, &rpc, Vec::new(), &option).await
     }
 }

@@ -59,7 +59,8 @@ struct SnapshotData {
     chain: u64,
     /// Nodes that left for good.
     departed: BTreeSet<NodeId>,
-    entries: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Raw engine entries (byte strings, encoded as such, not byte by byte).
+    entries: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
 }
 
 /// The last snapshot built or installed, kept for followers that need it.
@@ -367,37 +368,52 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let raw = snapshot.into_inner();
-        let data: SnapshotData = bincode::deserialize(&raw).map_err(io_err)?;
         let _gc = self.gc_lock.lock().await;
+        let last = meta.last_log_id.map_or(0, |l| l.index);
         // The snapshot holds what is visible from its certification horizon on.
-        self.shared.raise_horizon(
-            self.certifier
-                .horizon(meta.last_log_id.map_or(0, |l| l.index)),
-        );
-        self.mvcc.clear().map_err(io_err)?;
-        crate::crash_point!("crash-mid-snapshot-install");
-        let mut ops: Vec<BatchOp> = Vec::with_capacity(data.entries.len() + 2);
-        for (k, v) in data.entries {
-            if !matches!(k.first(), Some(&keycode::DATA) | Some(&keycode::TXN)) {
-                return Err(io_err(format!(
-                    "snapshot holds a key outside the data namespaces: {k:?}"
-                )));
+        self.shared.raise_horizon(self.certifier.horizon(last));
+        let mvcc = self.mvcc.clone();
+        let path = self.snapshot_path.clone();
+        let meta_owned = meta.clone();
+        let mut next = self.placeholder();
+        next.applied_id = meta.last_log_id;
+        next.membership = meta.last_membership.clone();
+        // Decoding and writing the whole store blocks: keep it off the async workers.
+        let (stored, chain, departed) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let data: SnapshotData = bincode::deserialize(&raw)?;
+            next.chain = data.chain;
+            next.departed = data.departed.clone();
+            // One atomic batch: remove everything, write the snapshot and the
+            // metadata. A crash leaves the old state or the new one, never a mix.
+            let mut ops = mvcc.clear_ops()?;
+            ops.reserve(data.entries.len() + 4);
+            for (k, v) in data.entries {
+                if !matches!(k.first(), Some(&keycode::DATA) | Some(&keycode::TXN)) {
+                    return Err(Error::InvalidData(format!(
+                        "snapshot holds a key outside the data namespaces: {k:?}"
+                    )));
+                }
+                ops.push((k.into_vec(), Some(v.into_vec())));
             }
-            ops.push((k, Some(v)));
-        }
+            ops.extend(next.meta_ops()?);
+            crate::crash_point!("crash-mid-snapshot-install");
+            mvcc.apply(ops)?;
+            mvcc.sync()?;
+            let stored = StoredSnapshot {
+                meta: meta_owned,
+                data: raw,
+            };
+            persist_snapshot(path.as_deref(), &stored)?;
+            Ok((stored, data.chain, data.departed))
+        })
+        .await
+        .map_err(io_err)?
+        .map_err(io_err)?;
         self.applied_id = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.chain = data.chain;
-        self.departed = data.departed;
+        self.chain = chain;
+        self.departed = departed;
         self.shared.set_departed(self.departed.clone());
-        ops.extend(self.meta_ops().map_err(io_err)?);
-        self.mvcc.apply(ops).map_err(io_err)?;
-        self.mvcc.sync().map_err(io_err)?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: raw,
-        };
-        persist_snapshot(self.snapshot_path.as_deref(), &stored).map_err(io_err)?;
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
         self.shared
             .advance(self.applied_id.map_or(0, |l| l.index), self.chain);
@@ -487,7 +503,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                     _ => false,
                 };
                 if keep {
-                    entries.push((k.to_vec(), v.to_vec()));
+                    entries.push((
+                        serde_bytes::ByteBuf::from(k.to_vec()),
+                        serde_bytes::ByteBuf::from(v.to_vec()),
+                    ));
                 }
                 true
             })?;
@@ -510,7 +529,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta: meta.clone(),
             data: data.clone(),
         };
-        persist_snapshot(self.snapshot_path.as_deref(), &stored).map_err(io_err)?;
+        let path = self.snapshot_path.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            persist_snapshot(path.as_deref(), &stored).map(|()| stored)
+        })
+        .await
+        .map_err(io_err)?
+        .map_err(io_err)?;
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
         tracing::info!(at, bytes = data.len(), "built snapshot");
         Ok(Snapshot {

@@ -302,14 +302,17 @@ impl Mvcc {
             .scan(&[keycode::TXN], Some(&[keycode::TXN + 1]), f)
     }
 
-    /// Removes every replicated entry (before installing a snapshot).
-    pub fn clear(&self) -> Result<()> {
+    /// The engine writes that remove every replicated entry. Installing a
+    /// snapshot applies them in the same atomic batch as the snapshot's own
+    /// entries (a later write of a key in a batch wins), so a crash leaves
+    /// either the old state or the new one.
+    pub fn clear_ops(&self) -> Result<Vec<BatchOp>> {
         let mut ops: Vec<BatchOp> = Vec::new();
         self.dump(&mut |k, _| {
             ops.push((k.to_vec(), None));
             true
         })?;
-        self.engine.apply(ops)
+        Ok(ops)
     }
 }
 
