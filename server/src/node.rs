@@ -6,27 +6,35 @@
 //! may do so with the same membership; openraft treats that as one
 //! initialization), and starts the background tasks. [`serve`] runs the gRPC
 //! services on a bound listener until a shutdown future resolves.
+//!
+//! `Node::start_with` does the same on an injected [`Backend`] (storage engine,
+//! Raft log, peer transport, blocking mode): the deterministic simulation runs
+//! nodes on the in-memory engine and log over a simulated network.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use openraft::storage::RaftLogStorage;
 use openraft::BasicNode;
+// tokio's clock: std's in production, the simulated one under simulation.
+use tokio::time::Instant;
 
+use crate::blocking::Blocking;
 use crate::certify::{Abort, Certifier, Verdict};
 use crate::cluster::flow::Flow;
 use crate::cluster::health::Health;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::applied::Applied;
-use crate::group::log_store::LogStore;
+use crate::group::log_store::{LogStats, LogStore};
 use crate::group::network::{NetworkFactory, Peers};
 use crate::group::reads::ReadIndex;
 use crate::group::state_machine::StateMachine;
 use crate::group::submit::{BatchConfig, Submitter};
-use crate::group::types::{Outcome, Raft};
-use crate::storage::{Mvcc, SledEngine, Versioned};
+use crate::group::types::{Outcome, Raft, TypeConfig};
+use crate::storage::{Engine, Mvcc, SledEngine, Versioned};
 use crate::txn::{KeyRange, NodeId, Seqno, Value, WriteSet};
 
 /// How fresh a read must be (see the `ReadConsistency` enum of the API).
@@ -85,25 +93,102 @@ pub struct Node {
     pub requests: crate::metrics::RequestMetrics,
     /// Leader changes seen by this node.
     pub leader_changes: std::sync::atomic::AtomicU64,
+    /// Where scans, checksums and garbage collection run.
+    blocking: Blocking,
+}
+
+/// What a node runs on: its storage, its Raft log, its peer transport and
+/// where blocking work goes. [`Backend::open`] is the production backend (the
+/// data directory: segment-file log, sled, tokio's blocking pool);
+/// [`Backend::memory`] is the deterministic one of the simulation.
+pub struct Backend<LS = LogStore> {
+    /// The ordered byte store under MVCC.
+    pub engine: Arc<dyn Engine>,
+    /// The Raft log.
+    pub log: LS,
+    /// Group-commit counters of the log (zero for a log without files).
+    pub log_stats: Arc<LogStats>,
+    /// Where the last snapshot is kept across restarts (`None`: memory only).
+    pub snapshot_path: Option<std::path::PathBuf>,
+    /// Channels to peers (and how they connect: see [`Peers::with_connector`]).
+    pub peers: Peers,
+    /// Where blocking work runs.
+    pub blocking: Blocking,
+}
+
+impl Backend<LogStore> {
+    /// Opens (or creates) the data directory of `config`: the Raft log in
+    /// `raft-log/`, sled in `db/`, the last snapshot in `snapshot.bin`.
+    pub fn open(config: &Config) -> Result<Backend<LogStore>> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
+        })?;
+        let log = LogStore::open(&dir.join("raft-log"))?;
+        let log_stats = log.stats();
+        let engine = SledEngine::open(&dir.join("db"), config.cache_bytes)?;
+        Ok(Backend {
+            engine: Arc::new(engine),
+            log,
+            log_stats,
+            snapshot_path: Some(dir.join("snapshot.bin")),
+            peers: Peers::default(),
+            blocking: Blocking::Pool,
+        })
+    }
+}
+
+impl Backend<crate::group::mem_log::MemLogStore> {
+    /// A backend without files or threads: `engine` and `log` (clones share
+    /// their state, so a caller that keeps clones can restart a node on the
+    /// same "disk" after a simulated crash), peers reached through `peers`,
+    /// blocking work inline, snapshots kept in memory.
+    pub fn memory(
+        engine: crate::storage::MemoryEngine,
+        log: crate::group::mem_log::MemLogStore,
+        peers: Peers,
+    ) -> Self {
+        Backend {
+            engine: Arc::new(engine),
+            log,
+            log_stats: Arc::default(),
+            snapshot_path: None,
+            peers,
+            blocking: Blocking::Inline,
+        }
+    }
 }
 
 impl Node {
     /// Opens the data directory and starts the node's Raft group and tasks.
     pub async fn start(config: Config) -> Result<Arc<Node>> {
         config.validate()?;
-        let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
-        })?;
-        let log_store = LogStore::open(&dir.join("raft-log"))?;
-        let log_stats = log_store.stats();
-        let engine = SledEngine::open(&dir.join("db"), config.cache_bytes)?;
-        let mvcc = Mvcc::new(Arc::new(engine));
-        let (sm, applied) = StateMachine::open(
+        let backend = Backend::open(&config)?;
+        Self::start_with(config, backend).await
+    }
+
+    /// Starts the node's Raft group and tasks on `backend` instead of the data
+    /// directory (which it does not touch).
+    pub async fn start_with<LS>(config: Config, backend: Backend<LS>) -> Result<Arc<Node>>
+    where
+        LS: RaftLogStorage<TypeConfig>,
+    {
+        config.validate()?;
+        let Backend {
+            engine,
+            log: log_store,
+            log_stats,
+            snapshot_path,
+            peers,
+            blocking,
+        } = backend;
+        let mvcc = Mvcc::new(engine);
+        let (mut sm, applied) = StateMachine::open(
             mvcc.clone(),
             Certifier::new(config.cert_window),
-            Some(dir.join("snapshot.bin")),
+            snapshot_path,
         )?;
+        sm.set_blocking(blocking);
         let gc_lock = sm.gc_lock();
         let raft_config = openraft::Config {
             cluster_name: "trireme".into(),
@@ -124,7 +209,6 @@ impl Node {
                 .validate()
                 .map_err(|e| Error::InvalidInput(format!("raft configuration: {e}")))?,
         );
-        let peers = Peers::default();
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -203,6 +287,7 @@ impl Node {
             flow,
             requests: Default::default(),
             leader_changes: Default::default(),
+            blocking,
         });
         tokio::spawn(watch_leader(Arc::downgrade(&node)));
         if node.config.gc_interval_ms > 0 {
@@ -226,7 +311,7 @@ impl Node {
     }
 
     /// Group-commit counters of the Raft log.
-    pub fn log_stats(&self) -> &crate::group::log_store::LogStats {
+    pub fn log_stats(&self) -> &LogStats {
         &self.log_stats
     }
 
@@ -330,10 +415,10 @@ impl Node {
         let limit = if limit == 0 { max } else { limit };
         let at = self.read_seqno(opts).await?;
         let mvcc = self.mvcc.clone();
-        let (pairs, more) =
-            tokio::task::spawn_blocking(move || mvcc.scan(&range, at, limit, keys_only))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
+        let (pairs, more) = self
+            .blocking
+            .run(move || mvcc.scan(&range, at, limit, keys_only))
+            .await??;
         self.check_horizon(at)?;
         Ok((pairs, more, at))
     }
@@ -412,9 +497,7 @@ impl Node {
     pub async fn checksum(&self) -> Result<Checksum> {
         let (seqno, verdict_chain) = self.applied.chain();
         let mvcc = self.mvcc.clone();
-        let (checksum, keys) = tokio::task::spawn_blocking(move || mvcc.checksum(seqno))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let (checksum, keys) = self.blocking.run(move || mvcc.checksum(seqno)).await??;
         Ok(Checksum {
             seqno,
             checksum,
@@ -472,8 +555,9 @@ async fn gc_loop(node: std::sync::Weak<Node>, gc_lock: Arc<tokio::sync::Mutex<()
         // Publish the horizon before removing anything, so readers below it fail cleanly.
         n.applied.raise_horizon(horizon);
         let mvcc = n.mvcc.clone();
+        let blocking = n.blocking;
         drop(n);
-        match tokio::task::spawn_blocking(move || mvcc.gc(horizon)).await {
+        match blocking.run(move || mvcc.gc(horizon)).await {
             Ok(Ok(removed)) => tracing::debug!(horizon, removed, "garbage-collected old versions"),
             Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
             Err(e) => tracing::warn!(error = %e, "garbage collection panicked"),

@@ -58,12 +58,14 @@ async fn run(
         while let Ok(w) = queue_rx.try_recv() {
             waiters.push(w);
         }
+        let started = std::time::Instant::now();
         let result = match tokio::time::timeout(timeout, fetch(id, &raft, &peers)).await {
             Ok(r) => r,
             Err(_) => Err(format!(
                 "not in the primary component: no quorum confirmed a read index within {timeout:?}"
             )),
         };
+        tracing::debug!(reads = waiters.len(), elapsed_us = started.elapsed().as_micros() as u64, ?result, "read index round");
         for w in waiters {
             let _ = w.send(result.clone());
         }

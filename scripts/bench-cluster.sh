@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Starts a local 3-node release cluster on 127.0.0.1, runs `trireme bench` for
+# 1, 16 and 64 clients, write-only and 50/50, 100-byte values over 100,000
+# keys, and prints a Markdown table (the one in BENCHMARKS.md). Every node is
+# stopped by its pid at the end.
+#
+#   scripts/bench-cluster.sh [DURATION]      (default 15s per cell)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-15s}
+cargo build --release -q -p trireme-server -p trireme-client
+B=target/release/trireme-server
+T=target/release/trireme
+DIR=$(mktemp -d /tmp/trireme-bench.XXXXXX)
+PORTS=()
+for i in 1 2 3; do
+  PORTS+=("$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+done
+IC="1=127.0.0.1:${PORTS[0]},2=127.0.0.1:${PORTS[1]},3=127.0.0.1:${PORTS[2]}"
+EP="127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+trap cleanup EXIT
+for i in 1 2 3; do
+  "$B" --node-id "$i" --listen "127.0.0.1:${PORTS[$((i-1))]}" --data-dir "$DIR/n$i" --initial-cluster "$IC" \
+    >"$DIR/n$i.out" 2>"$DIR/n$i.log" &
+  PIDS+=("$!")
+done
+for _ in $(seq 1 100); do
+  "$T" --endpoints "$EP" put bench/ready yes >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "| clients | workload | ops/s | p50 ms | p99 ms | p999 ms | errors |"
+echo "|---|---|---|---|---|---|---|"
+for clients in 1 16 64; do
+  for ratio in 0 0.5; do
+    name=$([ "$ratio" = 0 ] && echo "write-only" || echo "50/50")
+    "$T" --endpoints "$EP" --json bench --clients "$clients" --keys 100000 --value-size 100 \
+      --read-ratio "$ratio" --duration "$DURATION" 2>/dev/null | python3 -c "
+import json,sys
+w=json.load(sys.stdin); l=w['latency_us']
+errs=w.get('errors_total',0)
+print(f\"| $clients | $name | {w['ops_per_sec']:.0f} | {l['p50']/1000:.2f} | {l['p99']/1000:.2f} | {l['p999']/1000:.2f} | {errs} |\")"
+  done
+done
