@@ -54,9 +54,12 @@ impl InProcCluster {
                 listen: members[&id].clone(),
                 data_dir: cluster.dir.path().join(format!("node{id}")),
                 initial_cluster: members.clone(),
-                heartbeat_ms: 50,
-                election_timeout_min_ms: 300,
-                election_timeout_max_ms: 600,
+                // Generous for a loaded 2-core machine: a leader that misses a
+                // quorum for longer than the maximum election timeout leaves
+                // the primary component.
+                heartbeat_ms: 100,
+                election_timeout_min_ms: 800,
+                election_timeout_max_ms: 1600,
                 ..Config::default()
             };
             tweak(&mut config);
