@@ -109,7 +109,7 @@ impl Default for Config {
             read_timeout_ms: 5_000,
             batch_max_write_sets: 2048,
             batch_max_bytes: 4 << 20,
-            batch_in_flight: 2,
+            batch_in_flight: 1,
             snapshot_every_entries: 20_000,
             log_retain_entries: 10_000,
             cache_bytes: 256 << 20,

@@ -63,6 +63,7 @@ impl SledEngine {
             .path(dir)
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(1000))
+            .mode(sled::Mode::HighThroughput)
             .open()?;
         let tree = db.open_tree("mvcc")?;
         let data_file = std::fs::OpenOptions::new()
