@@ -8,6 +8,7 @@
 //! repository root for the walk-through.
 
 pub mod api;
+pub mod blocking;
 pub mod certify;
 pub mod cluster;
 pub mod config;

@@ -114,6 +114,9 @@ pub struct Backend<LS = LogStore> {
     pub peers: Peers,
     /// Where blocking work runs.
     pub blocking: Blocking,
+    /// Shared by the state machine (the applied index its store has made
+    /// durable) and the log (which never purges beyond it).
+    pub purge_fence: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl Backend<LogStore> {
@@ -124,8 +127,10 @@ impl Backend<LogStore> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
-        let log = LogStore::open(&dir.join("raft-log"))?;
+        let mut log = LogStore::open(&dir.join("raft-log"))?;
         let log_stats = log.stats();
+        let purge_fence = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        log.set_purge_fence(purge_fence.clone());
         let engine = SledEngine::open(&dir.join("db"), config.cache_bytes)?;
         Ok(Backend {
             engine: Arc::new(engine),
@@ -134,6 +139,7 @@ impl Backend<LogStore> {
             snapshot_path: Some(dir.join("snapshot.bin")),
             peers: Peers::default(),
             blocking: Blocking::Pool,
+            purge_fence: Some(purge_fence),
         })
     }
 }
@@ -155,6 +161,8 @@ impl Backend<crate::group::mem_log::MemLogStore> {
             snapshot_path: None,
             peers,
             blocking: Blocking::Inline,
+            // The in-memory log and store share one fate: no fence needed.
+            purge_fence: None,
         }
     }
 }
@@ -181,6 +189,7 @@ impl Node {
             snapshot_path,
             peers,
             blocking,
+            purge_fence,
         } = backend;
         let mvcc = Mvcc::new(engine);
         let (mut sm, applied) = StateMachine::open(
@@ -189,6 +198,9 @@ impl Node {
             snapshot_path,
         )?;
         sm.set_blocking(blocking);
+        if let Some(fence) = purge_fence {
+            sm.set_durable_fence(fence);
+        }
         let gc_lock = sm.gc_lock();
         let raft_config = openraft::Config {
             cluster_name: "trireme".into(),
@@ -415,10 +427,10 @@ impl Node {
         let limit = if limit == 0 { max } else { limit };
         let at = self.read_seqno(opts).await?;
         let mvcc = self.mvcc.clone();
-        let (pairs, more) = self
-            .blocking
-            .run(move || mvcc.scan(&range, at, limit, keys_only))
-            .await??;
+        let (pairs, more) = Blocking::run(self.blocking, move || {
+            mvcc.scan(&range, at, limit, keys_only)
+        })
+        .await??;
         self.check_horizon(at)?;
         Ok((pairs, more, at))
     }
@@ -497,7 +509,7 @@ impl Node {
     pub async fn checksum(&self) -> Result<Checksum> {
         let (seqno, verdict_chain) = self.applied.chain();
         let mvcc = self.mvcc.clone();
-        let (checksum, keys) = self.blocking.run(move || mvcc.checksum(seqno)).await??;
+        let (checksum, keys) = Blocking::run(self.blocking, move || mvcc.checksum(seqno)).await??;
         Ok(Checksum {
             seqno,
             checksum,
@@ -557,7 +569,7 @@ async fn gc_loop(node: std::sync::Weak<Node>, gc_lock: Arc<tokio::sync::Mutex<()
         let mvcc = n.mvcc.clone();
         let blocking = n.blocking;
         drop(n);
-        match blocking.run(move || mvcc.gc(horizon)).await {
+        match Blocking::run(blocking, move || mvcc.gc(horizon)).await {
             Ok(Ok(removed)) => tracing::debug!(horizon, removed, "garbage-collected old versions"),
             Ok(Err(e)) => tracing::warn!(error = %e, "garbage collection failed"),
             Err(e) => tracing::warn!(error = %e, "garbage collection panicked"),

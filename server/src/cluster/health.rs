@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+// tokio's clock: std's in production, the simulated one under simulation.
+use tokio::time::Instant;
 use trireme_proto::v1 as pb;
 use trireme_proto::v1::cluster_client::ClusterClient;
 

@@ -101,15 +101,16 @@ pub struct LogStats {
     pub bytes: AtomicU64,
 }
 
-/// The live log in memory, shared by the store and its readers.
+/// The live log in memory, shared by the store and its readers (and, whole, the state of
+/// the in-memory log store `mem_log::MemLogStore`, so both follow the same rules).
 #[derive(Debug, Default)]
-struct Mem {
+pub(super) struct Mem {
     entries: BTreeMap<u64, Entry>,
-    last_purged: Option<LogId>,
+    pub(super) last_purged: Option<LogId>,
 }
 
 impl Mem {
-    fn last_log_id(&self) -> Option<LogId> {
+    pub(super) fn last_log_id(&self) -> Option<LogId> {
         self.entries
             .last_key_value()
             .map(|(_, e)| e.log_id)
@@ -124,7 +125,7 @@ impl Mem {
     /// Adds one entry; anything at or after its index is replaced (openraft truncates
     /// before appending a conflicting entry, so this is only a defensive rule, applied the
     /// same way live and on replay).
-    fn apply_entry(&mut self, entry: Entry) {
+    pub(super) fn apply_entry(&mut self, entry: Entry) {
         let index = entry.log_id.index;
         if self
             .entries
@@ -136,11 +137,11 @@ impl Mem {
         self.entries.insert(index, entry);
     }
 
-    fn truncate(&mut self, since: u64) {
+    pub(super) fn truncate(&mut self, since: u64) {
         drop(self.entries.split_off(&since));
     }
 
-    fn purge(&mut self, log_id: LogId) {
+    pub(super) fn purge(&mut self, log_id: LogId) {
         if self.last_purged.is_some_and(|p| p >= log_id) {
             return;
         }
@@ -159,7 +160,7 @@ impl Mem {
         }
     }
 
-    fn range(&self, range: &impl RangeBounds<u64>) -> Vec<Entry> {
+    pub(super) fn range(&self, range: &impl RangeBounds<u64>) -> Vec<Entry> {
         let start = match range.start_bound() {
             Bound::Included(&s) => s,
             Bound::Excluded(&s) => match s.checked_add(1) {
@@ -269,6 +270,8 @@ pub struct LogStore {
     writer: Option<JoinHandle<()>>,
     vote: Option<Vote<u64>>,
     committed: Option<LogId>,
+    /// The highest index the state machine has made durable; purges stop there.
+    purge_fence: Option<Arc<AtomicU64>>,
 }
 
 impl Debug for LogStore {
@@ -344,7 +347,14 @@ impl LogStore {
             writer: Some(handle),
             vote,
             committed,
+            purge_fence: None,
         })
+    }
+
+    /// Limits purges to the index in `fence` (the state machine's durably
+    /// applied index, which it keeps up to date).
+    pub fn set_purge_fence(&mut self, fence: Arc<AtomicU64>) {
+        self.purge_fence = Some(fence);
     }
 
     /// The group-commit counters of this store.
@@ -551,6 +561,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // openraft may purge the entries a snapshot covers before the state
+        // machine has made that snapshot durable (its install runs on another
+        // task); a crash then would leave a gap between the applied index and
+        // the log. Never purge past what the state machine has durably applied.
+        let log_id = match &self.purge_fence {
+            Some(fence) if log_id.index > fence.load(Ordering::Acquire) => {
+                let limit = fence.load(Ordering::Acquire);
+                let clamped = read_mem(&self.mem).entries.get(&limit).map(|e| e.log_id);
+                match clamped {
+                    Some(id) => id,
+                    None => return Ok(()),
+                }
+            }
+            _ => log_id,
+        };
         if read_mem(&self.mem).last_purged.is_some_and(|p| p >= log_id) {
             return Ok(());
         }
@@ -1177,6 +1202,30 @@ mod tests {
         let mut s = LogStore::open(dir.path()).expect("reopen");
         assert!(all(&mut s).await.is_empty());
         assert_eq!(s.get_log_state().await.expect("state").last_log_id, None);
+    }
+
+    #[tokio::test]
+    async fn purge_stops_at_the_durable_fence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            let fence = Arc::new(AtomicU64::new(20));
+            s.set_purge_fence(fence.clone());
+            for i in 1..=50 {
+                s.blocking_append([ent(1, i)]).await.expect("append");
+            }
+            // The state machine has made only index 20 durable: a purge to 40
+            // (a snapshot being installed) must keep 21..=40 for replay.
+            s.purge(lid(1, 40)).await.expect("purge");
+            assert_eq!(s.get_log_state().await.expect("state").last_purged_log_id, Some(lid(1, 20)));
+            fence.store(45, Ordering::Release);
+            s.purge(lid(1, 40)).await.expect("purge");
+            assert_eq!(s.get_log_state().await.expect("state").last_purged_log_id, Some(lid(1, 40)));
+        }
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        assert_eq!(s.get_log_state().await.expect("state").last_purged_log_id, Some(lid(1, 40)));
+        let entries = s.try_get_log_entries(41..=50).await.expect("read");
+        assert_eq!(entries.len(), 10);
     }
 
     #[tokio::test]

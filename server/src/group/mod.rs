@@ -3,6 +3,7 @@
 //!
 //! - [`types`]: what the log carries (batches of write sets) and what applying returns.
 //! - `log_store`: the Raft log in fdatasync'd segment files, with group commit.
+//! - [`mem_log`]: the same log in memory (simulation and tests).
 //! - [`state_machine`]: certify-then-apply, in log order, onto MVCC storage.
 //! - [`applied`]: the applied watermark and the origin's verdict waiters.
 //! - [`network`]: openraft's RPCs over tonic.
@@ -11,6 +12,7 @@
 
 pub mod applied;
 pub mod log_store;
+pub mod mem_log;
 pub mod network;
 pub mod reads;
 pub mod state_machine;

@@ -31,7 +31,14 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// State transfers this node sent (it is a donor while sending).
     pub transfers: Arc<Transfers>,
+    /// Makes a channel from a configured endpoint; `None`: tonic's TCP connector.
+    connector: Option<Connector>,
 }
+
+/// Turns a configured peer [`Endpoint`] into a lazily connected [`Channel`],
+/// e.g. with `Endpoint::connect_with_connector_lazy` over another transport
+/// (the simulation's network). It must not block or fail.
+pub type Connector = Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>;
 
 /// Counts snapshots sent to other nodes.
 #[derive(Debug, Default)]
@@ -39,7 +46,7 @@ pub struct Transfers {
     /// Snapshots sent completely.
     pub sent: std::sync::atomic::AtomicU64,
     /// When the last snapshot chunk went out.
-    last_chunk: Mutex<Option<std::time::Instant>>,
+    last_chunk: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Transfers {
@@ -52,7 +59,7 @@ impl Transfers {
     }
 
     fn chunk_sent(&self, done: bool) {
-        *self.last_chunk.lock().expect("transfers lock") = Some(std::time::Instant::now());
+        *self.last_chunk.lock().expect("transfers lock") = Some(tokio::time::Instant::now());
         if done {
             self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
@@ -60,6 +67,14 @@ impl Transfers {
 }
 
 impl Peers {
+    /// Peers whose channels `connector` makes (instead of tonic's TCP connector).
+    pub fn with_connector(connector: Connector) -> Self {
+        Peers {
+            connector: Some(connector),
+            ..Peers::default()
+        }
+    }
+
     /// The channel to `addr` (created on first use; never fails: it connects lazily).
     pub fn channel(&self, addr: &str) -> Result<Channel> {
         let mut map = self.channels.lock().expect("peers lock");
@@ -74,7 +89,10 @@ impl Peers {
             .http2_keep_alive_interval(Duration::from_millis(500))
             .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        let channel = match &self.connector {
+            Some(connect) => connect(endpoint),
+            None => endpoint.connect_lazy(),
+        };
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

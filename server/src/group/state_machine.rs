@@ -25,6 +25,7 @@ use super::applied::Applied;
 use super::types::{
     Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig,
 };
+use crate::blocking::Blocking;
 use crate::certify::{Certifier, History, Verdict};
 use crate::error::{Error, Result};
 use crate::storage::{keycode, BatchOp, Mvcc};
@@ -86,6 +87,10 @@ pub struct StateMachine {
     /// id `L` needs every version visible at `L`, which GC must not remove.
     gc_lock: Arc<Mutex<()>>,
     snapshot_path: Option<std::path::PathBuf>,
+    /// Where certification, applying and snapshot encoding run.
+    blocking: Blocking,
+    /// The applied index the store has made durable (the log's purge fence).
+    durable: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> StorageError {
@@ -144,8 +149,23 @@ impl StateMachine {
             snapshot: Arc::new(std::sync::Mutex::new(snapshot)),
             gc_lock: Arc::new(Mutex::new(())),
             snapshot_path,
+            blocking: Blocking::default(),
+            durable: None,
         };
         Ok((sm, shared))
+    }
+
+    /// Sets where blocking work runs (default: tokio's blocking pool).
+    pub fn set_blocking(&mut self, blocking: Blocking) {
+        self.blocking = blocking;
+    }
+
+    /// Publishes, in `fence`, the applied index the store has made durable:
+    /// what it holds on disk now, then each snapshot built or installed (both
+    /// sync the store). The Raft log never purges past it.
+    pub fn set_durable_fence(&mut self, fence: Arc<std::sync::atomic::AtomicU64>) {
+        fence.store(self.applied_id.map_or(0, |l| l.index), std::sync::atomic::Ordering::Release);
+        self.durable = Some(fence);
     }
 
     /// The lock garbage collection holds while it runs.
@@ -334,7 +354,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         // Certification and sled calls block: keep them off the async workers.
         let mut this = std::mem::replace(self, self.placeholder());
-        let (this, res) = tokio::task::spawn_blocking(move || {
+        let (this, res) = Blocking::run(self.blocking, move || {
             let res = this.apply_entries(entries);
             (this, res)
         })
@@ -354,6 +374,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             membership: self.membership.clone(),
             snapshot: self.snapshot.clone(),
             snapshot_path: self.snapshot_path.clone(),
+            blocking: self.blocking,
+            durable: self.durable.clone(),
             _gc_guard: guard,
         }
     }
@@ -379,7 +401,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         next.applied_id = meta.last_log_id;
         next.membership = meta.last_membership.clone();
         // Decoding and writing the whole store blocks: keep it off the async workers.
-        let (stored, chain, departed) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (stored, chain, departed) = Blocking::run(self.blocking, move || -> Result<_> {
             let data: SnapshotData = bincode::deserialize(&raw)?;
             next.chain = data.chain;
             next.departed = data.departed.clone();
@@ -421,6 +443,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .stats
             .snapshots_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(fence) = &self.durable {
+            fence.fetch_max(meta.last_log_id.map_or(0, |l| l.index), std::sync::atomic::Ordering::AcqRel);
+        }
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -448,6 +473,8 @@ impl StateMachine {
             snapshot: self.snapshot.clone(),
             gc_lock: self.gc_lock.clone(),
             snapshot_path: self.snapshot_path.clone(),
+            blocking: self.blocking,
+            durable: self.durable.clone(),
         }
     }
 }
@@ -479,6 +506,8 @@ pub struct SnapshotBuilder {
     membership: StoredMembership,
     snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
     snapshot_path: Option<std::path::PathBuf>,
+    blocking: Blocking,
+    durable: Option<Arc<std::sync::atomic::AtomicU64>>,
     _gc_guard: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -488,7 +517,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let mvcc = self.mvcc.clone();
         let chain = self.chain;
         let departed = self.departed.clone();
-        let data = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+        let data = Blocking::run(self.blocking, move || -> Result<Vec<u8>> {
             // The log is purged up to this snapshot: what it covers must be durable.
             mvcc.sync()?;
             let mut entries = Vec::new();
@@ -530,13 +559,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             data: data.clone(),
         };
         let path = self.snapshot_path.clone();
-        let stored = tokio::task::spawn_blocking(move || {
+        let stored = Blocking::run(self.blocking, move || {
             persist_snapshot(path.as_deref(), &stored).map(|()| stored)
         })
         .await
         .map_err(io_err)?
         .map_err(io_err)?;
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
+        // The build synced the store first: everything up to `at` is durable.
+        if let Some(fence) = &self.durable {
+            fence.fetch_max(at, std::sync::atomic::Ordering::AcqRel);
+        }
         tracing::info!(at, bytes = data.len(), "built snapshot");
         Ok(Snapshot {
             meta,

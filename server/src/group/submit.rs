@@ -16,10 +16,12 @@
 //! log, `Indeterminate` otherwise.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, Semaphore};
+// tokio's clock: std's in production, the simulated one under simulation.
+use tokio::time::Instant;
 
 use super::applied::Applied;
 use super::network::{decode, encode, Peers};
