@@ -17,8 +17,8 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    /// The delay before retry number `retry` (0-based).
-    pub fn delay(&self, retry: u32) -> Duration {
+    /// The delay before retry number `retry` (0-based), jittered by `rng`.
+    pub fn delay_with(&self, retry: u32, rng: &mut impl Rng) -> Duration {
         let factor = 1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX);
         let full = self.base.saturating_mul(factor).min(self.cap);
         let half = full / 2;
@@ -26,7 +26,7 @@ impl Backoff {
         let jitter = if jitter_nanos == 0 {
             0
         } else {
-            rand::thread_rng().gen_range(0..=jitter_nanos)
+            rng.gen_range(0..=jitter_nanos)
         };
         half + Duration::from_nanos(jitter)
     }
@@ -42,12 +42,13 @@ mod tests {
             base: Duration::from_millis(10),
             cap: Duration::from_millis(100),
         };
+        let rng = &mut rand::thread_rng();
         for _ in 0..100 {
-            let d0 = b.delay(0);
+            let d0 = b.delay_with(0, rng);
             assert!(d0 >= Duration::from_millis(5) && d0 <= Duration::from_millis(10));
-            let d3 = b.delay(3);
+            let d3 = b.delay_with(3, rng);
             assert!(d3 >= Duration::from_millis(40) && d3 <= Duration::from_millis(80));
-            let d30 = b.delay(30);
+            let d30 = b.delay_with(30, rng);
             assert!(d30 >= Duration::from_millis(50) && d30 <= Duration::from_millis(100));
         }
     }

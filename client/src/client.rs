@@ -3,8 +3,11 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
@@ -80,6 +83,20 @@ struct Inner {
     session_seqno: AtomicU64,
     /// Tunables.
     options: ClientOptions,
+    /// Makes the channel of an endpoint (see [`Client::with_connector`]).
+    connect: Connect,
+    /// A seeded jitter RNG (see [`Client::seed_jitter`]); `None`: the thread's RNG.
+    jitter: Mutex<Option<StdRng>>,
+}
+
+/// Makes a channel from a configured endpoint.
+#[derive(Clone)]
+struct Connect(Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>);
+
+impl std::fmt::Debug for Connect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connect")
+    }
 }
 
 /// A Trireme client: cheap to clone; clones share connections, the current
@@ -111,6 +128,20 @@ impl Client {
 
     /// A client with explicit options.
     pub fn with_options(endpoints: Vec<String>, options: ClientOptions) -> Result<Client> {
+        Client::with_connector(endpoints, options, |e: Endpoint| e.connect_lazy())
+    }
+
+    /// A client whose channels `connect` makes from each endpoint, already
+    /// configured from `options` (timeouts, keepalive): for another transport,
+    /// e.g. a simulated network through `Endpoint::connect_with_connector_lazy`.
+    /// `connect` must not block; it is also used for [`Client::status_of`] and
+    /// [`Client::checksum_of`] on endpoints not in the list.
+    pub fn with_connector(
+        endpoints: Vec<String>,
+        options: ClientOptions,
+        connect: impl Fn(Endpoint) -> Channel + Send + Sync + 'static,
+    ) -> Result<Client> {
+        let connect = Connect(Arc::new(connect));
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Other(
                 "a Client must be created inside a tokio runtime".into(),
@@ -123,7 +154,7 @@ impl Client {
             .map(|endpoint| {
                 Ok(Node {
                     endpoint: endpoint.to_string(),
-                    channel: connect_lazy(endpoint, &options)?,
+                    channel: (connect.0)(configure(endpoint, &options)?),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -137,8 +168,25 @@ impl Client {
                 current: AtomicUsize::new(start),
                 session_seqno: AtomicU64::new(0),
                 options,
+                connect,
+                jitter: Mutex::new(None),
             }),
         })
+    }
+
+    /// Draws backoff jitter (failover and [`Client::transaction`] retries)
+    /// from an RNG seeded with `seed` instead of the thread's RNG, so that a
+    /// deterministic simulation replays exactly. Clones share it.
+    pub fn seed_jitter(&self, seed: u64) {
+        *self.inner.jitter.lock().expect("jitter lock") = Some(StdRng::seed_from_u64(seed));
+    }
+
+    /// The jittered delay before retry number `retry` of `backoff`.
+    pub(crate) fn backoff_delay(&self, backoff: &Backoff, retry: u32) -> Duration {
+        match &mut *self.inner.jitter.lock().expect("jitter lock") {
+            Some(rng) => backoff.delay_with(retry, rng),
+            None => backoff.delay_with(retry, &mut rand::thread_rng()),
+        }
     }
 
     /// The endpoints, in the order given.
@@ -454,7 +502,7 @@ impl Client {
         let mut failures: Vec<(usize, String)> = Vec::new();
         for i in 0..n + RETRIES_AFTER_PASS {
             if i >= n {
-                let delay = FAILOVER_BACKOFF.delay((i - n) as u32);
+                let delay = self.backoff_delay(&FAILOVER_BACKOFF, (i - n) as u32);
                 let remaining = deadline.saturating_duration_since(Instant::now());
                 tokio::time::sleep(delay.min(remaining)).await;
             }
@@ -515,7 +563,7 @@ impl Client {
         let wanted = endpoint.trim();
         let channel = match self.inner.nodes.iter().find(|n| n.endpoint == wanted) {
             Some(node) => node.channel.clone(),
-            None => connect_lazy(wanted, &self.inner.options)?,
+            None => (self.inner.connect.0)(configure(wanted, &self.inner.options)?),
         };
         let timeout = self.inner.options.timeout;
         match tokio::time::timeout(timeout, attempt(channel, timeout)).await {
@@ -537,8 +585,9 @@ fn snapshot_read(snapshot: u64) -> proto::ReadOptions {
     }
 }
 
-/// The channel for `endpoint`; `http://` is added when no scheme is given.
-fn connect_lazy(endpoint: &str, options: &ClientOptions) -> Result<Channel> {
+/// The configured (not yet connected) endpoint; `http://` is added when no
+/// scheme is given.
+fn configure(endpoint: &str, options: &ClientOptions) -> Result<Endpoint> {
     let uri = if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -551,7 +600,7 @@ fn connect_lazy(endpoint: &str, options: &ClientOptions) -> Result<Channel> {
         .keep_alive_timeout(options.keepalive_timeout)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
-    Ok(endpoint.connect_lazy())
+    Ok(endpoint)
 }
 
 /// A request carrying the remaining deadline, so the server gives up too.

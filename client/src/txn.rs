@@ -255,7 +255,7 @@ impl Client {
             match outcome {
                 Err(e) if e.is_transaction_retryable() && attempt < attempts => {
                     tracing::debug!(attempt, error = %e, "retrying transaction");
-                    tokio::time::sleep(TXN_BACKOFF.delay(attempt - 1)).await;
+                    tokio::time::sleep(self.backoff_delay(&TXN_BACKOFF, attempt - 1)).await;
                     attempt += 1;
                 }
                 other => return other,

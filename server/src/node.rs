@@ -4,8 +4,9 @@
 //! `Node::start` opens the data directory, starts openraft, initializes a new
 //! cluster from `initial_cluster` if the directory is fresh (every first member
 //! may do so with the same membership; openraft treats that as one
-//! initialization), and starts the background tasks. [`serve`] runs the gRPC
-//! services on a bound listener until a shutdown future resolves.
+//! initialization), and starts the background tasks.
+//! [`serve`](crate::server::serve) runs the gRPC services on a bound listener
+//! until a shutdown future resolves.
 //!
 //! `Node::start_with` does the same on an injected [`Backend`] (storage engine,
 //! Raft log, peer transport, blocking mode): the deterministic simulation runs

@@ -26,7 +26,9 @@ const MAX_MESSAGE_BYTES: usize = 80 << 20;
 /// Accepted connections with Nagle's algorithm off: tonic's own `tcp_nodelay`
 /// applies only to listeners it binds, and a delayed small response (a read
 /// index, a verdict) costs a 40 ms delayed-ACK round.
-fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     use tokio_stream::StreamExt;
     TcpListenerStream::new(listener).map(|conn| {
         conn.inspect(|stream| {

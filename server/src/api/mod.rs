@@ -1,5 +1,5 @@
 //! The gRPC services: decode, call the node, encode. No business logic here;
-//! every error becomes a `tonic::Status` in [`status`], one place.
+//! every error becomes a `tonic::Status` in [`to_status`], one place.
 
 pub mod cluster;
 mod convert;

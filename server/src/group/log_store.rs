@@ -272,6 +272,8 @@ pub struct LogStore {
     committed: Option<LogId>,
     /// The highest index the state machine has made durable; purges stop there.
     purge_fence: Option<Arc<AtomicU64>>,
+    /// A purge cut back by the fence, carried out once the fence reaches it.
+    deferred_purge: Option<LogId>,
 }
 
 impl Debug for LogStore {
@@ -348,6 +350,7 @@ impl LogStore {
             vote,
             committed,
             purge_fence: None,
+            deferred_purge: None,
         })
     }
 
@@ -471,6 +474,28 @@ impl Drop for LogStore {
     }
 }
 
+impl LogStore {
+    /// Waits until the state machine has made `want` durable (a snapshot
+    /// install finishing), then purges up to it.
+    async fn settle_deferred_purge(&mut self, want: LogId) -> Result<(), StorageError> {
+        let Some(fence) = self.purge_fence.clone() else {
+            return Ok(());
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while fence.load(Ordering::Acquire) < want.index {
+            if std::time::Instant::now() > deadline {
+                return Err(write_logs_err(format!(
+                    "the state machine did not make index {} durable within 300 s",
+                    want.index
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        self.deferred_purge = None;
+        Box::pin(RaftLogStorage::purge(self, want)).await
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -549,6 +574,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // Appending past a deferred purge would leave a hole in the log (the
+        // entries a snapshot covers, kept because the snapshot is not durable
+        // yet, then the entries after it): wait for the install first.
+        let first = entries.first().map(|e| e.log_id.index);
+        let next = read_mem(&self.mem).next_index();
+        if let (Some(want), Some(first)) = (self.deferred_purge, first) {
+            if first > next {
+                self.settle_deferred_purge(want).await?;
+            }
+        }
         self.append_records(entries, Box::new(move |r| callback.log_io_completed(r)))
     }
 
@@ -567,6 +603,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // the log. Never purge past what the state machine has durably applied.
         let log_id = match &self.purge_fence {
             Some(fence) if log_id.index > fence.load(Ordering::Acquire) => {
+                self.deferred_purge = self.deferred_purge.max(Some(log_id));
                 let limit = fence.load(Ordering::Acquire);
                 let clamped = read_mem(&self.mem).entries.get(&limit).map(|e| e.log_id);
                 match clamped {
@@ -1217,13 +1254,22 @@ mod tests {
             // The state machine has made only index 20 durable: a purge to 40
             // (a snapshot being installed) must keep 21..=40 for replay.
             s.purge(lid(1, 40)).await.expect("purge");
-            assert_eq!(s.get_log_state().await.expect("state").last_purged_log_id, Some(lid(1, 20)));
+            assert_eq!(
+                s.get_log_state().await.expect("state").last_purged_log_id,
+                Some(lid(1, 20))
+            );
             fence.store(45, Ordering::Release);
             s.purge(lid(1, 40)).await.expect("purge");
-            assert_eq!(s.get_log_state().await.expect("state").last_purged_log_id, Some(lid(1, 40)));
+            assert_eq!(
+                s.get_log_state().await.expect("state").last_purged_log_id,
+                Some(lid(1, 40))
+            );
         }
         let mut s = LogStore::open(dir.path()).expect("reopen");
-        assert_eq!(s.get_log_state().await.expect("state").last_purged_log_id, Some(lid(1, 40)));
+        assert_eq!(
+            s.get_log_state().await.expect("state").last_purged_log_id,
+            Some(lid(1, 40))
+        );
         let entries = s.try_get_log_entries(41..=50).await.expect("read");
         assert_eq!(entries.len(), 10);
     }

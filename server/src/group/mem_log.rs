@@ -10,6 +10,7 @@
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
@@ -30,6 +31,10 @@ struct State {
 #[derive(Clone, Debug, Default)]
 pub struct MemLogStore {
     state: Arc<Mutex<State>>,
+    /// As `LogStore`'s: purges stop at the state machine's durable index.
+    purge_fence: Option<Arc<AtomicU64>>,
+    /// As `LogStore`'s: a purge cut back by the fence, done once it is reached.
+    deferred_purge: Option<LogId>,
 }
 
 impl MemLogStore {
@@ -42,6 +47,12 @@ impl MemLogStore {
         self.state
             .lock()
             .expect("memory log lock poisoned: a holder panicked")
+    }
+
+    /// Limits purges to the index in `fence`, as `LogStore::set_purge_fence`
+    /// does (for a simulation whose store can lose unsynced batches).
+    pub fn set_purge_fence(&mut self, fence: Arc<AtomicU64>) {
+        self.purge_fence = Some(fence);
     }
 
     /// The last log id (`None` when empty and nothing was purged).
@@ -106,6 +117,21 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let first = entries.first().map(|e| e.log_id.index);
+        let next = self.lock().log.last_log_id().map_or(0, |l| l.index + 1);
+        if let (Some(want), Some(first), Some(fence)) =
+            (self.deferred_purge, first, self.purge_fence.clone())
+        {
+            if first > next {
+                // As in `LogStore::append`: no hole in the log.
+                while fence.load(Ordering::Acquire) < want.index {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                self.deferred_purge = None;
+                self.lock().log.purge(want);
+            }
+        }
         {
             let mut state = self.lock();
             for e in entries {
@@ -123,7 +149,25 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.lock().log.purge(log_id);
+        if self
+            .purge_fence
+            .as_ref()
+            .is_some_and(|f| log_id.index > f.load(Ordering::Acquire))
+        {
+            self.deferred_purge = self.deferred_purge.max(Some(log_id));
+        }
+        let mut state = self.lock();
+        let log_id = match &self.purge_fence {
+            Some(fence) if log_id.index > fence.load(Ordering::Acquire) => {
+                let limit = fence.load(Ordering::Acquire);
+                match state.log.range(&(limit..=limit)).first() {
+                    Some(e) => e.log_id,
+                    None => return Ok(()),
+                }
+            }
+            _ => log_id,
+        };
+        state.log.purge(log_id);
         Ok(())
     }
 }
@@ -178,5 +222,22 @@ mod tests {
             s.read_committed().await.expect("committed"),
             Some(ent(1, 2).log_id)
         );
+    }
+
+    #[tokio::test]
+    async fn purge_stops_at_the_fence() {
+        let mut s = MemLogStore::new();
+        let fence = Arc::new(AtomicU64::new(3));
+        s.set_purge_fence(fence.clone());
+        for i in 1..=6 {
+            s.blocking_append([ent(1, i)]).await.expect("append");
+        }
+        s.purge(ent(1, 5).log_id).await.expect("purge");
+        let st = s.get_log_state().await.expect("state");
+        assert_eq!(st.last_purged_log_id, Some(ent(1, 3).log_id), "clamped");
+        fence.store(5, Ordering::Release);
+        s.purge(ent(1, 5).log_id).await.expect("purge");
+        let st = s.get_log_state().await.expect("state");
+        assert_eq!(st.last_purged_log_id, Some(ent(1, 5).log_id));
     }
 }

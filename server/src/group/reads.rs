@@ -65,7 +65,12 @@ async fn run(
                 "not in the primary component: no quorum confirmed a read index within {timeout:?}"
             )),
         };
-        tracing::debug!(reads = waiters.len(), elapsed_us = started.elapsed().as_micros() as u64, ?result, "read index round");
+        tracing::debug!(
+            reads = waiters.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ?result,
+            "read index round"
+        );
         for w in waiters {
             let _ = w.send(result.clone());
         }

@@ -164,7 +164,10 @@ impl StateMachine {
     /// what it holds on disk now, then each snapshot built or installed (both
     /// sync the store). The Raft log never purges past it.
     pub fn set_durable_fence(&mut self, fence: Arc<std::sync::atomic::AtomicU64>) {
-        fence.store(self.applied_id.map_or(0, |l| l.index), std::sync::atomic::Ordering::Release);
+        fence.store(
+            self.applied_id.map_or(0, |l| l.index),
+            std::sync::atomic::Ordering::Release,
+        );
         self.durable = Some(fence);
     }
 
@@ -444,7 +447,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .snapshots_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(fence) = &self.durable {
-            fence.fetch_max(meta.last_log_id.map_or(0, |l| l.index), std::sync::atomic::Ordering::AcqRel);
+            fence.fetch_max(
+                meta.last_log_id.map_or(0, |l| l.index),
+                std::sync::atomic::Ordering::AcqRel,
+            );
         }
         tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
