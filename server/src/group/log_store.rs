@@ -1242,6 +1242,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_append_past_a_deferred_purge_waits_and_leaves_no_hole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            let fence = Arc::new(AtomicU64::new(5));
+            s.set_purge_fence(fence.clone());
+            for i in 1..=10 {
+                s.blocking_append([ent(1, i)]).await.expect("append");
+            }
+            // A snapshot at 30 arrives: its purge is cut back to 5 and deferred.
+            s.purge(lid(1, 30)).await.expect("purge");
+            let raise = tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                fence.store(30, Ordering::Release);
+            });
+            // Entries after the snapshot: the append waits for the install,
+            // then purges to 30, so 6..=10 never sit below a hole.
+            s.blocking_append([ent(1, 31)]).await.expect("append");
+            raise.await.expect("raise");
+            assert_eq!(
+                s.get_log_state().await.expect("state").last_purged_log_id,
+                Some(lid(1, 30))
+            );
+        }
+        let mut s = LogStore::open(dir.path()).expect("reopen");
+        let st = s.get_log_state().await.expect("state");
+        assert_eq!(st.last_purged_log_id, Some(lid(1, 30)));
+        assert_eq!(st.last_log_id, Some(lid(1, 31)));
+        assert_eq!(s.try_get_log_entries(31..=31).await.expect("read").len(), 1);
+    }
+
+    #[tokio::test]
     async fn purge_stops_at_the_durable_fence() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
