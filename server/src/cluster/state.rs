@@ -7,6 +7,10 @@ use crate::txn::NodeId;
 
 /// The node's state name and, for NON_PRIMARY, why.
 pub fn node_state(node: &Node) -> (&'static str, String) {
+    let stopped = node.raft.metrics().borrow().running_state.clone();
+    if let Err(fatal) = stopped {
+        return ("NON_PRIMARY", format!("raft stopped: {fatal}"));
+    }
     if let Err(e) = node.check_primary() {
         return ("NON_PRIMARY", e.to_string());
     }

@@ -107,9 +107,17 @@ async fn fetch(id: NodeId, raft: &Raft, peers: &Peers) -> Result<Seqno, String> 
 }
 
 /// The leader's read index (also served to followers over `ReadIndex`).
+///
+/// The index is at least the leader's last log index when the read arrived,
+/// not only openraft's `max(committed, first entry of the term)`: a leader
+/// SIGKILLed and restarted within the election timeout resumes leadership of
+/// the same term with a commit index restored from a possibly stale hint, and
+/// would otherwise serve reads that miss acknowledged writes. Every committed
+/// entry is in the leader's log, so its last index covers them all.
 pub async fn leader_read_index(raft: &Raft) -> Result<Seqno, String> {
+    let last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
     match raft.get_read_log_id().await {
-        Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+        Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index).max(last_log)),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
             Err(format!("not the leader (leader is {:?})", f.leader_id))
         }
