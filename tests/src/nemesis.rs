@@ -1000,6 +1000,26 @@ impl Nemesis {
             }
             FaultKind::CrashPointAll(name) => {
                 let ids = self.ids();
+                // Every node must reach the point on the same entries: first let
+                // a node still catching up (after a snapshot crash) get there.
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(20) {
+                    let mut applied = Vec::new();
+                    for id in &ids {
+                        if let Ok(s) = self.cluster.status(*id).await {
+                            applied.push(s.applied_seqno);
+                        }
+                    }
+                    let spread = applied
+                        .iter()
+                        .max()
+                        .zip(applied.iter().min())
+                        .map(|(a, b)| a - b);
+                    if applied.len() == ids.len() && spread.is_some_and(|d| d < 50) {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 self.crash_point(&ids, name, Duration::from_secs(20)).await;
             }
             FaultKind::CrashSnapshotInstall => self.crash_snapshot_install().await,
