@@ -147,7 +147,7 @@ const CRASH_POINTS: &[&str] = &[
 
 /// Small snapshots and log retention, so that a node that was down gets a
 /// snapshot (and `crash-mid-snapshot-install` can be reached).
-const SMALL_SNAPSHOTS: &str = "snapshot_every_entries = 256\nlog_retain_entries = 512\n";
+const SMALL_SNAPSHOTS: &str = "snapshot_every_entries = 128\nlog_retain_entries = 64\n";
 
 fn scenarios() -> Vec<Scenario> {
     // Namespaces when they can be made, else the proxy (said in the summary).
