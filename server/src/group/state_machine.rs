@@ -12,7 +12,7 @@
 //! into a verdict would let replicas diverge.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -71,6 +71,56 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// Write-set ids applied since the state machine opened or installed a
+/// snapshot, so that deduplication does not read storage for every write
+/// set. Ids applied before `since` are only in storage; once the
+/// certification horizon passes `since`, every id that can still count as
+/// a duplicate is here, and storage is never read again.
+#[derive(Default)]
+struct RecentIds {
+    since: Seqno,
+    ids: HashMap<crate::txn::TxnId, Seqno>,
+    order: VecDeque<(Seqno, crate::txn::TxnId)>,
+}
+
+impl RecentIds {
+    fn new(since: Seqno) -> Self {
+        RecentIds {
+            since,
+            ..RecentIds::default()
+        }
+    }
+
+    /// Where `id` was applied, if it might be at or above `horizon`.
+    fn lookup(&self, id: crate::txn::TxnId, horizon: Seqno, mvcc: &Mvcc) -> Result<Option<Seqno>> {
+        if let Some(s) = self.ids.get(&id) {
+            return Ok(Some(*s));
+        }
+        if horizon >= self.since {
+            return Ok(None);
+        }
+        mvcc.txn_seqno(id)
+    }
+
+    fn insert(&mut self, id: crate::txn::TxnId, seqno: Seqno) {
+        self.ids.insert(id, seqno);
+        self.order.push_back((seqno, id));
+    }
+
+    /// Forgets ids below `horizon`: they no longer make a duplicate.
+    fn trim(&mut self, horizon: Seqno) {
+        while let Some(&(seqno, id)) = self.order.front() {
+            if seqno >= horizon {
+                break;
+            }
+            self.order.pop_front();
+            if self.ids.get(&id) == Some(&seqno) {
+                self.ids.remove(&id);
+            }
+        }
+    }
+}
+
 /// The openraft state machine over [`Mvcc`].
 pub struct StateMachine {
     mvcc: Mvcc,
@@ -91,6 +141,7 @@ pub struct StateMachine {
     blocking: Blocking,
     /// The applied index the store has made durable (the log's purge fence).
     durable: Option<Arc<std::sync::atomic::AtomicU64>>,
+    recent: RecentIds,
 }
 
 fn io_err(e: impl std::fmt::Display) -> StorageError {
@@ -151,6 +202,7 @@ impl StateMachine {
             snapshot_path,
             blocking: Blocking::default(),
             durable: None,
+            recent: RecentIds::new(applied + 1),
         };
         Ok((sm, shared))
     }
@@ -221,7 +273,7 @@ impl StateMachine {
                     for ws in write_sets {
                         let dup = match seen.get(&ws.id) {
                             Some(s) => Some(*s),
-                            None => self.mvcc.txn_seqno(ws.id)?,
+                            None => self.recent.lookup(ws.id, horizon, &self.mvcc)?,
                         };
                         let outcome = match dup.filter(|s| *s >= horizon) {
                             Some(first) => Outcome::Duplicate(first),
@@ -265,8 +317,14 @@ impl StateMachine {
         self.mvcc.apply(ops)?;
         fail::fail_point!("apply-after-write-before-ack");
         crate::crash_point!("crash-after-apply");
-        self.shared
-            .advance(self.applied_id.map_or(0, |l| l.index), self.chain);
+        let applied = self.applied_id.map_or(0, |l| l.index);
+        let mut fresh: Vec<_> = seen.into_iter().collect();
+        fresh.sort_unstable_by_key(|(_, seqno)| *seqno);
+        for (id, seqno) in fresh {
+            self.recent.insert(id, seqno);
+        }
+        self.recent.trim(self.certifier.horizon(applied));
+        self.shared.advance(applied, self.chain);
         // Only the origin registered a waiter; elsewhere this finds none.
         for (id, outcome) in responses.iter().flat_map(|r| r.outcomes.iter()) {
             self.shared.resolve(*id, Ok(outcome.clone()));
@@ -438,6 +496,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.membership = meta.last_membership.clone();
         self.chain = chain;
         self.departed = departed;
+        self.recent = RecentIds::new(last + 1);
         self.shared.set_departed(self.departed.clone());
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
         self.shared
@@ -481,6 +540,7 @@ impl StateMachine {
             snapshot_path: self.snapshot_path.clone(),
             blocking: self.blocking,
             durable: self.durable.clone(),
+            recent: RecentIds::new(Seqno::MAX),
         }
     }
 }
@@ -581,5 +641,84 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemoryEngine;
+    use crate::txn::{TxnId, WriteSet};
+
+    fn entry(index: u64, write_sets: Vec<WriteSet>) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::Batch(write_sets)),
+        }
+    }
+
+    fn put(id: TxnId, key: &str) -> WriteSet {
+        let mut ws = WriteSet::blind(
+            1,
+            vec![Mutation::Put {
+                key: key.as_bytes().to_vec(),
+                value: b"v".to_vec(),
+            }],
+        );
+        ws.id = id;
+        ws
+    }
+
+    fn outcome(r: &[Response]) -> Outcome {
+        r.last().expect("a response").outcomes[0].1.clone()
+    }
+
+    /// A resubmitted write set is ignored within the certification window:
+    /// in the same run, in a later run, and after a restart (when the id is
+    /// only in storage); beyond the window it is certified again.
+    #[test]
+    fn duplicates_are_ignored_within_the_window_across_restarts() {
+        let mvcc = Mvcc::new(Arc::new(MemoryEngine::new()));
+        let open = || {
+            StateMachine::open(mvcc.clone(), Certifier::new(16), None)
+                .unwrap()
+                .0
+        };
+        let mut sm = open();
+        let a = TxnId::random();
+        let r = sm
+            .apply_entries(vec![entry(1, vec![put(a, "k"), put(a, "k")])])
+            .unwrap();
+        assert_eq!(r[0].outcomes[0].1, Outcome::Certified(1, Verdict::Commit));
+        assert_eq!(r[0].outcomes[1].1, Outcome::Duplicate(1));
+        let r = sm.apply_entries(vec![entry(2, vec![put(a, "k")])]).unwrap();
+        assert_eq!(outcome(&r), Outcome::Duplicate(1));
+
+        // After a restart the id is found in storage.
+        let mut sm = open();
+        let r = sm.apply_entries(vec![entry(3, vec![put(a, "k")])]).unwrap();
+        assert_eq!(outcome(&r), Outcome::Duplicate(1));
+        let b = TxnId::random();
+        let r = sm.apply_entries(vec![entry(4, vec![put(b, "j")])]).unwrap();
+        assert_eq!(outcome(&r), Outcome::Certified(4, Verdict::Commit));
+
+        // Past the window (16 seqnos) the first copy no longer counts, and
+        // the ids applied since the restart are still recognised.
+        let r = sm
+            .apply_entries(vec![entry(19, vec![put(b, "j")])])
+            .unwrap();
+        assert_eq!(outcome(&r), Outcome::Duplicate(4));
+        let r = sm
+            .apply_entries(vec![entry(30, vec![put(a, "k")])])
+            .unwrap();
+        assert_eq!(outcome(&r), Outcome::Certified(30, Verdict::Commit));
+        let r = sm
+            .apply_entries(vec![entry(31, vec![put(a, "k")])])
+            .unwrap();
+        assert_eq!(outcome(&r), Outcome::Duplicate(30));
+        assert!(
+            sm.recent.ids.len() <= 2,
+            "ids below the window are forgotten"
+        );
     }
 }
