@@ -256,6 +256,10 @@ pub struct NodeStatus {
     pub snapshots_received: u64,
     /// Log entries retained for replay.
     pub log_retained: u64,
+    /// Raft log index of the newest entry.
+    pub last_log_index: u64,
+    /// First Raft log index retained (older entries were purged after a snapshot).
+    pub log_first_index: u64,
     /// Time writers were slowed by flow control, in milliseconds.
     pub flow_control_paused_ms: u64,
     /// Voters this node evicted as leader.
@@ -299,6 +303,8 @@ impl From<proto::StatusResponse> for NodeStatus {
             snapshots_sent: s.snapshots_sent,
             snapshots_received: s.snapshots_received,
             log_retained: s.log_retained,
+            last_log_index: s.last_log_index,
+            log_first_index: s.log_first_index,
             flow_control_paused_ms: s.flow_control_paused_ms,
             evictions: s.evictions,
             leader_id: s.leader_id,

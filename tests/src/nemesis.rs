@@ -869,7 +869,28 @@ impl Nemesis {
         let start = Instant::now();
         let needle = format!("crash point {name} reached");
         let mut pending: BTreeSet<u64> = ids.iter().copied().collect();
+        // Once a majority has crashed, nothing commits: a node that had not
+        // yet applied the entry they crashed on never will.
+        let majority = self.ids().len() / 2 + 1;
+        let mut stuck_since: Option<Instant> = None;
         while !pending.is_empty() && start.elapsed() < deadline {
+            if ids.len() - pending.len() >= majority {
+                let since = *stuck_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(3) {
+                    for id in std::mem::take(&mut pending) {
+                        let _ = self.cluster.kill(id);
+                        self.log.record(
+                            "kill",
+                            format!("n{id}"),
+                            true,
+                            format!(
+                                "{name}: a majority crashed there first, so no entry was left to reach it; SIGKILL"
+                            ),
+                        );
+                    }
+                    break;
+                }
+            }
             for id in pending.clone() {
                 if !self.cluster.is_running(id) {
                     pending.remove(&id);
@@ -1029,30 +1050,38 @@ impl Nemesis {
     /// See [`FaultKind::CrashSnapshotInstall`].
     pub async fn crash_snapshot_install(&mut self) {
         let id = self.follower().await;
+        // Where the follower's log ends when it goes down: it needs a
+        // snapshot once every other node has purged its log past that.
+        let last = match self.cluster.status(id).await {
+            Ok(s) => s.last_log_index,
+            Err(_) => 0,
+        };
         self.kill(&[id], "follower, to lag behind a snapshot");
-        // Let the others move on: at least 3 s and 1500 seqnos (many log
-        // entries, several snapshots, the log purged past the follower),
-        // at most 15 s.
         let others: Vec<u64> = self.ids().into_iter().filter(|i| *i != id).collect();
-        let seqno = |s: &trireme_client::NodeStatus| s.applied_seqno;
-        let mut base = None;
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(15) {
-            let mut now = None;
+        let mut purged_past = false;
+        while t.elapsed() < Duration::from_secs(40) {
+            let mut firsts = Vec::new();
             for o in &others {
                 if let Ok(s) = self.cluster.status(*o).await {
-                    now = now.max(Some(seqno(&s)));
+                    firsts.push(s.log_first_index);
                 }
             }
-            if base.is_none() {
-                base = now;
-            }
-            if t.elapsed() >= Duration::from_secs(3)
-                && now.unwrap_or(0) >= base.unwrap_or(u64::MAX).saturating_add(1500)
-            {
+            if firsts.len() == others.len() && firsts.iter().all(|f| *f > last + 1) {
+                purged_past = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !purged_past {
+            self.log.record(
+                "crash-point",
+                format!("n{id}"),
+                false,
+                format!(
+                    "crash-mid-snapshot-install: the others did not purge their logs past index {last} within 40 s"
+                ),
+            );
         }
         self.crash_point(&[id], "crash-mid-snapshot-install", Duration::from_secs(20))
             .await;

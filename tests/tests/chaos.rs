@@ -100,6 +100,9 @@ struct Scenario {
     /// What must be there for the scenario to run.
     needs: Vec<Need>,
     coverage: Vec<Coverage>,
+    /// Traffic time as a multiple of `TRIREME_CHAOS_SECS`: a scenario with
+    /// many slow episodes (crash points restart nodes) needs more.
+    length: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,7 +150,10 @@ const CRASH_POINTS: &[&str] = &[
 
 /// Small snapshots and log retention, so that a node that was down gets a
 /// snapshot (and `crash-mid-snapshot-install` can be reached).
-const SMALL_SNAPSHOTS: &str = "snapshot_every_entries = 128\nlog_retain_entries = 64\n";
+/// Retention stays well above what a node catching up needs while the
+/// others write on (a follower that restarts must not loop on installs);
+/// the nemesis waits until the log is purged past the stopped node.
+const SMALL_SNAPSHOTS: &str = "snapshot_every_entries = 256\nlog_retain_entries = 512\n";
 
 fn scenarios() -> Vec<Scenario> {
     // Namespaces when they can be made, else the proxy (said in the summary).
@@ -166,6 +172,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (1500, 4000),
             gap: (2000, 4000),
             needs: vec![],
+            length: 1.0,
             coverage: vec![
                 Coverage::Installed("kill"),
                 Coverage::Restart,
@@ -183,6 +190,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (2000, 5000),
             gap: (2000, 4000),
             needs: vec![],
+            length: 1.0,
             coverage: vec![
                 Coverage::Installed("pause"),
                 Coverage::LeaderChange,
@@ -204,6 +212,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (2000, 4000),
             gap: (1000, 2500),
             needs: vec![],
+            length: 1.0,
             coverage: vec![
                 Coverage::Installed("partition"),
                 Coverage::LeaderChange,
@@ -222,6 +231,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (4000, 8000),
             gap: (2000, 4000),
             needs: vec![Need::Netns],
+            length: 1.0,
             coverage: vec![
                 Coverage::Installed("loss"),
                 Coverage::LossDrops,
@@ -239,6 +249,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (3000, 6000),
             gap: (1000, 3000),
             needs: vec![Need::Faketime],
+            length: 1.0,
             coverage: vec![
                 Coverage::Installed("clock"),
                 Coverage::EveryKind,
@@ -256,6 +267,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (3000, 5000),
             gap: (3000, 5000),
             needs: vec![Need::Tmpfs],
+            length: 1.0,
             coverage: vec![
                 Coverage::Installed("disk-full"),
                 Coverage::Installed("io-fault-effect"),
@@ -275,6 +287,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (3000, 5000),
             gap: (3000, 5000),
             needs: vec![Need::Fiu],
+            length: 1.0,
             coverage: vec![
                 Coverage::Installed("fsync-fail"),
                 Coverage::Installed("io-fault-effect"),
@@ -303,6 +316,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (500, 1500),
             gap: (1500, 3000),
             needs: vec![],
+            length: 1.6,
             coverage: vec![
                 Coverage::Installed("crash-point"),
                 Coverage::CrashPoints(CRASH_POINTS),
@@ -327,6 +341,7 @@ fn scenarios() -> Vec<Scenario> {
             hold: (3000, 5000),
             gap: (1500, 3000),
             needs: vec![],
+            length: 1.0,
             coverage: vec![
                 Coverage::Installed("latency"),
                 Coverage::Delayed,
@@ -364,6 +379,7 @@ fn soak_scenario() -> Scenario {
         hold: (1500, 6000),
         gap: (1000, 4000),
         needs: vec![Need::Netns, Need::Faketime, Need::Fiu, Need::Tmpfs],
+        length: 1.0,
         coverage: vec![
             Coverage::Installed("kill"),
             Coverage::Restart,
@@ -1009,7 +1025,8 @@ async fn chaos_tier() -> Result<()> {
             if force_proxy && s.options.mode.is_none() {
                 s.options.mode = Some(NetMode::Proxy);
             }
-            (s, secs)
+            let length = (secs as f64 * s.length).round() as u64;
+            (s, length)
         })
         .collect();
     if std::env::var("TRIREME_SOAK").is_ok_and(|v| v == "1") {
@@ -1246,12 +1263,23 @@ async fn crash_mid_snapshot_install_then_restart_recovers() -> Result<()> {
     for i in 0..200 {
         writer.put(format!("snap/before/{i}"), "x").await?;
     }
+    let victim_last = cluster.status(victim).await?.last_log_index;
     cluster.kill(victim)?;
-    // Enough log entries (one write each, written one at a time) for several
-    // snapshots and a purge past the victim's log.
-    for i in 0..600 {
+    // Log entries (one write each, written one at a time) until the leader
+    // has snapshotted and purged its log past the victim's.
+    let mut i = 0u64;
+    loop {
         writer.put(format!("snap/while-down/{i}"), "y").await?;
+        i += 1;
+        if i % 50 == 0 && cluster.status(leader).await?.log_first_index > victim_last + 1 {
+            break;
+        }
+        anyhow::ensure!(
+            i < 20_000,
+            "the leader never purged past index {victim_last}"
+        );
     }
+    let newest = format!("snap/while-down/{}", i - 1);
     cluster.restart_with_env(
         victim,
         &[("FAILPOINTS", "crash-mid-snapshot-install=1*return")],
@@ -1280,7 +1308,7 @@ async fn crash_mid_snapshot_install_then_restart_recovers() -> Result<()> {
     }
     let got = cluster
         .client(victim)?
-        .get("snap/while-down/599", ReadConsistency::Local)
+        .get(newest.as_str(), ReadConsistency::Local)
         .await?;
     anyhow::ensure!(
         got.is_some(),

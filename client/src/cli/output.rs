@@ -58,7 +58,13 @@ pub fn status_text(endpoint: &str, s: &NodeStatus) -> String {
         ("state", state),
         ("cluster size", s.cluster_size.to_string()),
         ("apply lag", s.apply_lag.to_string()),
-        ("log retained", s.log_retained.to_string()),
+        (
+            "log retained",
+            format!(
+                "{} entries ({}..={})",
+                s.log_retained, s.log_first_index, s.last_log_index
+            ),
+        ),
         (
             "snapshots",
             format!(

@@ -74,6 +74,8 @@ impl Cluster for ClusterService {
             flow_control_paused_ms: node.flow.paused_us.load(Ordering::Relaxed) / 1000,
             evictions: stats.evictions.load(Ordering::Relaxed),
             state_reason,
+            last_log_index: last_log,
+            log_first_index: m.purged.map_or(0, |p| p.index) + 1,
         }))
     }
 
