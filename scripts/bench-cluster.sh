@@ -5,12 +5,20 @@
 # stopped by its pid at the end.
 #
 #   scripts/bench-cluster.sh [DURATION]      (default 15s per cell)
+#
+# CLIENTS="64" RATIOS="0" narrow the matrix; BIN_DIR=DIR runs the binaries
+# in DIR (another build, for an A/B comparison) instead of building these.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-15s}
-cargo build --release -q -p trireme-server -p trireme-client
-B=target/release/trireme-server
-T=target/release/trireme
+CLIENTS=${CLIENTS:-1 16 64}
+RATIOS=${RATIOS:-0 0.5}
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release -q -p trireme-server -p trireme-client
+  BIN_DIR=target/release
+fi
+B=$BIN_DIR/trireme-server
+T=$BIN_DIR/trireme
 DIR=$(mktemp -d /tmp/trireme-bench.XXXXXX)
 PORTS=()
 for i in 1 2 3; do
@@ -32,8 +40,8 @@ for _ in $(seq 1 100); do
 done
 echo "| clients | workload | ops/s | p50 ms | p99 ms | p999 ms | errors |"
 echo "|---|---|---|---|---|---|---|"
-for clients in 1 16 64; do
-  for ratio in 0 0.5; do
+for clients in $CLIENTS; do
+  for ratio in $RATIOS; do
     name=$([ "$ratio" = 0 ] && echo "write-only" || echo "50/50")
     "$T" --endpoints "$EP" --json bench --clients "$clients" --keys 100000 --value-size 100 \
       --read-ratio "$ratio" --duration "$DURATION" 2>/dev/null | python3 -c "

@@ -39,7 +39,8 @@ pub struct Config {
     /// A member that has not answered for this long is reported down, in milliseconds.
     pub down_after_ms: u64,
     /// A voter whose apply has not advanced for this long while behind is
-    /// reported stalled (and evicted, with eviction on), in milliseconds.
+    /// reported stalled and no longer slows writers, in milliseconds; with
+    /// eviction on, it is evicted once stalled for `evict_after_ms`.
     pub stall_after_ms: u64,
     /// Flow control: writers are slowed while any up voter's apply lag exceeds
     /// this many log entries.

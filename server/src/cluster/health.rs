@@ -75,10 +75,17 @@ impl Health {
 
     /// Whether `id` is up but its apply has not moved for `stall_after` while behind `head`.
     pub fn is_stalled(&self, id: NodeId, head: Seqno) -> bool {
+        self.stalled_for(id, head) > self.stall_after
+    }
+
+    /// How long `id` has answered without its apply moving while behind
+    /// `head` (zero when it moves, is not behind, or never answered).
+    pub fn stalled_for(&self, id: NodeId, head: Seqno) -> Duration {
         let peers = self.peers.lock().expect("health lock");
-        peers.get(&id).is_some_and(|p| {
-            p.view.is_some() && p.applied < head && p.applied_moved.elapsed() > self.stall_after
-        })
+        match peers.get(&id) {
+            Some(p) if p.view.is_some() && p.applied < head => p.applied_moved.elapsed(),
+            _ => Duration::ZERO,
+        }
     }
 
     /// The applied seqno `id` reported last.

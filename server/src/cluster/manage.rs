@@ -79,7 +79,11 @@ async fn reconcile(node: &Node) {
         |v: &NodeId| *v == me || (node.health.is_up(*v) && !node.health.is_stalled(*v, head));
     for v in voters.iter().filter(|v| **v != me) {
         let down = node.health.down_for(*v) >= evict_after;
-        let stalled = node.health.is_up(*v) && node.health.is_stalled(*v, head);
+        // Stalled (reported from `stall_after` on) and still not applying
+        // after `evict_after`.
+        let stalled = node.health.is_up(*v)
+            && node.health.is_stalled(*v, head)
+            && node.health.stalled_for(*v, head) >= evict_after;
         if !(down || stalled) {
             continue;
         }
