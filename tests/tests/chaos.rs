@@ -1271,7 +1271,7 @@ async fn crash_mid_snapshot_install_then_restart_recovers() -> Result<()> {
     loop {
         writer.put(format!("snap/while-down/{i}"), "y").await?;
         i += 1;
-        if i % 50 == 0 && cluster.status(leader).await?.log_first_index > victim_last + 1 {
+        if i.is_multiple_of(50) && cluster.status(leader).await?.log_first_index > victim_last + 1 {
             break;
         }
         anyhow::ensure!(
