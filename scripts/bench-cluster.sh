@@ -8,6 +8,8 @@
 #
 # CLIENTS="64" RATIOS="0" narrow the matrix; BIN_DIR=DIR runs the binaries
 # in DIR (another build, for an A/B comparison) instead of building these.
+# TXN=1 adds a table of contended transactions (64 clients, read-modify-write
+# of 4 keys, over 100 and 10,000 keys, SERIALIZABLE and SNAPSHOT, no retry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-15s}
@@ -51,3 +53,17 @@ errs=w.get('errors_total',0)
 print(f\"| $clients | $name | {w['ops_per_sec']:.0f} | {l['p50']/1000:.2f} | {l['p99']/1000:.2f} | {l['p999']/1000:.2f} | {errs} |\")"
   done
 done
+if [ "${TXN:-0}" = 1 ]; then
+  echo
+  echo "| clients | keys | isolation | commits/s | abort rate | p50 ms | p99 ms |"
+  echo "|---|---|---|---|---|---|---|"
+  for keys in 100 10000; do
+    for iso in serializable snapshot; do
+      "$T" --endpoints "$EP" --json bench --clients 64 --keys "$keys" --txn 4 --isolation "$iso" \
+        --prefix "txn$keys/" --duration "$DURATION" 2>/dev/null | python3 -c "
+import json,sys
+w=json.load(sys.stdin); l=w['latency_us']
+print(f\"| 64 | $keys | $iso | {w['ops_per_sec']:.0f} | {w['abort_rate']*100:.1f}% | {l['p50']/1000:.2f} | {l['p99']/1000:.2f} |\")"
+    done
+  done
+fi

@@ -408,5 +408,55 @@ async fn shell_on_a_pipe_and_bench() -> Result<()> {
     ensure!(v["ok"].as_u64().is_some_and(|n| n > 0), "{v}");
     ensure!(v["ops"].as_u64().is_some_and(|n| n > 0), "{v}");
     ensure!(v["errors_total"] == 0, "{v}");
+
+    // Contended transactions: 8 clients, 2 of 4 keys each, no retries.
+    let out = cli(
+        &cluster,
+        1,
+        &[
+            "bench",
+            "--clients",
+            "8",
+            "--keys",
+            "4",
+            "--txn",
+            "2",
+            "--isolation",
+            "snapshot",
+            "--prefix",
+            "txnbench/",
+            "--duration",
+            "2s",
+            "--json",
+        ],
+    )
+    .await?;
+    expect_code(&out, 0, "bench --txn")?;
+    let v = json(&out)?;
+    let commits = v["commits"].as_u64().unwrap_or(0);
+    let aborts = v["aborts"].as_u64().unwrap_or(0);
+    ensure!(
+        commits > 0 && aborts > 0,
+        "a contended run commits and aborts: {v}"
+    );
+    ensure!(v["ok"].as_u64() == Some(commits) && v["reads"] == 0, "{v}");
+    ensure!(
+        v["errors"]["aborted:write_conflict"].as_u64() == Some(aborts),
+        "aborts are write conflicts under SNAPSHOT: {v}"
+    );
+    let rate = v["abort_rate"].as_f64().unwrap_or(-1.0);
+    let expected = aborts as f64 / (commits + aborts) as f64;
+    ensure!((rate - expected).abs() < 1e-9, "{v}");
+    // The committed transactions wrote the 4 keys (read through another node).
+    let out = cli(&cluster, 2, &["scan", "--prefix", "txnbench/"]).await?;
+    expect_code(&out, 0, "scan")?;
+    ensure!(stdout(&out).lines().count() == 4, "{}", stdout(&out));
+    let out = cli(&cluster, 1, &["bench", "--keys", "1", "--txn", "2"]).await?;
+    expect_code(&out, 5, "bench --txn 2 over 1 key")?;
+    ensure!(
+        stderr(&out).contains("--keys must be at least 2"),
+        "{}",
+        stderr(&out)
+    );
     Ok(())
 }

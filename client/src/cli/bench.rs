@@ -1,5 +1,8 @@
 //! `bench`: concurrent workers doing random gets and puts for a while, with a
-//! latency histogram and error counts.
+//! latency histogram and error counts. With `--txn N`, each operation is a
+//! transaction that reads N random keys and writes them all back; the report
+//! adds commits, aborts and the abort rate (a contended workload with few
+//! keys measures certification under conflict).
 //!
 //! Each worker has its own [`Client`] (own connections), and worker `i`
 //! starts at endpoint `i % n`, so the load spreads over the cluster and moves
@@ -19,7 +22,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::time::Instant;
-use trireme_client::{Client, ClientOptions, Error, ReadConsistency, Result};
+use trireme_client::{Client, ClientOptions, Error, Isolation, ReadConsistency, Result};
 
 use super::output::json_line;
 use super::{BenchArgs, GlobalArgs, Reply, EXIT_ABORTED, EXIT_OTHER, EXIT_UNAVAILABLE};
@@ -35,6 +38,8 @@ struct WorkerStats {
     reads: u64,
     /// Successful writes.
     writes: u64,
+    /// Committed transactions (`--txn`).
+    txns: u64,
     /// Failed operations by error kind.
     errors: BTreeMap<String, u64>,
 }
@@ -45,6 +50,7 @@ impl WorkerStats {
             latency_us: histogram()?,
             reads: 0,
             writes: 0,
+            txns: 0,
             errors: BTreeMap::new(),
         })
     }
@@ -68,6 +74,10 @@ struct Workload {
     read_ratio: f64,
     /// Consistency of reads.
     consistency: ReadConsistency,
+    /// Keys per transaction, when operations are transactions.
+    txn: Option<u64>,
+    /// Isolation of the transactions.
+    isolation: Isolation,
     /// When to stop starting operations.
     until: Instant,
     /// Successful operations so far, for the progress line.
@@ -83,6 +93,14 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
             "bench needs at least one client and one key".into(),
         ));
     }
+    if let Some(n) = args.txn {
+        if n > args.keys {
+            return Err(Error::InvalidInput(format!(
+                "--txn {n} reads {n} distinct keys: --keys must be at least {n} (it is {})",
+                args.keys
+            )));
+        }
+    }
     let start = Instant::now();
     let workload = Workload {
         keys: args.keys,
@@ -90,6 +108,8 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
         value_size: args.value_size,
         read_ratio: args.read_ratio,
         consistency: args.consistency.into(),
+        txn: args.txn,
+        isolation: args.isolation.into(),
         until: start + args.duration,
         ok: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
@@ -119,6 +139,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
             .map_err(|e| Error::Other(format!("cannot merge latency histograms: {e}")))?;
         total.reads += stats.reads;
         total.writes += stats.writes;
+        total.txns += stats.txns;
         for (kind, n) in stats.errors {
             *total.errors.entry(kind).or_default() += n;
         }
@@ -138,18 +159,23 @@ async fn worker(client: Client, w: Workload) -> Result<WorkerStats> {
         .collect();
     while Instant::now() < w.until {
         let key = format!("{}{}", w.prefix, rng.gen_range(0..w.keys));
-        let read = rng.gen_bool(w.read_ratio);
+        let read = w.txn.is_none() && rng.gen_bool(w.read_ratio);
         let began = Instant::now();
-        let result = if read {
-            client.get(&key, w.consistency).await.map(|_| ())
-        } else {
-            client.put(key, value.clone()).await.map(|_| ())
+        let result = match w.txn {
+            Some(n) => {
+                let keys = rand::seq::index::sample(&mut rng, w.keys as usize, n as usize);
+                read_modify_write(&client, &w, keys.iter(), &value).await
+            }
+            None if read => client.get(&key, w.consistency).await.map(|_| ()),
+            None => client.put(key, value.clone()).await.map(|_| ()),
         };
         match result {
             Ok(()) => {
                 let us = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
                 stats.latency_us.saturating_record(us.max(1));
-                if read {
+                if w.txn.is_some() {
+                    stats.txns += 1;
+                } else if read {
                     stats.reads += 1;
                 } else {
                     stats.writes += 1;
@@ -167,6 +193,29 @@ async fn worker(client: Client, w: Workload) -> Result<WorkerStats> {
         }
     }
     Ok(stats)
+}
+
+/// One transaction: read each key at the snapshot, write it back (its old
+/// value with one more byte cycled, or `value` when absent), commit once.
+async fn read_modify_write(
+    client: &Client,
+    w: &Workload,
+    keys: impl Iterator<Item = usize>,
+    value: &[u8],
+) -> Result<()> {
+    let tx = client.begin(w.isolation).await?;
+    for k in keys {
+        let key = format!("{}{}", w.prefix, k);
+        let next = match tx.get(&key).await? {
+            Some(mut old) if !old.is_empty() => {
+                old.rotate_left(1);
+                old
+            }
+            _ => value.to_vec(),
+        };
+        tx.put(key, next)?;
+    }
+    tx.commit().await.map(|_| ())
 }
 
 /// A live `ops/s` line on stderr, hidden for JSON output or when stderr is
@@ -200,8 +249,15 @@ async fn tick(bar: ProgressBar, w: Workload, start: Instant) {
 }
 
 fn render(total: &WorkerStats, elapsed: Duration, args: &BenchArgs, json: bool) -> Reply {
-    let ok = total.reads + total.writes;
+    let ok = total.reads + total.writes + total.txns;
     let failed: u64 = total.errors.values().sum();
+    let aborts: u64 = total
+        .errors
+        .iter()
+        .filter(|(kind, _)| kind.starts_with("aborted:"))
+        .map(|(_, n)| n)
+        .sum();
+    let abort_rate = aborts as f64 / (total.txns + aborts).max(1) as f64;
     let secs = elapsed.as_secs_f64().max(1e-9);
     let rate = ok as f64 / secs;
     let h = &total.latency_us;
@@ -221,6 +277,11 @@ fn render(total: &WorkerStats, elapsed: Duration, args: &BenchArgs, json: bool) 
             },
             "errors": total.errors,
             "errors_total": failed,
+            "txn_keys": args.txn,
+            "isolation": args.txn.map(|_| format!("{:?}", args.isolation).to_lowercase()),
+            "commits": total.txns,
+            "aborts": aborts,
+            "abort_rate": abort_rate,
         }))
     } else {
         let ms = |us: u64| format!("{:.2}ms", us as f64 / 1000.0);
@@ -234,17 +295,25 @@ fn render(total: &WorkerStats, elapsed: Duration, args: &BenchArgs, json: bool) 
                 .collect::<Vec<_>>()
                 .join(" ")
         };
+        let counts = match args.txn {
+            Some(n) => format!(
+                "transactions {} keys each, {:?}: {} committed, {aborts} aborted (abort rate {:.1}%)\n",
+                n,
+                args.isolation,
+                total.txns,
+                abort_rate * 100.0
+            )
+            .to_lowercase(),
+            None => format!("reads        {}\nwrites       {}\n", total.reads, total.writes),
+        };
         format!(
             "ops          {} ({ok} ok, {failed} failed)\n\
              duration     {secs:.2}s\n\
              throughput   {rate:.1} ops/s\n\
-             reads        {}\n\
-             writes       {}\n\
+             {counts}\
              latency      p50 {}  p99 {}  p999 {}  max {}\n\
              errors       {errors}\n",
             ok + failed,
-            total.reads,
-            total.writes,
             ms(p50),
             ms(p99),
             ms(p999),
@@ -293,6 +362,8 @@ mod tests {
             duration: Duration::from_secs(1),
             consistency: super::super::ConsistencyArg::Linearizable,
             prefix: "b/".into(),
+            txn: None,
+            isolation: super::super::IsolationArg::Serializable,
         };
         let reply = render(&stats, Duration::from_secs(2), &args, true);
         let v: serde_json::Value =
