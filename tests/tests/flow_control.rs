@@ -19,7 +19,7 @@ use trireme_tests::netns::{self, ClusterOptions, NetCluster, ServerBuild};
 use trireme_tests::wait_for;
 
 const CONFIG: &str = "\
-fc_limit = 100
+fc_limit = 300
 synced_lag_entries = 50
 ping_interval_ms = 100
 down_after_ms = 1000
@@ -61,7 +61,7 @@ async fn a_slow_voter_slows_writers_and_a_stalled_one_is_evicted() -> Result<()>
     let all = cluster.ids();
     let leader = cluster.wait_leader(&all, Duration::from_secs(30)).await?;
     let slow = *all.iter().find(|i| **i != leader).expect("a follower");
-    cluster.restart_with_env(slow, &[("FAILPOINTS", "apply-before-write=sleep(1000)")])?;
+    cluster.restart_with_env(slow, &[("FAILPOINTS", "apply-before-write=sleep(2000)")])?;
     wait_for(
         "the slow node to rejoin",
         Duration::from_secs(30),

@@ -46,7 +46,8 @@ impl Flow {
         }
     }
 
-    /// The largest apply lag among up, non-stalled voters (0 when not leader).
+    /// The largest apply lag among up, non-stalled voters (0 when not
+    /// leader), as of each voter's last ping answer.
     pub fn lag(&self) -> u64 {
         let voters: Vec<NodeId> = {
             let metrics = self.raft.metrics();
@@ -60,8 +61,7 @@ impl Flow {
         voters
             .into_iter()
             .filter(|v| *v != self.id && self.health.is_up(*v) && !self.health.is_stalled(*v, head))
-            .filter_map(|v| self.health.applied(v))
-            .map(|a| head.saturating_sub(a))
+            .filter_map(|v| self.health.lag(v))
             .max()
             .unwrap_or(0)
     }

@@ -23,6 +23,9 @@ pub struct PeerHealth {
     pub applied: Seqno,
     /// When that applied seqno last moved.
     pub applied_moved: Instant,
+    /// How far that applied seqno was behind this node's own when the ping
+    /// was sent: the apply lag, free of the ping interval's staleness.
+    pub lag: Seqno,
     /// The peer's last answer.
     pub view: Option<pb::PingResponse>,
 }
@@ -88,12 +91,10 @@ impl Health {
         }
     }
 
-    /// The applied seqno `id` reported last.
-    pub fn applied(&self, id: NodeId) -> Option<Seqno> {
+    /// How far `id`'s apply was behind this node's at its last answer.
+    pub fn lag(&self, id: NodeId) -> Option<Seqno> {
         let peers = self.peers.lock().expect("health lock");
-        peers
-            .get(&id)
-            .and_then(|p| p.view.as_ref().map(|_| p.applied))
+        peers.get(&id).and_then(|p| p.view.as_ref().map(|_| p.lag))
     }
 
     /// Every tracked peer's last answer.
@@ -111,16 +112,19 @@ impl Health {
                 since: Instant::now(),
                 applied: 0,
                 applied_moved: Instant::now(),
+                lag: 0,
                 view: None,
             });
         }
     }
 
-    fn record(&self, id: NodeId, resp: pb::PingResponse) {
+    /// Records `id`'s answer to a ping sent when this node had applied `head`.
+    fn record(&self, id: NodeId, resp: pb::PingResponse, head: Seqno) {
         let mut peers = self.peers.lock().expect("health lock");
         if let Some(p) = peers.get_mut(&id) {
             let now = Instant::now();
             p.last_ok = Some(now);
+            p.lag = head.saturating_sub(resp.applied_seqno);
             if resp.applied_seqno != p.applied || p.view.is_none() {
                 p.applied = resp.applied_seqno;
                 p.applied_moved = now;
@@ -152,8 +156,12 @@ pub async fn ping_loop(node: Weak<Node>) {
         for (id, addr) in members {
             let n = n.clone();
             tokio::spawn(async move {
+                // Comparing the peer's answer with where this node stood
+                // when asking, not when the answer came back, keeps a fast
+                // write rate from reading as lag.
+                let head = n.applied.seqno();
                 if let Ok(resp) = ping(&n, &addr, interval * 2).await {
-                    n.health.record(id, resp);
+                    n.health.record(id, resp, head);
                 }
             });
         }
