@@ -260,6 +260,8 @@ pub struct NodeStatus {
     pub last_log_index: u64,
     /// First Raft log index retained (older entries were purged after a snapshot).
     pub log_first_index: u64,
+    /// Bytes of the log entries retained.
+    pub log_retained_bytes: u64,
     /// Time writers were slowed by flow control, in milliseconds.
     pub flow_control_paused_ms: u64,
     /// Voters this node evicted as leader.
@@ -305,6 +307,7 @@ impl From<proto::StatusResponse> for NodeStatus {
             log_retained: s.log_retained,
             last_log_index: s.last_log_index,
             log_first_index: s.log_first_index,
+            log_retained_bytes: s.log_retained_bytes,
             flow_control_paused_ms: s.flow_control_paused_ms,
             evictions: s.evictions,
             leader_id: s.leader_id,

@@ -74,6 +74,10 @@ pub struct Config {
     /// Log entries kept behind the last snapshot, so a lagging node can catch up
     /// by replay instead of a full state transfer.
     pub log_retain_entries: u64,
+    /// Most bytes of log entries kept (the gcache size), 0: no byte bound.
+    /// Only entries a snapshot covers are purged, so the log can exceed it
+    /// until the next snapshot.
+    pub log_retain_bytes: u64,
     /// sled page cache, in bytes.
     pub cache_bytes: u64,
     /// How often old MVCC versions are garbage-collected, in milliseconds (0: never).
@@ -113,6 +117,7 @@ impl Default for Config {
             batch_in_flight: 1,
             snapshot_every_entries: 20_000,
             log_retain_entries: 10_000,
+            log_retain_bytes: 256 << 20,
             cache_bytes: 256 << 20,
             gc_interval_ms: 10_000,
             retry_autocommit: 1,

@@ -68,6 +68,9 @@ struct Args {
     /// Log entries kept behind the last snapshot (replayable to a lagging node).
     #[arg(long, env = "TRIREME_LOG_RETAIN_ENTRIES")]
     log_retain_entries: Option<u64>,
+    /// Most bytes of log entries kept (the gcache size); 0: no byte bound.
+    #[arg(long, env = "TRIREME_LOG_RETAIN_BYTES")]
+    log_retain_bytes: Option<u64>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -123,6 +126,9 @@ impl Args {
         }
         if let Some(v) = self.log_retain_entries {
             c.log_retain_entries = v;
+        }
+        if let Some(v) = self.log_retain_bytes {
+            c.log_retain_bytes = v;
         }
         c.validate()?;
         Ok(c)

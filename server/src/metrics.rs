@@ -234,6 +234,13 @@ pub fn render(node: &Node) -> String {
     );
     gauge(
         &mut out,
+        "log_retained_bytes",
+        "Bytes of the log entries retained.",
+        "gauge",
+        &one(node.log_bytes()),
+    );
+    gauge(
+        &mut out,
         "flow_control_paused_seconds_total",
         "Time writers were slowed by flow control.",
         "counter",

@@ -86,6 +86,8 @@ pub struct Node {
     submitter: Arc<Submitter>,
     reads: ReadIndex,
     log_stats: Arc<crate::group::log_store::LogStats>,
+    /// The in-memory view of the segment-file log (retention by bytes).
+    log_reader: Option<crate::group::log_store::LogReader>,
     /// The failure detector.
     pub health: Arc<Health>,
     /// Flow control (on the leader).
@@ -118,6 +120,8 @@ pub struct Backend<LS = LogStore> {
     /// Shared by the state machine (the applied index its store has made
     /// durable) and the log (which never purges beyond it).
     pub purge_fence: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// A reader of the log, for retention by bytes (`None`: entries only).
+    pub log_reader: Option<crate::group::log_store::LogReader>,
 }
 
 impl Backend<LogStore> {
@@ -130,6 +134,7 @@ impl Backend<LogStore> {
         })?;
         let mut log = LogStore::open(&dir.join("raft-log"))?;
         let log_stats = log.stats();
+        let log_reader = Some(log.reader());
         let purge_fence = Arc::new(std::sync::atomic::AtomicU64::new(0));
         log.set_purge_fence(purge_fence.clone());
         let engine = SledEngine::open(&dir.join("db"), config.cache_bytes)?;
@@ -141,6 +146,7 @@ impl Backend<LogStore> {
             peers: Peers::default(),
             blocking: Blocking::Pool,
             purge_fence: Some(purge_fence),
+            log_reader,
         })
     }
 }
@@ -164,6 +170,7 @@ impl Backend<crate::group::mem_log::MemLogStore> {
             blocking: Blocking::Inline,
             // The in-memory log and store share one fate: no fence needed.
             purge_fence: None,
+            log_reader: None,
         }
     }
 }
@@ -191,6 +198,7 @@ impl Node {
             peers,
             blocking,
             purge_fence,
+            log_reader,
         } = backend;
         let mvcc = Mvcc::new(engine);
         let (mut sm, applied) = StateMachine::open(
@@ -301,10 +309,14 @@ impl Node {
             requests: Default::default(),
             leader_changes: Default::default(),
             blocking,
+            log_reader,
         });
         tokio::spawn(watch_leader(Arc::downgrade(&node)));
         if node.config.gc_interval_ms > 0 {
             tokio::spawn(gc_loop(Arc::downgrade(&node), gc_lock));
+        }
+        if node.config.log_retain_bytes > 0 && node.log_reader.is_some() {
+            tokio::spawn(retention_loop(Arc::downgrade(&node)));
         }
         tokio::spawn(crate::cluster::health::ping_loop(Arc::downgrade(&node)));
         tokio::spawn(crate::cluster::manage::manage_loop(Arc::downgrade(&node)));
@@ -326,6 +338,13 @@ impl Node {
     /// Group-commit counters of the Raft log.
     pub fn log_stats(&self) -> &LogStats {
         &self.log_stats
+    }
+
+    /// Bytes of log entries this node holds (0 for a log without files).
+    pub fn log_bytes(&self) -> u64 {
+        self.log_reader
+            .as_ref()
+            .map_or(0, |r| r.retention(u64::MAX).0)
     }
 
     /// Whether this node is in the primary component (knows a leader that can
@@ -549,6 +568,26 @@ async fn watch_leader(node: std::sync::Weak<Node>) {
         }
         if rx.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Retention by bytes (the gcache size): once a second, asks openraft to
+/// purge the oldest entries while the log holds more than `log_retain_bytes`.
+/// openraft purges only entries a snapshot covers (and the log never past
+/// what the store has made durable), so the bound can be exceeded until the
+/// next snapshot; `log_retain_entries` still keeps entries behind it.
+async fn retention_loop(node: std::sync::Weak<Node>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(n) = node.upgrade() else { return };
+        let Some(reader) = &n.log_reader else { return };
+        let (bytes, cut) = reader.retention(n.config.log_retain_bytes);
+        if let Some(cut) = cut {
+            tracing::debug!(bytes, cut, "log over log_retain_bytes: purging");
+            if n.raft.trigger().purge_log(cut).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -158,6 +158,64 @@ async fn grow_three_to_five_under_load_by_replay_and_by_snapshot() -> Result<()>
     Ok(())
 }
 
+/// Log retention by bytes (the gcache size): with a byte bound far below
+/// what an entry-count bound would keep, every node's log is purged down to
+/// the byte bound (entries a snapshot covers), and a node that was away for
+/// longer than the bound allows catches up by snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_retention_by_bytes_bounds_every_node_log() -> Result<()> {
+    const LIMIT: u64 = 200_000;
+    let limit = LIMIT.to_string();
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--snapshot-every-entries",
+            "100",
+            "--log-retain-entries",
+            "100000",
+            "--log-retain-bytes",
+            &limit,
+        ],
+    )?;
+    let leader = cluster.wait_leader(&[1, 2, 3], READY).await?;
+    let away = if leader == 3 { 2 } else { 3 };
+    cluster.kill(away)?;
+    let client = cluster.client(leader)?;
+    let value = "x".repeat(1000);
+    // About 1.1 MB of entries, one write each: five times the bound.
+    for i in 0..1000 {
+        client.put(format!("gcache/{i}"), value.clone()).await?;
+    }
+    for id in [1, 2, 3].into_iter().filter(|i| *i != away) {
+        wait_for("the log to shrink to the byte bound", READY, || async {
+            let s = cluster.status(id).await?;
+            Ok((s.log_retained_bytes <= LIMIT && s.log_retained < 1000).then_some(s))
+        })
+        .await
+        .with_context(|| format!("node {id}: {}", cluster.logs()))?;
+    }
+    cluster.restart(away)?;
+    cluster
+        .wait_converged(&[1, 2, 3], READY)
+        .await
+        .with_context(|| cluster.logs())?;
+    let s = cluster.status(away).await?;
+    ensure!(
+        s.snapshots_received >= 1,
+        "the entries it missed were purged: it needed a snapshot ({s:?})"
+    );
+    wait_for(
+        "the returning node's log to respect the bound",
+        READY,
+        || async {
+            let s = cluster.status(away).await?;
+            Ok((s.log_retained_bytes <= LIMIT).then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_briefly_catches_up_by_log_replay() -> Result<()> {
     let mut cluster = Cluster::start(3, &[])?;

@@ -278,6 +278,7 @@ async fn run_node(config: Config, disk: Disk) -> turmoil::Result {
         peers: Peers::with_connector(Arc::new(sim_channel)),
         blocking: Blocking::Inline,
         purge_fence: Some(fence),
+        log_reader: None,
     };
     let node = Node::start_with(config, backend).await?;
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;

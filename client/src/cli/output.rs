@@ -61,8 +61,8 @@ pub fn status_text(endpoint: &str, s: &NodeStatus) -> String {
         (
             "log retained",
             format!(
-                "{} entries ({}..={})",
-                s.log_retained, s.log_first_index, s.last_log_index
+                "{} entries ({}..={}), {} bytes",
+                s.log_retained, s.log_first_index, s.last_log_index, s.log_retained_bytes
             ),
         ),
         (

@@ -76,6 +76,7 @@ impl Cluster for ClusterService {
             state_reason,
             last_log_index: last_log,
             log_first_index: m.purged.map_or(0, |p| p.index) + 1,
+            log_retained_bytes: node.log_bytes(),
         }))
     }
 

@@ -107,6 +107,10 @@ pub struct LogStats {
 pub(super) struct Mem {
     entries: BTreeMap<u64, Entry>,
     pub(super) last_purged: Option<LogId>,
+    /// Encoded size of each entry held, for retention by bytes.
+    sizes: BTreeMap<u64, u64>,
+    /// Sum of `sizes`.
+    bytes: u64,
 }
 
 impl Mem {
@@ -133,12 +137,40 @@ impl Mem {
             .is_some_and(|(&last, _)| last >= index)
         {
             drop(self.entries.split_off(&index));
+            self.drop_sizes_from(index);
         }
+        let size = bincode::serialized_size(&entry).unwrap_or(0);
+        self.sizes.insert(index, size);
+        self.bytes += size;
         self.entries.insert(index, entry);
     }
 
     pub(super) fn truncate(&mut self, since: u64) {
         drop(self.entries.split_off(&since));
+        self.drop_sizes_from(since);
+    }
+
+    fn drop_sizes_from(&mut self, since: u64) {
+        let gone = self.sizes.split_off(&since);
+        self.bytes -= gone.values().sum::<u64>();
+    }
+
+    /// The bytes of the entries held.
+    pub(super) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The greatest index whose purge (with everything before it) leaves at
+    /// most `limit` bytes of entries, or `None` when they already fit.
+    pub(super) fn purge_cut_for_bytes(&self, limit: u64) -> Option<u64> {
+        let mut excess = self.bytes.checked_sub(limit).filter(|e| *e > 0)?;
+        for (index, size) in &self.sizes {
+            if *size >= excess {
+                return Some(*index);
+            }
+            excess -= size;
+        }
+        self.sizes.last_key_value().map(|(i, _)| *i)
     }
 
     pub(super) fn purge(&mut self, log_id: LogId) {
@@ -150,6 +182,12 @@ impl Mem {
             Some(keep_from) => self.entries.split_off(&keep_from),
             None => BTreeMap::new(),
         };
+        let kept = match log_id.index.checked_add(1) {
+            Some(keep_from) => self.sizes.split_off(&keep_from),
+            None => BTreeMap::new(),
+        };
+        self.bytes = kept.values().sum();
+        self.sizes = kept;
     }
 
     fn apply(&mut self, record: Record) {
@@ -250,6 +288,15 @@ struct Segment {
 #[derive(Clone, Debug)]
 pub struct LogReader {
     mem: Arc<RwLock<Mem>>,
+}
+
+impl LogReader {
+    /// The bytes of the entries held, and the greatest index whose purge
+    /// would bring them within `limit` (`None`: they fit).
+    pub fn retention(&self, limit: u64) -> (u64, Option<u64>) {
+        let mem = read_mem(&self.mem);
+        (mem.bytes(), mem.purge_cut_for_bytes(limit))
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogReader {
@@ -1542,6 +1589,41 @@ mod tests {
             s.stats().fsyncs.load(Ordering::Relaxed),
             1,
             "only the first append synced"
+        );
+    }
+
+    /// The byte count follows appends, truncations (and overwrites) and
+    /// purges, and the cut for a byte limit is the shortest prefix to drop.
+    #[test]
+    fn bytes_follow_the_log_and_the_cut_fits_the_limit() {
+        let size = |e: &Entry| bincode::serialized_size(e).expect("size");
+        let entries = ents(1, 1..11);
+        let sizes: Vec<u64> = entries.iter().map(size).collect();
+        let mut mem = Mem::default();
+        for e in entries {
+            mem.apply_entry(e);
+        }
+        assert_eq!(mem.bytes(), sizes.iter().sum::<u64>());
+        assert_eq!(mem.purge_cut_for_bytes(u64::MAX), None);
+        assert_eq!(mem.purge_cut_for_bytes(mem.bytes()), None);
+        // Dropping entries 1..=k leaves sum(sizes[k..]); the cut is the
+        // smallest k whose remainder fits.
+        let limit = sizes[4..].iter().sum::<u64>();
+        assert_eq!(mem.purge_cut_for_bytes(limit), Some(4));
+        assert_eq!(mem.purge_cut_for_bytes(limit - 1), Some(5));
+        assert_eq!(mem.purge_cut_for_bytes(0), Some(10));
+
+        mem.truncate(9);
+        assert_eq!(mem.bytes(), sizes[..8].iter().sum::<u64>());
+        mem.apply_entry(ent(2, 8)); // overwrites index 8
+        assert_eq!(
+            mem.bytes(),
+            sizes[..7].iter().sum::<u64>() + size(&ent(2, 8))
+        );
+        mem.purge(lid(1, 3));
+        assert_eq!(
+            mem.bytes(),
+            sizes[3..7].iter().sum::<u64>() + size(&ent(2, 8))
         );
     }
 }
