@@ -342,9 +342,7 @@ impl Node {
 
     /// Bytes of log entries this node holds (0 for a log without files).
     pub fn log_bytes(&self) -> u64 {
-        self.log_reader
-            .as_ref()
-            .map_or(0, |r| r.retention(u64::MAX).0)
+        self.log_reader.as_ref().map_or(0, |r| r.bytes())
     }
 
     /// Whether this node is in the primary component (knows a leader that can

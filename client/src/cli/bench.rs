@@ -158,7 +158,6 @@ async fn worker(client: Client, w: Workload) -> Result<WorkerStats> {
         .take(w.value_size)
         .collect();
     while Instant::now() < w.until {
-        let key = format!("{}{}", w.prefix, rng.gen_range(0..w.keys));
         let read = w.txn.is_none() && rng.gen_bool(w.read_ratio);
         let began = Instant::now();
         let result = match w.txn {
@@ -166,8 +165,14 @@ async fn worker(client: Client, w: Workload) -> Result<WorkerStats> {
                 let keys = rand::seq::index::sample(&mut rng, w.keys as usize, n as usize);
                 read_modify_write(&client, &w, keys.iter(), &value).await
             }
-            None if read => client.get(&key, w.consistency).await.map(|_| ()),
-            None => client.put(key, value.clone()).await.map(|_| ()),
+            None => {
+                let key = format!("{}{}", w.prefix, rng.gen_range(0..w.keys));
+                if read {
+                    client.get(&key, w.consistency).await.map(|_| ())
+                } else {
+                    client.put(key, value.clone()).await.map(|_| ())
+                }
+            }
         };
         match result {
             Ok(()) => {

@@ -81,9 +81,9 @@ async fn reconcile(node: &Node) {
         let down = node.health.down_for(*v) >= evict_after;
         // Stalled (reported from `stall_after` on) and still not applying
         // after `evict_after`.
+        let stall_after = Duration::from_millis(node.config.stall_after_ms);
         let stalled = node.health.is_up(*v)
-            && node.health.is_stalled(*v, head)
-            && node.health.stalled_for(*v, head) >= evict_after;
+            && node.health.stalled_for(*v, head) > evict_after.max(stall_after);
         if !(down || stalled) {
             continue;
         }

@@ -130,6 +130,13 @@ impl Mem {
     /// before appending a conflicting entry, so this is only a defensive rule, applied the
     /// same way live and on replay).
     pub(super) fn apply_entry(&mut self, entry: Entry) {
+        let size = bincode::serialized_size(&entry).unwrap_or(0);
+        self.apply_sized_entry(entry, size);
+    }
+
+    /// [`Mem::apply_entry`] when the entry's encoded size is already known
+    /// (the append path has just framed it).
+    fn apply_sized_entry(&mut self, entry: Entry, size: u64) {
         let index = entry.log_id.index;
         if self
             .entries
@@ -139,7 +146,6 @@ impl Mem {
             drop(self.entries.split_off(&index));
             self.drop_sizes_from(index);
         }
-        let size = bincode::serialized_size(&entry).unwrap_or(0);
         self.sizes.insert(index, size);
         self.bytes += size;
         self.entries.insert(index, entry);
@@ -291,6 +297,11 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    /// The bytes of the entries held.
+    pub fn bytes(&self) -> u64 {
+        read_mem(&self.mem).bytes()
+    }
+
     /// The bytes of the entries held, and the greatest index whose purge
     /// would bring them within `limit` (`None`: they fit).
     pub fn retention(&self, limit: u64) -> (u64, Option<u64>) {
@@ -431,9 +442,14 @@ impl LogStore {
         self.check_failed()?;
         let entries: Vec<Entry> = entries.into_iter().collect();
         let mut frames = Vec::new();
+        // Each entry's framed size, for retention by bytes: measured here,
+        // outside the memory lock, rather than by encoding it again.
+        let mut sizes = Vec::with_capacity(entries.len());
         for e in &entries {
+            let before = frames.len();
             encode_record(&mut frames, &RecordRef::Entry(e))
                 .map_err(|err| StorageIOError::write_log_entry(e.log_id, AnyError::new(&err)))?;
+            sizes.push((frames.len() - before) as u64);
         }
         let records = entries.len() as u64;
         let start_index = entries.first().map(|e| e.log_id.index);
@@ -441,8 +457,8 @@ impl LogStore {
 
         let mut mem = write_mem(&self.mem);
         let start_index = start_index.unwrap_or_else(|| mem.next_index());
-        for e in entries {
-            mem.apply_entry(e);
+        for (e, size) in entries.into_iter().zip(sizes) {
+            mem.apply_sized_entry(e, size);
         }
         // Queued while still holding the lock, so that the disk order is the memory order
         // even when several threads append through `&self`.
