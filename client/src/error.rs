@@ -20,7 +20,7 @@ pub enum Error {
     #[error("aborted ({kind}): {message}")]
     Aborted {
         /// `write_conflict`, `read_conflict`, `range_conflict`, `compare_failed`,
-        /// `snapshot_too_old` or `invalid_snapshot`.
+        /// `snapshot_too_old`, `invalid_snapshot` or `invalid_write_set`.
         kind: String,
         /// The key of the conflicting write, when there was one.
         key: Option<Vec<u8>>,
@@ -57,10 +57,13 @@ impl Error {
     }
 
     /// Whether running the whole transaction again, from a new snapshot, may
-    /// succeed: any abort but a failed compare, or a snapshot too old.
+    /// succeed: any abort but a failed compare or an invalid write set, or a
+    /// snapshot too old.
     pub fn is_transaction_retryable(&self) -> bool {
         match self {
-            Error::Aborted { .. } => !self.is_compare_failed(),
+            Error::Aborted { kind, .. } => {
+                !self.is_compare_failed() && kind.as_str() != "invalid_write_set"
+            }
             Error::SnapshotTooOld(_) => true,
             _ => false,
         }

@@ -62,6 +62,12 @@ impl RaftRpc for RaftService {
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let wss: Vec<WriteSet> = decode(req.get_ref()).map_err(bad)?;
+        // The same check as a client's commit: a peer is not trusted more.
+        self.node
+            .config
+            .limits
+            .check_forwarded(&wss)
+            .map_err(crate::api::status::to_status)?;
         reply(&submit::order_forwarded(&self.node.raft, &self.node.flow, wss).await)
     }
 

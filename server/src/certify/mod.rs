@@ -9,6 +9,11 @@
 //!
 //! The rules, for a write set at seqno `N` with snapshot `S`:
 //!
+//! 0. A write set that is not structurally valid (an empty key, a scanned
+//!    range that ends before it starts: `WriteSet::structural_problem`)
+//!    aborts (`InvalidWriteSet`). Nodes refuse such write sets before the log,
+//!    but a log written before they did, or a hostile peer, may still hold
+//!    one: it must become the same verdict everywhere, never a panic.
 //! 1. `S >= N` is impossible for an honest client: abort (`InvalidSnapshot`).
 //! 2. `N - S > window`: abort (`SnapshotTooOld`). Old history may have been
 //!    garbage-collected, so it cannot be certified against.
@@ -19,6 +24,8 @@
 //!    version (tombstones included) has seqno `> S` aborts.
 //!
 //! A blind write set (no snapshot) skips rules 1, 2, 4 and 5.
+//!
+//! The certifier is total: any decodable write set gets a verdict.
 //!
 //! Write sets batched into the same log entry share its seqno `N` and are
 //! certified one after another; the [`History`] a caller passes must include the
@@ -96,6 +103,12 @@ pub enum Abort {
         /// The write set's snapshot.
         snapshot: Seqno,
     },
+    /// The write set is not structurally valid (it can only come from a
+    /// hostile peer or an old log); nothing of it was applied.
+    InvalidWriteSet {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Abort {
@@ -106,7 +119,9 @@ impl Abort {
             | Abort::ReadConflict { key, .. }
             | Abort::RangeConflict { key, .. }
             | Abort::CompareFailed { key, .. } => Some(key),
-            Abort::SnapshotTooOld { .. } | Abort::InvalidSnapshot { .. } => None,
+            Abort::SnapshotTooOld { .. }
+            | Abort::InvalidSnapshot { .. }
+            | Abort::InvalidWriteSet { .. } => None,
         }
     }
 
@@ -121,13 +136,15 @@ impl Abort {
     }
 
     /// Every value [`Abort::kind`] can return, in a fixed order (for counters).
-    pub const KINDS: [&'static str; 6] = [
+    /// New kinds go at the end: the position is part of the verdict chain.
+    pub const KINDS: [&'static str; 7] = [
         "write_conflict",
         "read_conflict",
         "range_conflict",
         "compare_failed",
         "snapshot_too_old",
         "invalid_snapshot",
+        "invalid_write_set",
     ];
 
     /// The position of this abort's kind in [`Abort::KINDS`].
@@ -147,6 +164,7 @@ impl Abort {
             Abort::CompareFailed { .. } => "compare_failed",
             Abort::SnapshotTooOld { .. } => "snapshot_too_old",
             Abort::InvalidSnapshot { .. } => "invalid_snapshot",
+            Abort::InvalidWriteSet { .. } => "invalid_write_set",
         }
     }
 }
@@ -196,6 +214,7 @@ impl std::fmt::Display for Abort {
                     "invalid snapshot {snapshot}: not before the write set's seqno"
                 )
             }
+            Abort::InvalidWriteSet { reason } => write!(f, "invalid write set: {reason}"),
         }
     }
 }
@@ -237,6 +256,9 @@ impl Certifier {
     }
 
     fn check(&self, ws: &WriteSet, seqno: Seqno, history: &impl History) -> Result<(), Abort> {
+        if let Some(reason) = ws.structural_problem() {
+            return Err(Abort::InvalidWriteSet { reason });
+        }
         if let Some(snapshot) = ws.snapshot {
             if snapshot >= seqno {
                 return Err(Abort::InvalidSnapshot { snapshot });

@@ -215,6 +215,37 @@ mod rules {
         Verdict::Abort(Abort::RangeConflict { range, key, seqno })
     }
 
+    /// Rule 0: a structurally invalid write set aborts before any other rule,
+    /// blind or not, whatever the history (an inverted range never reaches it).
+    #[test]
+    fn invalid_write_set_aborts_first() {
+        let h = history(&[blind().put("a", "1")]);
+        let invalid = |reason: &str| {
+            Verdict::Abort(Abort::InvalidWriteSet {
+                reason: reason.into(),
+            })
+        };
+        let inverted = at(0, SER).put("a", "2").range(span("z", "b"));
+        assert_eq!(
+            certify(&inverted, 2, &h),
+            invalid("read range 0 ends (\"b\") before it starts (\"z\")")
+        );
+        // Before the snapshot rules: an invalid snapshot still reports the structure.
+        assert_eq!(
+            certify(&at(5, SI).put("", "x"), 2, &h),
+            invalid("mutation 0 has an empty key")
+        );
+        assert_eq!(
+            certify(&blind().put("b", "x").read(""), 2, &h),
+            invalid("read 0 has an empty key")
+        );
+        // An empty range (start == end) is valid and holds no key.
+        assert_eq!(
+            certify(&at(0, SER).put("b", "x").range(span("a", "a")), 2, &h),
+            COMMIT
+        );
+    }
+
     #[test]
     fn blind_write_ignores_conflicts() {
         let h = history(&[
@@ -758,6 +789,7 @@ mod golden {
                 format!(": snapshot {snapshot} is below horizon {horizon}")
             }
             Abort::InvalidSnapshot { snapshot } => format!(": snapshot {snapshot}"),
+            Abort::InvalidWriteSet { reason } => format!(": {reason}"),
         };
         format!("abort {}{detail}", abort.kind())
     }
@@ -1231,6 +1263,16 @@ mod props {
         let written_after =
             |key: &[u8], s: Seqno| writes().any(|(seqno, m)| seqno > s && m.key() == key);
 
+        // Rule 0, detected independently (the generator makes no empty keys);
+        // the reason's wording is the implementation's.
+        if ws
+            .ranges
+            .iter()
+            .any(|r| r.end.as_ref().is_some_and(|e| *e < r.start))
+        {
+            let reason = ws.structural_problem().unwrap_or_default();
+            return Verdict::Abort(Abort::InvalidWriteSet { reason });
+        }
         if let Some(s) = ws.snapshot {
             if s >= n {
                 return Verdict::Abort(Abort::InvalidSnapshot { snapshot: s });
@@ -1421,6 +1463,7 @@ mod props {
             "compare_failed",
             "snapshot_too_old",
             "invalid_snapshot",
+            "invalid_write_set",
         ] {
             assert!(
                 counts.get(kind).copied().unwrap_or(0) >= 10,

@@ -18,7 +18,7 @@ pub struct ApplyStats {
     /// Write sets certified and committed.
     pub commits: AtomicU64,
     /// Write sets aborted by certification, by reason (indexed like `Abort::KINDS`).
-    pub aborts: [AtomicU64; 6],
+    pub aborts: [AtomicU64; crate::certify::Abort::KINDS.len()],
     /// Duplicate copies of a write set ignored.
     pub duplicates: AtomicU64,
     /// Log entries carrying write-set batches.

@@ -9,12 +9,14 @@
 //! - [`network`]: openraft's RPCs over tonic.
 //! - [`submit`]: batching write sets into log entries, forwarding from followers.
 //! - [`reads`]: linearizable read indexes, coalesced.
+//! - [`replay`]: arbitrary bytes through decode, certify and apply (fuzzing).
 
 pub mod applied;
 pub mod log_store;
 pub mod mem_log;
 pub mod network;
 pub mod reads;
+pub mod replay;
 pub mod state_machine;
 pub mod submit;
 pub mod types;

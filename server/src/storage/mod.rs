@@ -97,6 +97,10 @@ impl Mvcc {
             Some(e) => keycode::range_start(e),
             None => keycode::data_end(),
         };
+        // An inverted range holds no key (and would panic the engine's range).
+        if end < start {
+            return Ok(());
+        }
         // The key whose newest visible version was already handed to `f`.
         let mut done: Option<Vec<u8>> = None;
         let mut bad = None;

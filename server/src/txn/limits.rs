@@ -65,8 +65,14 @@ impl Limits {
         Ok(())
     }
 
-    /// Checks a whole write set: non-empty, every key and value, the counts and the size.
+    /// Checks a whole write set: non-empty, structurally valid
+    /// ([`WriteSet::structural_problem`]), every key and value, the counts and
+    /// the size. The one check every write set passes before it is ordered,
+    /// whether a client sent it or a peer forwarded it.
     pub fn check_write_set(&self, ws: &WriteSet) -> Result<()> {
+        if let Some(problem) = ws.structural_problem() {
+            return Err(Error::InvalidInput(format!("invalid write set: {problem}")));
+        }
         if ws.mutations.is_empty() {
             return Err(Error::InvalidInput(
                 "write set has no mutations (a read-only transaction needs no commit)".into(),
@@ -102,13 +108,6 @@ impl Limits {
             self.check_key(k)?;
         }
         for r in &ws.ranges {
-            if r.end.as_ref().is_some_and(|e| e < &r.start) {
-                return Err(Error::InvalidInput(format!(
-                    "read range ends ({:?}) before it starts ({:?})",
-                    String::from_utf8_lossy(r.end.as_deref().unwrap_or_default()),
-                    String::from_utf8_lossy(&r.start)
-                )));
-            }
             if r.start.len() > self.max_key_bytes
                 || r.end.as_ref().is_some_and(|e| e.len() > self.max_key_bytes)
             {
@@ -124,6 +123,26 @@ impl Limits {
                 "write set is about {size} bytes, over the limit of {} bytes (max_write_set_bytes)",
                 self.max_write_set_bytes
             )));
+        }
+        Ok(())
+    }
+
+    /// Checks a batch a peer forwarded for ordering: every write set passes
+    /// [`Limits::check_write_set`]. The error names the first bad write set;
+    /// the caller orders none of the batch.
+    pub fn check_forwarded(&self, wss: &[WriteSet]) -> Result<()> {
+        for (i, ws) in wss.iter().enumerate() {
+            if let Err(e) = self.check_write_set(ws) {
+                let reason = match e {
+                    Error::InvalidInput(m) => m,
+                    other => other.to_string(),
+                };
+                return Err(Error::InvalidInput(format!(
+                    "forwarded write set {i} of {} (id {}) refused, nothing of the batch was ordered: {reason}",
+                    wss.len(),
+                    ws.id
+                )));
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@
 //! set finer than a range.
 
 mod limits;
+mod structure;
 
 pub use limits::Limits;
 
