@@ -19,6 +19,7 @@ use trireme_client::{Client, NodeStatus};
 
 pub mod checkers;
 pub mod history;
+pub mod hostile;
 pub mod inproc;
 pub mod nemesis;
 pub mod netns;

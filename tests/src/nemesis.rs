@@ -15,6 +15,7 @@
 //! | disk full | a filler file on the node's size-limited tmpfs until `ENOSPC` |
 //! | fsync failure | `fiu-ctrl` enabling `posix/io/sync/*` in a node started with libfiu preloaded |
 //! | crash point | restart with `FAILPOINTS=<name>=1*return` (failpoints build), wait for the abort |
+//! | crafted peer messages | `Forward` / `AppendEntries` of [`crate::hostile`] sent to every running node; each must be refused |
 //!
 //! [`Monitor`] polls every node's status, to show that an intended fault had
 //! its effect (a leader change, certification conflicts).
@@ -186,6 +187,10 @@ pub enum FaultKind {
     /// while installing the snapshot it is sent (needs a small
     /// `snapshot_every_entries` and `log_retain_entries`).
     CrashSnapshotInstall,
+    /// Send every crafted peer message of [`crate::hostile`] to every
+    /// running node; a message not refused is recorded as
+    /// `crafted-peer-message-accepted`.
+    CraftedPeerMessages,
 }
 
 impl FaultKind {
@@ -1044,6 +1049,47 @@ impl Nemesis {
                 self.crash_point(&ids, name, Duration::from_secs(20)).await;
             }
             FaultKind::CrashSnapshotInstall => self.crash_snapshot_install().await,
+            FaultKind::CraftedPeerMessages => self.crafted_peer_messages().await,
+        }
+    }
+
+    /// See [`FaultKind::CraftedPeerMessages`]. Installed on a node when every
+    /// message reached it and was refused as it must be.
+    pub async fn crafted_peer_messages(&mut self) {
+        let messages = match crate::hostile::crafted() {
+            Ok(m) => m,
+            Err(e) => {
+                self.log
+                    .record("crafted-peer-message", "all", false, format!("{e:#}"));
+                return;
+            }
+        };
+        for id in self.cluster.running() {
+            let addr = self.cluster.endpoint(id);
+            let (mut refused, mut unreachable) = (0, Vec::new());
+            for m in &messages {
+                match crate::hostile::send(&addr, m).await {
+                    crate::hostile::Answer::Refused => refused += 1,
+                    crate::hostile::Answer::Unreachable(why) => unreachable.push(why),
+                    crate::hostile::Answer::Wrong(what) => {
+                        self.log.record(
+                            "crafted-peer-message-accepted",
+                            format!("node {id}"),
+                            true,
+                            what,
+                        );
+                    }
+                }
+            }
+            self.log.record(
+                "crafted-peer-message",
+                format!("node {id}"),
+                refused == messages.len(),
+                format!(
+                    "{refused} of {} refused; not delivered: {unreachable:?}",
+                    messages.len()
+                ),
+            );
         }
     }
 
@@ -1170,6 +1216,8 @@ impl Nemesis {
             | FaultKind::CrashPointAll(_)
             | FaultKind::CrashSnapshotInstall => self.restart_dead(),
             FaultKind::PauseLeader | FaultKind::PauseFollower => self.resume_all(),
+            // Nothing stays installed: each message was answered.
+            FaultKind::CraftedPeerMessages => {}
             FaultKind::Partition(_) => self.heal_partition(),
             FaultKind::Loss(_) => self.heal_loss(),
             FaultKind::Latency(_) => self.heal_latency(),

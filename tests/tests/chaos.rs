@@ -84,6 +84,8 @@ enum Coverage {
     KillAll,
     /// Each of these crash points was reached.
     CrashPoints(&'static [&'static str]),
+    /// No event of this fault was recorded (a nemesis that saw a broken promise records one).
+    Never(&'static str),
 }
 
 /// A scenario of the tier.
@@ -184,15 +186,21 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "pause",
-            about: "SIGSTOP the leader or a follower past the election timeout, then SIGCONT",
+            about: "SIGSTOP the leader or a follower past the election timeout, then SIGCONT; crafted Forward/AppendEntries messages to every node",
             options: netns.clone(),
-            kinds: vec![FaultKind::PauseLeader, FaultKind::PauseFollower],
+            kinds: vec![
+                FaultKind::PauseLeader,
+                FaultKind::PauseFollower,
+                FaultKind::CraftedPeerMessages,
+            ],
             hold: (2000, 5000),
             gap: (2000, 4000),
             needs: vec![],
             length: 1.0,
             coverage: vec![
                 Coverage::Installed("pause"),
+                Coverage::Installed("crafted-peer-message"),
+                Coverage::Never("crafted-peer-message-accepted"),
                 Coverage::LeaderChange,
                 Coverage::EveryKind,
                 Coverage::Conflicts,
@@ -786,6 +794,15 @@ async fn scenario_inner(
             Coverage::Restart => {
                 let n = log.installed("restart");
                 (n > 0, format!("{n} restarts"))
+            }
+            Coverage::Never(f) => {
+                let seen: Vec<String> = log
+                    .events()
+                    .into_iter()
+                    .filter(|e| e.fault == *f)
+                    .map(|e| format!("{}: {}", e.target, e.detail))
+                    .collect();
+                (seen.is_empty(), format!("{f}: {}", seen.join("; ")))
             }
             Coverage::Installed(f) => {
                 let n = log.installed(f);
