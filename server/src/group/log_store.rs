@@ -1550,6 +1550,49 @@ mod tests {
         ));
     }
 
+    /// A hand-made segment whose record is in format version 2 (a newer one), and a
+    /// vote file of version 3: both refused at open, naming both versions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_a_newer_format_version_are_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            s.blocking_append(ents(1, 0..3)).await.expect("append");
+        }
+        let segs = segment_files(dir.path());
+        let path = &segs[0].1;
+        let mut data = fs::read(path).expect("read");
+        // The first record's envelope: magic, then the version.
+        assert_eq!(&data[HEADER_LEN..HEADER_LEN + 4], b"TRRM");
+        let (payload, n) = read_frame(&data).expect("a frame");
+        let mut newer = payload.to_vec();
+        newer[4..6].copy_from_slice(&2u16.to_le_bytes());
+        let mut rewritten = frame(&newer);
+        rewritten.extend_from_slice(&data[n..]);
+        data = rewritten;
+        fs::write(path, &data).expect("write");
+        let err = LogStore::open(dir.path())
+            .expect_err("a newer record")
+            .to_string();
+        assert!(
+            err.contains("format version 2") && err.contains("version 1, the newest"),
+            "{err}"
+        );
+        assert!(err.contains("offset 0"), "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut vote = codec::encode(Tag::Vote, &openraft::Vote::new(3u64, 1u64)).expect("vote");
+        vote[4..6].copy_from_slice(&3u16.to_le_bytes());
+        fs::write(dir.path().join(VOTE_FILE), frame(&vote)).expect("write vote");
+        let err = LogStore::open(dir.path())
+            .expect_err("a newer vote")
+            .to_string();
+        assert!(
+            err.contains("vote file") && err.contains("format version 3"),
+            "{err}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn group_commit_batches_concurrent_appends() {
         const APPENDS: u64 = 200;

@@ -781,6 +781,84 @@ mod tests {
         ws
     }
 
+    fn params_entry(index: u64, cert_window: u64, bootstrap: bool) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::Params(ParamsChange {
+                cert_window,
+                bootstrap,
+            })),
+        }
+    }
+
+    /// The window comes from the log, not from the node's flag: a bootstrap
+    /// entry sets it once, a later change replaces it, both survive a
+    /// restart, and a snapshot carries them to a node that installs it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cert_window_follows_the_log_restarts_and_snapshots() {
+        let mvcc = Mvcc::new(Arc::new(MemoryEngine::new()));
+        // This node's flag says 5000; the cluster's entries decide.
+        let (mut sm, applied) =
+            StateMachine::open(mvcc.clone(), Certifier::new(5000), None).unwrap();
+        assert_eq!(applied.params(), None);
+        assert_eq!(applied.certifier().window, MIN_CERT_WINDOW);
+        sm.apply_entries(vec![params_entry(1, 1000, true), params_entry(2, 40, true)])
+            .unwrap();
+        assert_eq!(applied.certifier().window, 1000, "the first bootstrap wins");
+        sm.apply_entries(vec![params_entry(3, 20, false)]).unwrap();
+        let p = applied.params().expect("set");
+        assert_eq!((p.cert_window, p.since), (20, 3));
+
+        // A write set 25 seqnos old is now too old.
+        let mut ws = put(TxnId::random(), "k");
+        ws.snapshot = Some(10);
+        let r = sm.apply_entries(vec![entry(35, vec![ws])]).unwrap();
+        assert!(
+            matches!(
+                outcome(&r),
+                Outcome::Certified(
+                    35,
+                    Verdict::Abort(crate::certify::Abort::SnapshotTooOld { .. })
+                )
+            ),
+            "{:?}",
+            outcome(&r)
+        );
+
+        let (_, reopened) = StateMachine::open(mvcc.clone(), Certifier::new(5000), None).unwrap();
+        assert_eq!(reopened.params(), Some(p), "kept across a restart");
+
+        // A snapshot carries them to a fresh node.
+        let mut builder = sm.get_snapshot_builder().await;
+        let snap = builder.build_snapshot().await.unwrap();
+        drop(builder);
+        let other = Mvcc::new(Arc::new(MemoryEngine::new()));
+        let (mut joiner, joined) = StateMachine::open(other, Certifier::new(700), None).unwrap();
+        joiner
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(joined.params(), Some(p));
+        assert_eq!(joiner.certifier.window, 20);
+    }
+
+    /// Store metadata written by a newer format version is refused at open.
+    #[test]
+    fn metadata_of_a_newer_format_version_is_refused() {
+        let mvcc = Mvcc::new(Arc::new(MemoryEngine::new()));
+        let mut raw = codec::encode(Tag::MetaFormat, &4u16).unwrap();
+        raw[4..6].copy_from_slice(&4u16.to_le_bytes());
+        mvcc.apply(vec![Mvcc::meta_op(META_FORMAT, raw)]).unwrap();
+        let err = StateMachine::open(mvcc, Certifier::new(16), None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("\"format\"") && err.contains("format version 4"),
+            "{err}"
+        );
+    }
+
     fn outcome(r: &[Response]) -> Outcome {
         r.last().expect("a response").outcomes[0].1.clone()
     }
