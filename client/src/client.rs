@@ -361,6 +361,39 @@ impl Client {
         .await
     }
 
+    /// The cluster parameters as one endpoint has applied them, without failover.
+    pub async fn config_of(&self, endpoint: &str) -> Result<crate::ClusterConfig> {
+        self.call_one(endpoint, |channel, timeout| async move {
+            let request = with_timeout(proto::GetConfigRequest {}, timeout);
+            Ok(cluster(channel)
+                .get_config(request)
+                .await?
+                .into_inner()
+                .into())
+        })
+        .await
+    }
+
+    /// Sets cluster parameter `name` to `value` through the log (every node
+    /// applies it at the same seqno); returns it as the answering node applied it.
+    pub async fn set_config(&self, name: &str, value: &str) -> Result<crate::ClusterConfig> {
+        self.call(OpKind::Write, |channel, timeout| {
+            let request = proto::SetConfigRequest {
+                name: name.to_string(),
+                value: value.to_string(),
+            };
+            async move {
+                let request = with_timeout(request, timeout);
+                Ok(cluster(channel)
+                    .set_config(request)
+                    .await?
+                    .into_inner()
+                    .into())
+            }
+        })
+        .await
+    }
+
     /// The status of one endpoint (configured or not), without failover.
     pub async fn status_of(&self, endpoint: &str) -> Result<NodeStatus> {
         self.call_one(endpoint, |channel, timeout| async move {

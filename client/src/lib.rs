@@ -39,8 +39,8 @@ pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
 pub use txn::Transaction;
 pub use types::{
-    prefix_end, Checksum, Isolation, KeyRange, MemberStatus, Members, NodeStatus, ReadConsistency,
-    ScanSpec, Versioned,
+    prefix_end, Checksum, ClusterConfig, Isolation, KeyRange, MemberStatus, Members, NodeStatus,
+    ReadConsistency, ScanSpec, Versioned,
 };
 
 /// The generated `trireme.v1` types, for callers of [`Client::commit`].

@@ -336,6 +336,30 @@ impl From<proto::StatusResponse> for NodeStatus {
     }
 }
 
+/// The cluster-wide parameters that decide verdicts, as one node has applied them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterConfig {
+    /// The answering node.
+    pub node_id: u64,
+    /// How many seqnos a transaction's snapshot may lag its commit.
+    pub cert_window: u64,
+    /// The seqno of the log entry that set the values (0: not set yet).
+    pub since_seqno: u64,
+    /// The answering node's own `cert_window` flag (ignored when it differs).
+    pub node_cert_window: u64,
+}
+
+impl From<proto::ClusterConfig> for ClusterConfig {
+    fn from(c: proto::ClusterConfig) -> Self {
+        ClusterConfig {
+            node_id: c.node_id,
+            cert_window: c.cert_window,
+            since_seqno: c.since_seqno,
+            node_cert_window: c.node_cert_window,
+        }
+    }
+}
+
 /// The membership as one node sees it (the `Members` RPC and join/leave replies).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Members {

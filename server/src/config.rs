@@ -56,7 +56,8 @@ pub struct Config {
     /// Upper bound of the randomized election timeout, in milliseconds.
     pub election_timeout_max_ms: u64,
     /// How many seqnos a transaction's snapshot may lag its commit (Galera's
-    /// `cert.max_length`). Cluster-wide: must be equal on every node.
+    /// `cert.max_length`). Only bootstraps a new cluster: the value in force is
+    /// the replicated one (`group::params`, `trireme config set`).
     pub cert_window: u64,
     /// How long a commit may wait for its verdict before the client is told the
     /// outcome is unknown, in milliseconds.

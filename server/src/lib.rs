@@ -11,6 +11,7 @@ pub mod api;
 pub mod blocking;
 pub mod certify;
 pub mod cluster;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod failpoints;

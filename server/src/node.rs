@@ -320,6 +320,9 @@ impl Node {
         }
         tokio::spawn(crate::cluster::health::ping_loop(Arc::downgrade(&node)));
         tokio::spawn(crate::cluster::manage::manage_loop(Arc::downgrade(&node)));
+        tokio::spawn(crate::cluster::params::bootstrap_loop(Arc::downgrade(
+            &node,
+        )));
         if let Some(target) = join_target {
             tracing::info!(%target, "joining an existing cluster");
             tokio::spawn(crate::cluster::membership::join_at_start(
@@ -399,7 +402,7 @@ impl Node {
         if at < horizon {
             return Err(Error::SnapshotTooOld(format!(
                 "snapshot {at} is below this node's garbage-collection horizon {horizon} (cert_window {})",
-                self.config.cert_window
+                self.applied.certifier().window
             )));
         }
         Ok(())
@@ -597,7 +600,9 @@ async fn gc_loop(node: std::sync::Weak<Node>, gc_lock: Arc<tokio::sync::Mutex<()
         };
         tokio::time::sleep(Duration::from_millis(interval)).await;
         let Some(n) = node.upgrade() else { return };
-        let horizon = n.applied.seqno().saturating_sub(n.config.cert_window);
+        // The seqno first: parameters set at or below it are already published.
+        let applied = n.applied.seqno();
+        let horizon = n.applied.certifier().horizon(applied);
         if horizon <= n.applied.horizon() {
             continue;
         }

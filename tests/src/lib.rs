@@ -130,6 +130,16 @@ impl NodeProc {
         Ok(())
     }
 
+    /// Sets `--flag value` pairs for its next start, replacing a flag already given.
+    pub fn set_flags(&mut self, pairs: &[(&str, &str)]) {
+        for (flag, value) in pairs {
+            match self.args.iter().position(|a| a == flag) {
+                Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.to_string(),
+                _ => self.args.extend([flag.to_string(), value.to_string()]),
+            }
+        }
+    }
+
     /// SIGKILLs the process by its pid and reaps it.
     pub fn kill(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {

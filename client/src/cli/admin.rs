@@ -93,6 +93,58 @@ pub async fn leave(client: &Client, args: &super::LeaveArgs, json: bool) -> Resu
     ))
 }
 
+fn config_text(c: &trireme_client::ClusterConfig) -> String {
+    let mut out = format!("cert_window {}", c.cert_window);
+    if c.since_seqno == 0 {
+        out.push_str(" (not set yet: the cluster's first leader sets it)");
+    } else {
+        out.push_str(&format!(" (since seqno {})", c.since_seqno));
+    }
+    if c.node_cert_window != c.cert_window {
+        out.push_str(&format!(
+            "; node {} was started with {}, ignored",
+            c.node_id, c.node_cert_window
+        ));
+    }
+    out
+}
+
+/// `config get`: every endpoint's applied parameters.
+pub async fn config_get(client: &Client, json: bool) -> Result<Reply> {
+    let several = client.endpoints().len() > 1;
+    per_endpoint(
+        client,
+        json,
+        |endpoint| {
+            let client = client.clone();
+            async move { client.config_of(&endpoint).await }
+        },
+        move |endpoint, c| {
+            if several {
+                format!("{endpoint}: {}\n", config_text(c))
+            } else {
+                format!("{}\n", config_text(c))
+            }
+        },
+        |endpoint, c| {
+            let mut v = json!(c);
+            v["endpoint"] = json!(endpoint);
+            v
+        },
+    )
+    .await
+}
+
+/// `config set NAME VALUE`.
+pub async fn config_set(client: &Client, name: &str, value: &str, json: bool) -> Result<Reply> {
+    let c = client.set_config(name, value).await?;
+    Ok(Reply::ok(if json {
+        json_line(&json!(c))
+    } else {
+        format!("{}\n", config_text(&c)).into_bytes()
+    }))
+}
+
 /// Asks every endpoint, renders each answer, and combines them.
 async fn per_endpoint<T, Ask, Fut, Text, Json>(
     client: &Client,

@@ -98,6 +98,9 @@ pub enum Command {
     Join(JoinArgs),
     /// Remove a node for good (default: the node the CLI talks to); its id is never reused.
     Leave(LeaveArgs),
+    /// Show or change the cluster-wide parameters that decide verdicts (`cert_window`).
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run a load test and report throughput and latency.
     Bench(BenchArgs),
     /// Run one transaction driven by commands on stdin, one per line.
@@ -113,6 +116,20 @@ pub struct JoinArgs {
     pub node_id: u64,
     /// The new node's HOST:PORT.
     pub address: String,
+}
+
+/// `config get` / `config set NAME VALUE`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ConfigCommand {
+    /// Show each endpoint's applied cluster parameters (and its own flag when it differs).
+    Get,
+    /// Change a cluster parameter through the log: every node applies it at the same seqno.
+    Set {
+        /// The parameter: cert_window.
+        name: String,
+        /// Its new value.
+        value: String,
+    },
 }
 
 /// `leave [NODE_ID]`.
@@ -354,6 +371,12 @@ pub fn run(cli: Cli) -> u8 {
         Command::Members => report(runtime.block_on(admin::members(&client, json))),
         Command::Join(args) => report(runtime.block_on(admin::join(&client, &args, json))),
         Command::Leave(args) => report(runtime.block_on(admin::leave(&client, &args, json))),
+        Command::Config(ConfigCommand::Get) => {
+            report(runtime.block_on(admin::config_get(&client, json)))
+        }
+        Command::Config(ConfigCommand::Set { name, value }) => {
+            report(runtime.block_on(admin::config_set(&client, &name, &value, json)))
+        }
         Command::Bench(args) => report(runtime.block_on(bench::run(&global, &args))),
         Command::Txn(args) => txn::run(&runtime, &client, args.isolation.into(), json),
         Command::Shell => shell::run(&runtime, &client, json),

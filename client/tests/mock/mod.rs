@@ -410,6 +410,25 @@ impl Cluster for MockNode {
         Ok(Response::new(proto::MembersResponse::default()))
     }
 
+    async fn get_config(
+        &self,
+        _request: Request<proto::GetConfigRequest>,
+    ) -> Result<Response<proto::ClusterConfig>, Status> {
+        self.enter("get_config")?;
+        Ok(Response::new(proto::ClusterConfig {
+            node_id: self.id,
+            ..Default::default()
+        }))
+    }
+
+    async fn set_config(
+        &self,
+        _request: Request<proto::SetConfigRequest>,
+    ) -> Result<Response<proto::ClusterConfig>, Status> {
+        self.enter("set_config")?;
+        Err(Status::unimplemented("the mock has no cluster parameters"))
+    }
+
     async fn ping(
         &self,
         _request: Request<proto::PingRequest>,

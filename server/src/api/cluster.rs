@@ -9,7 +9,7 @@ use trireme_proto::v1 as pb;
 use trireme_proto::v1::cluster_server::Cluster;
 
 use super::status::to_status;
-use crate::cluster::{membership, state};
+use crate::cluster::{membership, params, state};
 use crate::node::Node;
 
 /// The admin API.
@@ -131,6 +131,24 @@ impl Cluster for ClusterService {
             leader_id,
             members: membership::members(&self.node),
         }))
+    }
+
+    async fn get_config(
+        &self,
+        _req: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::ClusterConfig>, Status> {
+        Ok(Response::new(params::get(&self.node)))
+    }
+
+    async fn set_config(
+        &self,
+        req: Request<pb::SetConfigRequest>,
+    ) -> Result<Response<pb::ClusterConfig>, Status> {
+        let req = req.into_inner();
+        let resp = params::set(&self.node, &req.name, &req.value)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(resp))
     }
 
     async fn ping(

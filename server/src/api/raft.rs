@@ -1,5 +1,5 @@
 //! The `Raft` service: the server side of openraft's RPCs, write-set
-//! forwarding and read indexes. Payloads are bincode (see `group::network`).
+//! forwarding and read indexes. Payloads are `crate::codec` envelopes (see `group::network`).
 
 use std::sync::Arc;
 
@@ -28,7 +28,9 @@ fn bad(e: crate::Error) -> Status {
     Status::invalid_argument(format!("undecodable raft message: {e}"))
 }
 
-fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftMessage>, Status> {
+fn reply<T: serde::Serialize + crate::codec::PeerMessage>(
+    value: &T,
+) -> Result<Response<RaftMessage>, Status> {
     encode(value)
         .map(Response::new)
         .map_err(|e| Status::internal(e.to_string()))

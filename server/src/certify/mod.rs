@@ -234,17 +234,24 @@ pub struct Certifier {
     /// How many seqnos a snapshot may lag behind the write set's seqno
     /// (cluster configuration: must be the same on every node).
     pub window: u64,
+    /// The horizon never goes below this seqno (see `group::params`).
+    pub floor: Seqno,
 }
 
 impl Certifier {
     /// A certifier with this window.
     pub fn new(window: u64) -> Self {
-        Certifier { window }
+        Certifier { window, floor: 0 }
+    }
+
+    /// A certifier with this window whose horizon never goes below `floor`.
+    pub fn with_floor(window: u64, floor: Seqno) -> Self {
+        Certifier { window, floor }
     }
 
     /// The oldest snapshot still certifiable at `seqno`.
     pub fn horizon(&self, seqno: Seqno) -> Seqno {
-        seqno.saturating_sub(self.window)
+        seqno.saturating_sub(self.window).max(self.floor)
     }
 
     /// Decides the write set at `seqno`, given the history just before it.

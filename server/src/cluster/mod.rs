@@ -9,6 +9,7 @@
 //!   evict voters down (or stalled) for `evict_after_ms` when that keeps a
 //!   quorum of up voters.
 //! - [`membership`]: join, leave and rejoin, forwarded to the leader.
+//! - [`params`]: the replicated parameters' bootstrap and `trireme config set`.
 //! - [`flow`]: quota-based flow control on the leader.
 //! - [`state`]: SYNCED / JOINING / DONOR / JOINED / NON_PRIMARY.
 //!
@@ -19,4 +20,5 @@ pub mod flow;
 pub mod health;
 pub mod manage;
 pub mod membership;
+pub mod params;
 pub mod state;

@@ -51,6 +51,8 @@ pub struct Applied {
     /// Snapshots below this seqno may have lost versions to garbage
     /// collection (or were never received, after a state transfer).
     horizon: AtomicU64,
+    /// The replicated cluster parameters (`None`: not bootstrapped yet).
+    params: Mutex<Option<super::params::ClusterParams>>,
     /// Apply counters.
     pub stats: ApplyStats,
 }
@@ -63,6 +65,7 @@ impl Applied {
             chain: Mutex::new((seqno, 0)),
             waiters: Mutex::new(HashMap::new()),
             horizon: AtomicU64::new(0),
+            params: Mutex::new(None),
             departed: Mutex::new(Default::default()),
             stats: ApplyStats::default(),
         }
@@ -76,6 +79,26 @@ impl Applied {
     /// Replaces the set of departed nodes (the state machine keeps it).
     pub fn set_departed(&self, departed: std::collections::BTreeSet<crate::txn::NodeId>) {
         *self.departed.lock().expect("departed lock") = departed;
+    }
+
+    /// The replicated cluster parameters as of the watermark (`None`: a new
+    /// cluster whose first leader has not proposed them yet).
+    pub fn params(&self) -> Option<super::params::ClusterParams> {
+        *self.params.lock().expect("params lock")
+    }
+
+    /// The certifier in force at the watermark.
+    pub fn certifier(&self) -> crate::certify::Certifier {
+        self.params().map_or_else(
+            || crate::certify::Certifier::new(super::params::MIN_CERT_WINDOW),
+            |p| p.certifier(),
+        )
+    }
+
+    /// Publishes the parameters (the state machine calls this before it
+    /// advances the watermark past the entry that set them).
+    pub fn set_params(&self, params: Option<super::params::ClusterParams>) {
+        *self.params.lock().expect("params lock") = params;
     }
 
     /// The oldest snapshot this node can still read at.

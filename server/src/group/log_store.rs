@@ -12,8 +12,10 @@
 //!   tolerates it being stale).
 //!
 //! A segment is a sequence of records framed as `[u32 len LE][u32 crc32 LE][payload]`, where
-//! the CRC (crc32fast) covers the payload and the payload is the bincode encoding of
-//! `Record::{Entry, Truncate { since }, Purge(log_id)}`. Recovery replays every segment in
+//! the CRC (crc32fast) covers the payload and the payload is a `crate::codec` envelope
+//! (magic, format version, tag) whose tag says which record it is: an entry, a truncation
+//! (`since`) or a purge (a log id). A record in a newer format version or with an unknown
+//! tag is refused at start with an error naming both versions. Recovery replays every segment in
 //! name order and applies the records to rebuild the in-memory log. A torn or CRC-failing
 //! record at the very end of the **last** segment is the tail of a write that was never
 //! acknowledged: the file is cut there. A bad record anywhere else is corruption, and
@@ -52,10 +54,10 @@ use std::thread::JoinHandle;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{AnyError, OptionalSend, RaftLogReader, StorageIOError, Vote};
-use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::types::{Entry, LogId, StorageError, TypeConfig};
+use crate::codec::{self, Tag};
 use crate::Error;
 
 /// Default size past which the active segment is closed and a new one started.
@@ -74,16 +76,15 @@ const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_millis(20
 pub type Done = Box<dyn FnOnce(io::Result<()>) + Send + 'static>;
 
 /// One record of a segment, as decoded.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 enum Record {
     Entry(Entry),
     Truncate { since: u64 },
     Purge(LogId),
 }
 
-/// The encoding side of [`Record`]: same variants in the same order (bincode encodes the
-/// variant index), borrowing the entry instead of owning it.
-#[derive(Serialize)]
+/// The encoding side of [`Record`], borrowing the entry instead of owning it; each
+/// variant is written under its own `codec::Tag`.
 enum RecordRef<'a> {
     Entry(&'a Entry),
     Truncate { since: u64 },
@@ -589,8 +590,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.vote.as_ref() == Some(vote) {
             return Ok(());
         }
-        let payload =
-            bincode::serialize(vote).map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+        let payload = codec::encode(Tag::Vote, vote)
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
         let (tx, rx) = oneshot::channel();
         self.send(Command::Vote {
             bytes: frame(&payload),
@@ -614,7 +615,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if self.committed == committed {
             return Ok(());
         }
-        let payload = bincode::serialize(&committed).map_err(|e| write_logs_err(&e))?;
+        let payload = codec::encode(Tag::Committed, &committed).map_err(|e| write_logs_err(&e))?;
         // Not waited for: the writer replaces the file after the current group is durable,
         // without fsync. A stale value only makes openraft re-apply a little less on start.
         self.send(Command::Committed {
@@ -709,7 +710,12 @@ fn frame(payload: &[u8]) -> Vec<u8> {
 fn encode_record(out: &mut Vec<u8>, rec: &RecordRef<'_>) -> io::Result<()> {
     let start = out.len();
     out.extend_from_slice(&[0u8; HEADER_LEN]);
-    if let Err(e) = bincode::serialize_into(&mut *out, rec) {
+    let encoded = match rec {
+        RecordRef::Entry(e) => codec::encode_into(out, Tag::LogEntry, e),
+        RecordRef::Truncate { since } => codec::encode_into(out, Tag::LogTruncate, since),
+        RecordRef::Purge(log_id) => codec::encode_into(out, Tag::LogPurge, log_id),
+    };
+    if let Err(e) = encoded {
         out.truncate(start);
         return Err(io::Error::other(e));
     }
@@ -722,6 +728,24 @@ fn encode_record(out: &mut Vec<u8>, rec: &RecordRef<'_>) -> io::Result<()> {
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Decodes one record's payload (a frame's content).
+fn decode_record(payload: &[u8], what: &str) -> Result<Record, Error> {
+    let (tag, body) = codec::open(payload, what)?;
+    Ok(match tag {
+        Tag::LogEntry => Record::Entry(codec::body_of(body, what)?),
+        Tag::LogTruncate => Record::Truncate {
+            since: codec::body_of(body, what)?,
+        },
+        Tag::LogPurge => Record::Purge(codec::body_of(body, what)?),
+        other => {
+            return Err(Error::InvalidData(format!(
+                "{what}: holds {other:?} ({}), not a log record",
+                other as u16
+            )))
+        }
+    })
 }
 
 /// Why a frame could not be read.
@@ -850,7 +874,10 @@ fn replay_segment(path: &Path, is_last: bool, mem: &mut Mem) -> Result<Option<u6
     while off < data.len() {
         let rest = &data[off..];
         let bad = match read_frame(rest) {
-            Ok((payload, n)) => match bincode::deserialize::<Record>(payload) {
+            Ok((payload, n)) => match decode_record(
+                payload,
+                &format!("log segment {} offset {off}", path.display()),
+            ) {
                 Ok(rec) => {
                     if let Record::Entry(e) = &rec {
                         max_entry = max_entry.max(Some(e.log_id.index));
@@ -860,12 +887,7 @@ fn replay_segment(path: &Path, is_last: bool, mem: &mut Mem) -> Result<Option<u6
                     continue;
                 }
                 // The CRC matched, so these are the bytes that were written: not a crash.
-                Err(e) => {
-                    return Err(Error::InvalidData(format!(
-                        "log segment {} offset {off}: undecodable record: {e}",
-                        path.display()
-                    )))
-                }
+                Err(e) => return Err(e),
             },
             Err(bad) => bad,
         };
@@ -909,9 +931,7 @@ fn read_vote_file(dir: &Path) -> Result<Option<Vote<u64>>, Error> {
     let (payload, _) = read_frame(&data).map_err(|bad| {
         Error::InvalidData(format!("vote file {} is damaged ({bad:?})", path.display()))
     })?;
-    let vote = bincode::deserialize(payload).map_err(|e| {
-        Error::InvalidData(format!("vote file {} is undecodable: {e}", path.display()))
-    })?;
+    let vote = codec::decode(payload, Tag::Vote, &format!("vote file {}", path.display()))?;
     Ok(Some(vote))
 }
 
@@ -920,9 +940,9 @@ fn read_vote_file(dir: &Path) -> Result<Option<Vote<u64>>, Error> {
 fn read_committed_file(dir: &Path) -> Option<LogId> {
     let path = dir.join(COMMITTED_FILE);
     let data = fs::read(&path).ok()?;
-    let decoded = read_frame(&data)
-        .ok()
-        .and_then(|(payload, _)| bincode::deserialize::<Option<LogId>>(payload).ok());
+    let decoded = read_frame(&data).ok().and_then(|(payload, _)| {
+        codec::decode::<Option<LogId>>(payload, Tag::Committed, "committed file").ok()
+    });
     if decoded.is_none() {
         tracing::warn!("ignoring damaged {}", path.display());
     }
@@ -1230,7 +1250,7 @@ mod tests {
         let mut decoded = Vec::new();
         while off < buf.len() {
             let (payload, n) = read_frame(&buf[off..]).expect("frame");
-            decoded.push(bincode::deserialize::<Record>(payload).expect("decode"));
+            decoded.push(decode_record(payload, "test").expect("decode"));
             off += n;
         }
         assert!(matches!(&decoded[0], Record::Entry(d) if *d == e));
@@ -1528,6 +1548,49 @@ mod tests {
             LogStore::open(dir.path()),
             Err(Error::InvalidData(_))
         ));
+    }
+
+    /// A hand-made segment whose record is in format version 2 (a newer one), and a
+    /// vote file of version 3: both refused at open, naming both versions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_of_a_newer_format_version_are_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut s = LogStore::open(dir.path()).expect("open");
+            s.blocking_append(ents(1, 0..3)).await.expect("append");
+        }
+        let segs = segment_files(dir.path());
+        let path = &segs[0].1;
+        let mut data = fs::read(path).expect("read");
+        // The first record's envelope: magic, then the version.
+        assert_eq!(&data[HEADER_LEN..HEADER_LEN + 4], b"TRRM");
+        let (payload, n) = read_frame(&data).expect("a frame");
+        let mut newer = payload.to_vec();
+        newer[4..6].copy_from_slice(&2u16.to_le_bytes());
+        let mut rewritten = frame(&newer);
+        rewritten.extend_from_slice(&data[n..]);
+        data = rewritten;
+        fs::write(path, &data).expect("write");
+        let err = LogStore::open(dir.path())
+            .expect_err("a newer record")
+            .to_string();
+        assert!(
+            err.contains("format version 2") && err.contains("version 1, the newest"),
+            "{err}"
+        );
+        assert!(err.contains("offset 0"), "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut vote = codec::encode(Tag::Vote, &openraft::Vote::new(3u64, 1u64)).expect("vote");
+        vote[4..6].copy_from_slice(&3u16.to_le_bytes());
+        fs::write(dir.path().join(VOTE_FILE), frame(&vote)).expect("write vote");
+        let err = LogStore::open(dir.path())
+            .expect_err("a newer vote")
+            .to_string();
+        assert!(
+            err.contains("vote file") && err.contains("format version 3"),
+            "{err}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

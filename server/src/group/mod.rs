@@ -7,6 +7,7 @@
 //! - [`state_machine`]: certify-then-apply, in log order, onto MVCC storage.
 //! - [`applied`]: the applied watermark and the origin's verdict waiters.
 //! - [`network`]: openraft's RPCs over tonic.
+//! - [`params`]: the replicated parameters that decide verdicts (`cert_window`).
 //! - [`submit`]: batching write sets into log entries, forwarding from followers.
 //! - [`reads`]: linearizable read indexes, coalesced.
 //! - [`replay`]: arbitrary bytes through decode, certify and apply (fuzzing).
@@ -15,6 +16,7 @@ pub mod applied;
 pub mod log_store;
 pub mod mem_log;
 pub mod network;
+pub mod params;
 pub mod reads;
 pub mod replay;
 pub mod state_machine;

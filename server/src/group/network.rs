@@ -1,6 +1,7 @@
 //! openraft's RPCs over tonic: the client side. The server side is
-//! `api::raft`. Payloads are bincode-encoded openraft types inside a
-//! `RaftMessage`; replies carry `Result<Response, RaftError>` the same way.
+//! `api::raft`. Payloads are openraft types inside a `RaftMessage`, in a
+//! `crate::codec` envelope (magic, format version, the message's tag);
+//! replies carry `Result<Response, RaftError>` the same way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use trireme_proto::v1::raft_client::RaftClient;
 use trireme_proto::v1::RaftMessage;
 
 use super::types::TypeConfig;
+use crate::codec::{self, PeerMessage};
 use crate::error::{Error, Result};
 
 /// Lazily connected gRPC channels to peers, by address, shared by Raft
@@ -105,17 +107,18 @@ impl Peers {
     }
 }
 
-/// Encodes an openraft value for the wire.
-pub fn encode<T: Serialize>(value: &T) -> Result<RaftMessage> {
+/// Encodes a peer message for the wire, under its tag.
+pub fn encode<T: Serialize + PeerMessage>(value: &T) -> Result<RaftMessage> {
     Ok(RaftMessage {
-        payload: bincode::serialize(value)?,
+        payload: codec::encode(T::TAG, value)?,
         data: Vec::new(),
     })
 }
 
-/// Decodes an openraft value from the wire.
-pub fn decode<T: DeserializeOwned>(msg: &RaftMessage) -> Result<T> {
-    Ok(bincode::deserialize(&msg.payload)?)
+/// Decodes a peer message from the wire; a newer format version or another
+/// message's tag is refused with an error that names both.
+pub fn decode<T: DeserializeOwned + PeerMessage>(msg: &RaftMessage) -> Result<T> {
+    codec::decode(&msg.payload, T::TAG, "peer message")
 }
 
 /// Creates [`PeerNetwork`]s for openraft.
@@ -161,8 +164,9 @@ impl PeerNetwork {
         option: &RPCOption,
     ) -> RpcResult<Resp, E>
     where
-        Req: Serialize,
+        Req: Serialize + PeerMessage,
         Resp: DeserializeOwned,
+        std::result::Result<Resp, E>: PeerMessage,
         E: std::error::Error + DeserializeOwned,
     {
         let unreachable = |e: &dyn std::fmt::Display| {

@@ -22,11 +22,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use super::applied::Applied;
+use super::params::{ClusterParams, ParamsChange, MIN_CERT_WINDOW};
 use super::types::{
     Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig,
 };
 use crate::blocking::Blocking;
 use crate::certify::{Certifier, History, Verdict};
+use crate::codec::{self, Tag};
 use crate::error::{Error, Result};
 use crate::storage::{keycode, BatchOp, Mvcc};
 use crate::txn::{Key, KeyRange, Mutation, NodeId, Seqno, Value};
@@ -35,6 +37,20 @@ const META_APPLIED: &str = "applied";
 const META_MEMBERSHIP: &str = "membership";
 const META_CHAIN: &str = "chain";
 const META_DEPARTED: &str = "departed";
+const META_PARAMS: &str = "params";
+const META_FORMAT: &str = "format";
+
+/// Decodes store metadata `name`, which must hold a `tag` envelope.
+fn meta<T: serde::de::DeserializeOwned>(mvcc: &Mvcc, name: &str, tag: Tag) -> Result<Option<T>> {
+    match mvcc.meta(name)? {
+        Some(raw) => Ok(Some(codec::decode(
+            &raw,
+            tag,
+            &format!("store metadata {name:?}"),
+        )?)),
+        None => Ok(None),
+    }
+}
 
 /// Extends the verdict hash chain by one write set's outcome. Every node that
 /// applied the same log holds the same chain: comparing chains at equal seqnos
@@ -60,6 +76,8 @@ struct SnapshotData {
     chain: u64,
     /// Nodes that left for good.
     departed: BTreeSet<NodeId>,
+    /// The replicated cluster parameters (a node that joins by snapshot gets them here).
+    params: Option<ClusterParams>,
     /// Raw engine entries (byte strings, encoded as such, not byte by byte).
     entries: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
 }
@@ -124,7 +142,12 @@ impl RecentIds {
 /// The openraft state machine over [`Mvcc`].
 pub struct StateMachine {
     mvcc: Mvcc,
+    /// The certifier in force: the cluster's parameters', or [`MIN_CERT_WINDOW`]'s before them.
     certifier: Certifier,
+    /// The replicated cluster parameters (`None`: not bootstrapped yet).
+    params: Option<ClusterParams>,
+    /// This node's own `cert_window` flag, only compared with the cluster's.
+    configured_window: u64,
     applied_id: Option<LogId>,
     membership: StoredMembership,
     /// Verdict hash chain at `applied_id`.
@@ -152,46 +175,50 @@ fn io_err(e: impl std::fmt::Display) -> StorageError {
 
 impl StateMachine {
     /// Opens the state machine over `mvcc`, resuming from its stored applied
-    /// log id. `snapshot_path` keeps the last snapshot across restarts.
+    /// log id. `configured` is this node's own configuration: the cluster's
+    /// replicated parameters decide verdicts, and a difference is logged.
+    /// `snapshot_path` keeps the last snapshot across restarts.
     pub fn open(
         mvcc: Mvcc,
-        certifier: Certifier,
+        configured: Certifier,
         snapshot_path: Option<std::path::PathBuf>,
     ) -> Result<(StateMachine, Arc<Applied>)> {
-        let applied_id: Option<LogId> = match mvcc.meta(META_APPLIED)? {
-            Some(raw) => bincode::deserialize(&raw)?,
-            None => None,
-        };
-        let membership: StoredMembership = match mvcc.meta(META_MEMBERSHIP)? {
-            Some(raw) => bincode::deserialize(&raw)?,
-            None => StoredMembership::default(),
-        };
+        // Checked first: a store written by a newer version is refused as a whole.
+        let _format: Option<u16> = meta(&mvcc, META_FORMAT, Tag::MetaFormat)?;
+        let applied_id: Option<LogId> =
+            meta(&mvcc, META_APPLIED, Tag::MetaApplied)?.unwrap_or_default();
+        let membership: StoredMembership =
+            meta(&mvcc, META_MEMBERSHIP, Tag::MetaMembership)?.unwrap_or_default();
         let snapshot = match &snapshot_path {
             Some(p) if p.exists() => {
                 let raw = std::fs::read(p)?;
                 let (meta, data): (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>) =
-                    bincode::deserialize(&raw)?;
+                    codec::decode(
+                        &raw,
+                        Tag::SnapshotFile,
+                        &format!("snapshot file {}", p.display()),
+                    )?;
                 Some(StoredSnapshot { meta, data })
             }
             _ => None,
         };
-        let chain: u64 = match mvcc.meta(META_CHAIN)? {
-            Some(raw) => bincode::deserialize(&raw)?,
-            None => 0,
-        };
-        let departed: BTreeSet<NodeId> = match mvcc.meta(META_DEPARTED)? {
-            Some(raw) => bincode::deserialize(&raw)?,
-            None => BTreeSet::new(),
-        };
+        let chain: u64 = meta(&mvcc, META_CHAIN, Tag::MetaChain)?.unwrap_or(0);
+        let departed: BTreeSet<NodeId> =
+            meta(&mvcc, META_DEPARTED, Tag::MetaDeparted)?.unwrap_or_default();
+        let params: Option<ClusterParams> = meta(&mvcc, META_PARAMS, Tag::MetaParams)?;
+        let certifier = effective_certifier(params.as_ref());
         let applied = applied_id.map_or(0, |l| l.index);
         let shared = Arc::new(Applied::new(applied));
         shared.set_departed(departed.clone());
+        shared.set_params(params);
         shared.advance(applied, chain);
         // GC before the restart may have removed versions below this.
         shared.raise_horizon(certifier.horizon(applied));
         let sm = StateMachine {
             mvcc,
             certifier,
+            params,
+            configured_window: configured.window,
             applied_id,
             membership,
             chain,
@@ -204,7 +231,46 @@ impl StateMachine {
             durable: None,
             recent: RecentIds::new(applied + 1),
         };
+        sm.compare_with_configuration();
         Ok((sm, shared))
+    }
+
+    /// Logs a warning when this node's own flag differs from the cluster's value.
+    fn compare_with_configuration(&self) {
+        if let Some(p) = &self.params {
+            if p.cert_window != self.configured_window {
+                tracing::warn!(
+                    configured = self.configured_window,
+                    cluster = p.cert_window,
+                    "this node was started with cert_window {} but the cluster's is {} \
+                     (set at seqno {}): following the cluster; change it with \
+                     `trireme config set cert_window N`",
+                    self.configured_window,
+                    p.cert_window,
+                    p.since
+                );
+            }
+        }
+    }
+
+    /// Applies a change of the cluster parameters at `seqno` (ignored, the
+    /// same way on every node, when it is a late bootstrap or invalid).
+    fn apply_params(&mut self, change: &ParamsChange, seqno: Seqno) {
+        match ClusterParams::after(self.params.as_ref(), change, seqno) {
+            Some(p) => {
+                tracing::info!(
+                    seqno,
+                    cert_window = p.cert_window,
+                    bootstrap = change.bootstrap,
+                    "cluster parameters set"
+                );
+                self.params = Some(p);
+                self.certifier = p.certifier();
+                self.shared.set_params(self.params);
+                self.compare_with_configuration();
+            }
+            None => tracing::debug!(seqno, ?change, "cluster parameter change ignored"),
+        }
     }
 
     /// Sets where blocking work runs (default: tokio's blocking pool).
@@ -229,12 +295,32 @@ impl StateMachine {
     }
 
     fn meta_ops(&self) -> Result<Vec<BatchOp>> {
-        Ok(vec![
-            Mvcc::meta_op(META_APPLIED, bincode::serialize(&self.applied_id)?),
-            Mvcc::meta_op(META_MEMBERSHIP, bincode::serialize(&self.membership)?),
-            Mvcc::meta_op(META_CHAIN, bincode::serialize(&self.chain)?),
-            Mvcc::meta_op(META_DEPARTED, bincode::serialize(&self.departed)?),
-        ])
+        let mut ops = vec![
+            Mvcc::meta_op(
+                META_FORMAT,
+                codec::encode(Tag::MetaFormat, &codec::FORMAT_VERSION)?,
+            ),
+            Mvcc::meta_op(
+                META_APPLIED,
+                codec::encode(Tag::MetaApplied, &self.applied_id)?,
+            ),
+            Mvcc::meta_op(
+                META_MEMBERSHIP,
+                codec::encode(Tag::MetaMembership, &self.membership)?,
+            ),
+            Mvcc::meta_op(META_CHAIN, codec::encode(Tag::MetaChain, &self.chain)?),
+            Mvcc::meta_op(
+                META_DEPARTED,
+                codec::encode(Tag::MetaDeparted, &self.departed)?,
+            ),
+        ];
+        if let Some(p) = &self.params {
+            ops.push(Mvcc::meta_op(
+                META_PARAMS,
+                codec::encode(Tag::MetaParams, p)?,
+            ));
+        }
+        Ok(ops)
     }
 
     /// Certifies and applies a run of committed entries; one response each.
@@ -263,6 +349,9 @@ impl StateMachine {
                     tracing::info!(node = id, seqno, "node departed the cluster for good");
                     self.departed.insert(id);
                     self.shared.set_departed(self.departed.clone());
+                }
+                EntryPayload::Normal(Request::Params(change)) => {
+                    self.apply_params(&change, seqno);
                 }
                 EntryPayload::Normal(Request::Batch(write_sets)) => {
                     self.shared
@@ -435,6 +524,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             mvcc: self.mvcc.clone(),
             chain: self.chain,
             departed: self.departed.clone(),
+            params: self.params,
             applied_id: self.applied_id,
             membership: self.membership.clone(),
             snapshot: self.snapshot.clone(),
@@ -466,40 +556,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         next.applied_id = meta.last_log_id;
         next.membership = meta.last_membership.clone();
         // Decoding and writing the whole store blocks: keep it off the async workers.
-        let (stored, chain, departed) = Blocking::run(self.blocking, move || -> Result<_> {
-            let data: SnapshotData = bincode::deserialize(&raw)?;
-            next.chain = data.chain;
-            next.departed = data.departed.clone();
-            // One atomic batch: remove everything, write the snapshot and the
-            // metadata. A crash leaves the old state or the new one, never a mix.
-            let mut ops = mvcc.clear_ops()?;
-            ops.reserve(data.entries.len() + 4);
-            for (k, v) in data.entries {
-                if !matches!(k.first(), Some(&keycode::DATA) | Some(&keycode::TXN)) {
-                    return Err(Error::InvalidData(format!(
-                        "snapshot holds a key outside the data namespaces: {k:?}"
-                    )));
+        let (stored, chain, departed, params) =
+            Blocking::run(self.blocking, move || -> Result<_> {
+                let data: SnapshotData =
+                    codec::decode(&raw, Tag::SnapshotData, "received snapshot")?;
+                next.chain = data.chain;
+                next.departed = data.departed.clone();
+                next.params = data.params;
+                // One atomic batch: remove everything, write the snapshot and the
+                // metadata. A crash leaves the old state or the new one, never a mix.
+                let mut ops = mvcc.clear_ops()?;
+                ops.reserve(data.entries.len() + 4);
+                for (k, v) in data.entries {
+                    if !matches!(k.first(), Some(&keycode::DATA) | Some(&keycode::TXN)) {
+                        return Err(Error::InvalidData(format!(
+                            "snapshot holds a key outside the data namespaces: {k:?}"
+                        )));
+                    }
+                    ops.push((k.into_vec(), Some(v.into_vec())));
                 }
-                ops.push((k.into_vec(), Some(v.into_vec())));
-            }
-            ops.extend(next.meta_ops()?);
-            crate::crash_point!("crash-mid-snapshot-install");
-            mvcc.apply(ops)?;
-            mvcc.sync()?;
-            let stored = StoredSnapshot {
-                meta: meta_owned,
-                data: raw,
-            };
-            persist_snapshot(path.as_deref(), &stored)?;
-            Ok((stored, data.chain, data.departed))
-        })
-        .await
-        .map_err(io_err)?
-        .map_err(io_err)?;
+                ops.extend(next.meta_ops()?);
+                crate::crash_point!("crash-mid-snapshot-install");
+                mvcc.apply(ops)?;
+                mvcc.sync()?;
+                let stored = StoredSnapshot {
+                    meta: meta_owned,
+                    data: raw,
+                };
+                persist_snapshot(path.as_deref(), &stored)?;
+                Ok((stored, data.chain, data.departed, data.params))
+            })
+            .await
+            .map_err(io_err)?
+            .map_err(io_err)?;
         self.applied_id = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.chain = chain;
         self.departed = departed;
+        self.params = params;
+        self.certifier = effective_certifier(params.as_ref());
+        self.shared.set_params(params);
+        // ... by the snapshot's own parameters.
+        self.shared.raise_horizon(self.certifier.horizon(last));
+        self.compare_with_configuration();
         self.recent = RecentIds::new(last + 1);
         self.shared.set_departed(self.departed.clone());
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
@@ -534,6 +633,8 @@ impl StateMachine {
         StateMachine {
             mvcc: self.mvcc.clone(),
             certifier: self.certifier,
+            params: self.params,
+            configured_window: self.configured_window,
             applied_id: self.applied_id,
             membership: self.membership.clone(),
             chain: self.chain,
@@ -549,10 +650,15 @@ impl StateMachine {
     }
 }
 
+/// The certifier `params` define, or the one in force before a cluster has them.
+fn effective_certifier(params: Option<&ClusterParams>) -> Certifier {
+    params.map_or_else(|| Certifier::new(MIN_CERT_WINDOW), |p| p.certifier())
+}
+
 fn persist_snapshot(path: Option<&std::path::Path>, stored: &StoredSnapshot) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
     let tmp = path.with_extension("tmp");
-    let raw = bincode::serialize(&(&stored.meta, &stored.data))?;
+    let raw = codec::encode(Tag::SnapshotFile, &(&stored.meta, &stored.data))?;
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
@@ -572,6 +678,7 @@ pub struct SnapshotBuilder {
     mvcc: Mvcc,
     chain: u64,
     departed: BTreeSet<NodeId>,
+    params: Option<ClusterParams>,
     applied_id: Option<LogId>,
     membership: StoredMembership,
     snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
@@ -587,6 +694,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let mvcc = self.mvcc.clone();
         let chain = self.chain;
         let departed = self.departed.clone();
+        let params = self.params;
         let data = Blocking::run(self.blocking, move || -> Result<Vec<u8>> {
             // The log is purged up to this snapshot: what it covers must be durable.
             mvcc.sync()?;
@@ -609,11 +717,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 }
                 true
             })?;
-            Ok(bincode::serialize(&SnapshotData {
-                chain,
-                departed,
-                entries,
-            })?)
+            codec::encode(
+                Tag::SnapshotData,
+                &SnapshotData {
+                    chain,
+                    departed,
+                    params,
+                    entries,
+                },
+            )
         })
         .await
         .map_err(io_err)?
@@ -671,6 +783,84 @@ mod tests {
         );
         ws.id = id;
         ws
+    }
+
+    fn params_entry(index: u64, cert_window: u64, bootstrap: bool) -> Entry {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Request::Params(ParamsChange {
+                cert_window,
+                bootstrap,
+            })),
+        }
+    }
+
+    /// The window comes from the log, not from the node's flag: a bootstrap
+    /// entry sets it once, a later change replaces it, both survive a
+    /// restart, and a snapshot carries them to a node that installs it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cert_window_follows_the_log_restarts_and_snapshots() {
+        let mvcc = Mvcc::new(Arc::new(MemoryEngine::new()));
+        // This node's flag says 5000; the cluster's entries decide.
+        let (mut sm, applied) =
+            StateMachine::open(mvcc.clone(), Certifier::new(5000), None).unwrap();
+        assert_eq!(applied.params(), None);
+        assert_eq!(applied.certifier().window, MIN_CERT_WINDOW);
+        sm.apply_entries(vec![params_entry(1, 1000, true), params_entry(2, 40, true)])
+            .unwrap();
+        assert_eq!(applied.certifier().window, 1000, "the first bootstrap wins");
+        sm.apply_entries(vec![params_entry(3, 20, false)]).unwrap();
+        let p = applied.params().expect("set");
+        assert_eq!((p.cert_window, p.since), (20, 3));
+
+        // A write set 25 seqnos old is now too old.
+        let mut ws = put(TxnId::random(), "k");
+        ws.snapshot = Some(10);
+        let r = sm.apply_entries(vec![entry(35, vec![ws])]).unwrap();
+        assert!(
+            matches!(
+                outcome(&r),
+                Outcome::Certified(
+                    35,
+                    Verdict::Abort(crate::certify::Abort::SnapshotTooOld { .. })
+                )
+            ),
+            "{:?}",
+            outcome(&r)
+        );
+
+        let (_, reopened) = StateMachine::open(mvcc.clone(), Certifier::new(5000), None).unwrap();
+        assert_eq!(reopened.params(), Some(p), "kept across a restart");
+
+        // A snapshot carries them to a fresh node.
+        let mut builder = sm.get_snapshot_builder().await;
+        let snap = builder.build_snapshot().await.unwrap();
+        drop(builder);
+        let other = Mvcc::new(Arc::new(MemoryEngine::new()));
+        let (mut joiner, joined) = StateMachine::open(other, Certifier::new(700), None).unwrap();
+        joiner
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(joined.params(), Some(p));
+        assert_eq!(joiner.certifier.window, 20);
+    }
+
+    /// Store metadata written by a newer format version is refused at open.
+    #[test]
+    fn metadata_of_a_newer_format_version_is_refused() {
+        let mvcc = Mvcc::new(Arc::new(MemoryEngine::new()));
+        let mut raw = codec::encode(Tag::MetaFormat, &4u16).unwrap();
+        raw[4..6].copy_from_slice(&4u16.to_le_bytes());
+        mvcc.apply(vec![Mvcc::meta_op(META_FORMAT, raw)]).unwrap();
+        let err = StateMachine::open(mvcc, Certifier::new(16), None)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("\"format\"") && err.contains("format version 4"),
+            "{err}"
+        );
     }
 
     fn outcome(r: &[Response]) -> Outcome {

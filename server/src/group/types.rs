@@ -26,8 +26,9 @@ pub type StoredMembership = openraft::StoredMembership<u64, openraft::BasicNode>
 /// openraft's storage error for this configuration.
 pub type StorageError = openraft::StorageError<u64>;
 
-/// The application payload of one log entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The application payload of one log entry. Its encoding (explicit tags,
+/// not variant order) is in `crate::codec`: a new variant needs a new tag there.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Write sets batched by the leader (group commit): certified and applied in
     /// order, all at the entry's index as their seqno.
@@ -35,6 +36,9 @@ pub enum Request {
     /// A node left the cluster for good (`trireme leave`): its id may never
     /// join again. Recorded before the membership change that removes it.
     Depart(crate::txn::NodeId),
+    /// Changes the replicated cluster parameters (`trireme config set`, or a
+    /// new cluster's first leader proposing its own configuration).
+    Params(super::params::ParamsChange),
 }
 
 /// What applying one entry produced.
