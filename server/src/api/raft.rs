@@ -62,13 +62,14 @@ impl RaftRpc for RaftService {
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let wss: Vec<WriteSet> = decode(req.get_ref()).map_err(bad)?;
-        reply(&submit::order_forwarded(&self.node.raft, &self.node.flow, wss).await)
+        let node = &self.node;
+        reply(&submit::order_forwarded(&node.raft, &node.primary, &node.flow, wss).await)
     }
 
     async fn read_index(
         &self,
         _req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        reply(&reads::leader_read_index(&self.node.raft).await)
+        reply(&reads::leader_read_index(&self.node.raft, &self.node.primary).await)
     }
 }

@@ -10,6 +10,8 @@
 //!   quorum of up voters.
 //! - [`membership`]: join, leave and rejoin, forwarded to the leader.
 //! - [`flow`]: quota-based flow control on the leader.
+//! - [`primary`]: whether this node is in the primary component (a leader
+//!   with a quorum, or a follower with recent word that its leader has one).
 //! - [`state`]: SYNCED / JOINING / DONOR / JOINED / NON_PRIMARY.
 //!
 //! CAVEATS: liveness is judged by each node on its own (no gossip); eviction
@@ -19,4 +21,5 @@ pub mod flow;
 pub mod health;
 pub mod manage;
 pub mod membership;
+pub mod primary;
 pub mod state;

@@ -7,6 +7,7 @@
 //! - [`state_machine`]: certify-then-apply, in log order, onto MVCC storage.
 //! - [`applied`]: the applied watermark and the origin's verdict waiters.
 //! - [`network`]: openraft's RPCs over tonic.
+//! - [`peer_error`]: typed errors of the peer wire; what a failed call proves.
 //! - [`submit`]: batching write sets into log entries, forwarding from followers.
 //! - [`reads`]: linearizable read indexes, coalesced.
 
@@ -14,6 +15,7 @@ pub mod applied;
 pub mod log_store;
 pub mod mem_log;
 pub mod network;
+pub mod peer_error;
 pub mod reads;
 pub mod state_machine;
 pub mod submit;
