@@ -22,6 +22,7 @@ pub mod history;
 pub mod inproc;
 pub mod nemesis;
 pub mod netns;
+pub mod refusal;
 pub mod workloads;
 
 /// The directory holding the workspace's binaries for this build profile.

@@ -84,6 +84,10 @@ enum Coverage {
     KillAll,
     /// Each of these crash points was reached.
     CrashPoints(&'static [&'static str]),
+    /// After every cut into two sides, each minority node reported
+    /// NON_PRIMARY and refused a write within the bound (and at least one
+    /// such cut was checked).
+    MinorityRefused,
 }
 
 /// A scenario of the tier.
@@ -215,6 +219,7 @@ fn scenarios() -> Vec<Scenario> {
             length: 1.0,
             coverage: vec![
                 Coverage::Installed("partition"),
+                Coverage::MinorityRefused,
                 Coverage::LeaderChange,
                 Coverage::EveryKind,
                 Coverage::Conflicts,
@@ -846,6 +851,22 @@ async fn scenario_inner(
                 (
                     all_killed,
                     "every node SIGKILLed in one episode".to_string(),
+                )
+            }
+            Coverage::MinorityRefused => {
+                let n = log.installed("minority-refused");
+                let late: Vec<String> = log
+                    .not_installed("minority-refused")
+                    .iter()
+                    .map(|e| format!("{}: {}", e.target, e.detail))
+                    .collect();
+                (
+                    n > 0 && late.is_empty(),
+                    format!(
+                        "{n} minorities refused in time, {} did not: {}",
+                        late.len(),
+                        late.join("; ")
+                    ),
                 )
             }
             Coverage::CrashPoints(points) => {

@@ -11,7 +11,8 @@
 //! - A follower is primary while it has word, no older than
 //!   [`Primary::follower_bound`], that its leader is: the moment it first
 //!   sees a leader (which just won a quorum's votes), and then every ping the
-//!   leader answers with `leader_with_quorum`. A ping answered without it, or
+//!   leader answers with `leader_with_quorum`, every forwarded batch it
+//!   committed and every read index it confirmed. A ping answered without it, or
 //!   a `Forward`/`ReadIndex` refused with [`PeerError::NonPrimary`], ends that
 //!   at once, until a ping sent afterwards confirms the leader again.
 //! - A node that knows no leader (a candidate, a node cut off from the

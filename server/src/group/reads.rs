@@ -111,6 +111,7 @@ async fn fetch(id: NodeId, raft: &Raft, peers: &Peers, primary: &Primary) -> Res
                 .ok_or_else(|| format!("leader {l} has no address"))?;
             let mut client = peers.raft_client(&addr).map_err(|e| e.to_string())?;
             let request = encode(&()).map_err(|e| e.to_string())?;
+            let sent = tokio::time::Instant::now();
             let reply = client.read_index(request).await.map_err(|s| {
                 format!(
                     "not in the primary component: leader {l} at {addr} unreachable: {}",
@@ -119,6 +120,10 @@ async fn fetch(id: NodeId, raft: &Raft, peers: &Peers, primary: &Primary) -> Res
             })?;
             let result: Result<Seqno, PeerError> =
                 decode(reply.get_ref()).map_err(|e| e.to_string())?;
+            if result.is_ok() {
+                // The leader confirmed its quorum after `sent`.
+                primary.heard(l, sent, true);
+            }
             result.map_err(|e| {
                 if let PeerError::NonPrimary(why) = &e {
                     primary.refused(l, why);

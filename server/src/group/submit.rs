@@ -234,6 +234,7 @@ impl Submitter {
                     .max(Duration::from_millis(100))
             });
         request.set_timeout(timeout);
+        let sent = Instant::now();
         let reply = client.forward(request).await;
         let reply = match reply {
             Ok(r) => r,
@@ -257,6 +258,8 @@ impl Submitter {
         match result {
             Ok(()) => {
                 live.iter_mut().for_each(|p| p.maybe_sent = true);
+                // Committed: a quorum acknowledged the leader after `sent`.
+                self.primary.heard(leader, sent, true);
                 Ok(())
             }
             Err(e) => {
