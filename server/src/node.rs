@@ -26,6 +26,7 @@ use crate::blocking::Blocking;
 use crate::certify::{Abort, Certifier, Verdict};
 use crate::cluster::flow::Flow;
 use crate::cluster::health::Health;
+use crate::cluster::primary::Primary;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::applied::Applied;
@@ -92,6 +93,8 @@ pub struct Node {
     pub health: Arc<Health>,
     /// Flow control (on the leader).
     pub flow: Arc<Flow>,
+    /// Whether this node is in the primary component.
+    pub primary: Arc<Primary>,
     /// Client API latency histograms.
     pub requests: crate::metrics::RequestMetrics,
     /// Leader changes seen by this node.
@@ -277,10 +280,17 @@ impl Node {
             applied.clone(),
             config.fc_limit,
         ));
+        let primary = Arc::new(Primary::new(
+            config.node_id,
+            raft.clone(),
+            Duration::from_millis(config.election_timeout_max_ms),
+            Duration::from_millis(config.election_timeout_max_ms + config.down_after_ms),
+        ));
         let submitter = Submitter::start(
             config.node_id,
             raft.clone(),
             peers.clone(),
+            primary.clone(),
             applied.clone(),
             BatchConfig {
                 max_write_sets: config.batch_max_write_sets,
@@ -293,6 +303,7 @@ impl Node {
             config.node_id,
             raft.clone(),
             peers.clone(),
+            primary.clone(),
             config.read_timeout(),
         );
         let node = Arc::new(Node {
@@ -306,6 +317,7 @@ impl Node {
             log_stats,
             health,
             flow,
+            primary,
             requests: Default::default(),
             leader_changes: Default::default(),
             blocking,
@@ -350,29 +362,10 @@ impl Node {
 
     /// Whether this node is in the primary component (knows a leader that can
     /// reach a quorum); returns the leader. A node cut off from the quorum
-    /// refuses writes and linearizable reads at once instead of hanging.
+    /// refuses writes and linearizable reads at once instead of hanging (see
+    /// [`Primary`] for how a follower of a leader without a quorum knows).
     pub fn check_primary(&self) -> Result<NodeId> {
-        let (leader, quorum_ack_ms) = {
-            let metrics = self.raft.metrics();
-            let m = metrics.borrow();
-            (m.current_leader, m.millis_since_quorum_ack)
-        };
-        let grace = self.config.election_timeout_max_ms;
-        match leader {
-            None => Err(Error::Unavailable(
-                "not in the primary component: no leader (this node cannot reach a quorum, or an election is under way)"
-                    .into(),
-            )),
-            Some(l) if l == self.id() => match quorum_ack_ms {
-                Some(ms) if ms > grace => Err(Error::Unavailable(format!(
-                    "not in the primary component: this leader has not heard from a quorum for {ms} ms"
-                ))),
-                _ => Ok(l),
-            },
-            // A follower trusts Raft: cut off from the leader, its election timer
-            // fires within the election timeout and it stops knowing a leader.
-            Some(l) => Ok(l),
-        }
+        self.primary.check()
     }
 
     /// The seqno a read with these options is served at, once this node has applied it.
@@ -495,16 +488,9 @@ impl Node {
         self.submitter.submit(ws, Instant::now() + timeout);
         // Never hang: give up at the deadline, or as soon as this node leaves
         // the primary component (the write may still commit elsewhere).
-        let left_primary = async {
-            loop {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if let Err(e) = self.check_primary() {
-                    return e;
-                }
-            }
-        };
+        let mut rx = rx;
         let outcome = tokio::select! {
-            r = tokio::time::timeout(timeout + Duration::from_millis(500), rx) => match r {
+            r = tokio::time::timeout(timeout + Duration::from_millis(500), &mut rx) => match r {
                 Ok(Ok(outcome)) => outcome?,
                 Ok(Err(_)) => return Err(Error::Unavailable("node is shutting down".into())),
                 Err(_) => {
@@ -514,9 +500,19 @@ impl Node {
                     )));
                 }
             },
-            e = left_primary => {
-                self.applied.forget(id);
-                return Err(Error::Indeterminate(format!("write set {id} was in flight when this node left the primary component ({e})")));
+            e = self.primary.lost() => {
+                // The batcher ends every write set it holds as soon as the node
+                // is not primary, and knows whether it can have reached a log:
+                // let it say so (UNAVAILABLE or outcome unknown).
+                match tokio::time::timeout(LEFT_PRIMARY_SETTLE, &mut rx).await {
+                    Ok(Ok(outcome)) => outcome?,
+                    _ => {
+                        self.applied.forget(id);
+                        return Err(Error::Indeterminate(format!(
+                            "write set {id} was in flight when this node left the primary component ({e})"
+                        )));
+                    }
+                }
             }
         };
         match outcome {
@@ -548,6 +544,10 @@ impl Node {
         self.mvcc.sync()
     }
 }
+
+/// How long a commit waits, once its node left the primary component, for the
+/// batcher to say whether the write set can have reached a log.
+const LEFT_PRIMARY_SETTLE: Duration = Duration::from_millis(500);
 
 /// Logs and counts leader changes.
 async fn watch_leader(node: std::sync::Weak<Node>) {

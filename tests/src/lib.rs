@@ -23,6 +23,7 @@ pub mod hostile;
 pub mod inproc;
 pub mod nemesis;
 pub mod netns;
+pub mod refusal;
 pub mod workloads;
 
 /// The directory holding the workspace's binaries for this build profile.

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | kill (one, leader, minority, all) + restart | SIGKILL by pid; restart on the same data directory |
 //! | pause (leader, follower) | SIGSTOP / SIGCONT, held past the election timeout |
-//! | partition (one node, leader in minority, leader in majority, one-way, ring/bridge) | iptables DROP in the receiving node's namespace, or the proxy |
+//! | partition (one node, leader in minority, leader in majority, one-way, ring/bridge) | iptables DROP in the receiving node's namespace, or the proxy; after a cut into two sides, the minority must refuse fast ([`crate::refusal`]) |
 //! | packet loss | iptables `statistic --mode random` DROP of peer packets |
 //! | latency | the proxy only (`tc netem` is tried and recorded as not installed when the kernel lacks it) |
 //! | clock jump / strobe | libfaketime's timestamp file of a node started with the library preloaded |
@@ -498,11 +498,13 @@ impl Nemesis {
         }
     }
 
-    /// Installs a partition.
+    /// Installs a partition; after a cut into two sides, checks that the
+    /// minority refuses fast (event `minority-refused`, see [`crate::refusal`]).
     pub async fn partition(&mut self, shape: Partition) {
         let (links, desc) = self.partition_links(shape).await;
         self.partitioned = true;
         let cluster = self.cluster.clone();
+        let cut = Instant::now();
         let res = tokio::task::block_in_place(|| cluster.block_links(&links));
         let installed = res.is_ok() && self.links_blocked(&links);
         self.log.record(
@@ -518,6 +520,23 @@ impl Nemesis {
                 Err(e) => format!("{desc}: {e:#}"),
             },
         );
+        let two_sides = matches!(
+            shape,
+            Partition::IsolateOne | Partition::LeaderInMinority | Partition::LeaderInMajority
+        );
+        if installed && two_sides {
+            let minority = crate::refusal::minority_of(&self.ids(), &links);
+            let checked = crate::refusal::minority_refuses(&self.cluster, &minority, cut).await;
+            self.log.record(
+                "minority-refused",
+                format!("{shape:?} {minority:?}"),
+                checked.is_ok(),
+                match checked {
+                    Ok(after) => format!("NON_PRIMARY and UNAVAILABLE after {after:?}"),
+                    Err(e) => format!("{e:#}"),
+                },
+            );
+        }
     }
 
     fn links_blocked(&self, links: &[(u64, u64)]) -> bool {

@@ -86,6 +86,10 @@ enum Coverage {
     CrashPoints(&'static [&'static str]),
     /// No event of this fault was recorded (a nemesis that saw a broken promise records one).
     Never(&'static str),
+    /// After every cut into two sides, each minority node reported
+    /// NON_PRIMARY and refused a write within the bound (and at least one
+    /// such cut was checked).
+    MinorityRefused,
 }
 
 /// A scenario of the tier.
@@ -223,6 +227,7 @@ fn scenarios() -> Vec<Scenario> {
             length: 1.0,
             coverage: vec![
                 Coverage::Installed("partition"),
+                Coverage::MinorityRefused,
                 Coverage::LeaderChange,
                 Coverage::EveryKind,
                 Coverage::Conflicts,
@@ -863,6 +868,22 @@ async fn scenario_inner(
                 (
                     all_killed,
                     "every node SIGKILLed in one episode".to_string(),
+                )
+            }
+            Coverage::MinorityRefused => {
+                let n = log.installed("minority-refused");
+                let late: Vec<String> = log
+                    .not_installed("minority-refused")
+                    .iter()
+                    .map(|e| format!("{}: {}", e.target, e.detail))
+                    .collect();
+                (
+                    n > 0 && late.is_empty(),
+                    format!(
+                        "{n} minorities refused in time, {} did not: {}",
+                        late.len(),
+                        late.join("; ")
+                    ),
                 )
             }
             Coverage::CrashPoints(points) => {

@@ -169,6 +169,7 @@ impl Cluster for ClusterService {
             term,
             members: membership::members(node),
             from_departed: node.applied.is_departed(from),
+            leader_with_quorum: node.primary.is_leader_with_quorum(),
         }))
     }
 }

@@ -8,6 +8,7 @@ use trireme_proto::v1::raft_server::Raft as RaftRpc;
 use trireme_proto::v1::RaftMessage;
 
 use crate::group::network::{decode, encode};
+use crate::group::peer_error::PeerError;
 use crate::group::{reads, submit};
 use crate::node::Node;
 use crate::txn::WriteSet;
@@ -64,19 +65,18 @@ impl RaftRpc for RaftService {
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let wss: Vec<WriteSet> = decode(req.get_ref()).map_err(bad)?;
+        let node = &self.node;
         // The same check as a client's commit: a peer is not trusted more.
-        self.node
-            .config
-            .limits
-            .check_forwarded(&wss)
-            .map_err(crate::api::status::to_status)?;
-        reply(&submit::order_forwarded(&self.node.raft, &self.node.flow, wss).await)
+        if let Err(e) = node.config.limits.check_forwarded(&wss) {
+            return reply(&Err::<(), PeerError>(PeerError::Invalid(e.to_string())));
+        }
+        reply(&submit::order_forwarded(&node.raft, &node.primary, &node.flow, wss).await)
     }
 
     async fn read_index(
         &self,
         _req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        reply(&reads::leader_read_index(&self.node.raft).await)
+        reply(&reads::leader_read_index(&self.node.raft, &self.node.primary).await)
     }
 }

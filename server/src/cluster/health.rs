@@ -160,7 +160,11 @@ pub async fn ping_loop(node: Weak<Node>) {
                 // when asking, not when the answer came back, keeps a fast
                 // write rate from reading as lag.
                 let head = n.applied.seqno();
+                let sent = Instant::now();
                 if let Ok(resp) = ping(&n, &addr, interval * 2).await {
+                    if resp.leader_id == id {
+                        n.primary.heard(id, sent, resp.leader_with_quorum);
+                    }
                     n.health.record(id, resp, head);
                 }
             });

@@ -11,6 +11,8 @@
 //! - [`membership`]: join, leave and rejoin, forwarded to the leader.
 //! - [`params`]: the replicated parameters' bootstrap and `trireme config set`.
 //! - [`flow`]: quota-based flow control on the leader.
+//! - [`primary`]: whether this node is in the primary component (a leader
+//!   with a quorum, or a follower with recent word that its leader has one).
 //! - [`state`]: SYNCED / JOINING / DONOR / JOINED / NON_PRIMARY.
 //!
 //! CAVEATS: liveness is judged by each node on its own (no gossip); eviction
@@ -21,4 +23,5 @@ pub mod health;
 pub mod manage;
 pub mod membership;
 pub mod params;
+pub mod primary;
 pub mod state;

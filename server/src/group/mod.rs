@@ -8,6 +8,7 @@
 //! - [`applied`]: the applied watermark and the origin's verdict waiters.
 //! - [`network`]: openraft's RPCs over tonic.
 //! - [`params`]: the replicated parameters that decide verdicts (`cert_window`).
+//! - [`peer_error`]: typed errors of the peer wire; what a failed call proves.
 //! - [`submit`]: batching write sets into log entries, forwarding from followers.
 //! - [`reads`]: linearizable read indexes, coalesced.
 //! - [`replay`]: arbitrary bytes through decode, certify and apply (fuzzing).
@@ -17,6 +18,7 @@ pub mod log_store;
 pub mod mem_log;
 pub mod network;
 pub mod params;
+pub mod peer_error;
 pub mod reads;
 pub mod replay;
 pub mod state_machine;

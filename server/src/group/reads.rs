@@ -6,14 +6,20 @@
 //! arrived before it started: reads queue while a round is in flight and share
 //! the next one, so the cost per read falls as load rises. A follower asks the
 //! leader for the index over `ReadIndex`, then waits until it has applied it.
+//! A leader without a quorum refuses `ReadIndex` with a typed
+//! [`PeerError::NonPrimary`]; a round in flight ends as soon as this node is
+//! not in the primary component ([`Primary`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::network::{decode, encode, Peers};
+use super::peer_error::PeerError;
 use super::types::Raft;
+use crate::cluster::primary::Primary;
 use crate::error::{Error, Result};
 use crate::txn::{NodeId, Seqno};
 
@@ -26,9 +32,15 @@ pub struct ReadIndex {
 
 impl ReadIndex {
     /// Starts the coalescing task.
-    pub fn start(id: NodeId, raft: Raft, peers: Peers, timeout: Duration) -> ReadIndex {
+    pub fn start(
+        id: NodeId,
+        raft: Raft,
+        peers: Peers,
+        primary: Arc<Primary>,
+        timeout: Duration,
+    ) -> ReadIndex {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(id, raft, peers, timeout, queue_rx));
+        tokio::spawn(run(id, raft, peers, primary, timeout, queue_rx));
         ReadIndex { queue_tx }
     }
 
@@ -50,6 +62,7 @@ async fn run(
     id: NodeId,
     raft: Raft,
     peers: Peers,
+    primary: Arc<Primary>,
     timeout: Duration,
     mut queue_rx: mpsc::UnboundedReceiver<Waiter>,
 ) {
@@ -59,11 +72,15 @@ async fn run(
             waiters.push(w);
         }
         let started = std::time::Instant::now();
-        let result = match tokio::time::timeout(timeout, fetch(id, &raft, &peers)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "not in the primary component: no quorum confirmed a read index within {timeout:?}"
-            )),
+        let round = tokio::time::timeout(timeout, fetch(id, &raft, &peers, &primary));
+        let result = tokio::select! {
+            r = round => match r {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "not in the primary component: no quorum confirmed a read index within {timeout:?}"
+                )),
+            },
+            e = primary.lost() => Err(e.to_string()),
         };
         tracing::debug!(
             reads = waiters.len(),
@@ -77,10 +94,12 @@ async fn run(
     }
 }
 
-async fn fetch(id: NodeId, raft: &Raft, peers: &Peers) -> Result<Seqno, String> {
+async fn fetch(id: NodeId, raft: &Raft, peers: &Peers, primary: &Primary) -> Result<Seqno, String> {
     let leader = raft.metrics().borrow().current_leader;
     match leader {
-        Some(l) if l == id => leader_read_index(raft).await,
+        Some(l) if l == id => leader_read_index(raft, primary)
+            .await
+            .map_err(|e| e.to_string()),
         Some(l) => {
             let addr = raft
                 .metrics()
@@ -92,15 +111,25 @@ async fn fetch(id: NodeId, raft: &Raft, peers: &Peers) -> Result<Seqno, String> 
                 .ok_or_else(|| format!("leader {l} has no address"))?;
             let mut client = peers.raft_client(&addr).map_err(|e| e.to_string())?;
             let request = encode(&()).map_err(|e| e.to_string())?;
+            let sent = tokio::time::Instant::now();
             let reply = client.read_index(request).await.map_err(|s| {
                 format!(
                     "not in the primary component: leader {l} at {addr} unreachable: {}",
                     s.message()
                 )
             })?;
-            let result: Result<Seqno, String> =
+            let result: Result<Seqno, PeerError> =
                 decode(reply.get_ref()).map_err(|e| e.to_string())?;
-            result
+            if result.is_ok() {
+                // The leader confirmed its quorum after `sent`.
+                primary.heard(l, sent, true);
+            }
+            result.map_err(|e| {
+                if let PeerError::NonPrimary(why) = &e {
+                    primary.refused(l, why);
+                }
+                e.to_string()
+            })
         }
         None => Err("not in the primary component: no leader is known".into()),
     }
@@ -114,16 +143,35 @@ async fn fetch(id: NodeId, raft: &Raft, peers: &Peers) -> Result<Seqno, String> 
 /// the same term with a commit index restored from a possibly stale hint, and
 /// would otherwise serve reads that miss acknowledged writes. Every committed
 /// entry is in the leader's log, so its last index covers them all.
-pub async fn leader_read_index(raft: &Raft) -> Result<Seqno, String> {
-    let last_log = raft.metrics().borrow().last_log_index.unwrap_or(0);
+///
+/// A leader without a quorum refuses at once ([`PeerError::NonPrimary`]).
+pub async fn leader_read_index(raft: &Raft, primary: &Primary) -> Result<Seqno, PeerError> {
+    let (me, last_log) = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        (m.id, m.last_log_index.unwrap_or(0))
+    };
+    match primary.check() {
+        Ok(l) if l == me => {}
+        Ok(l) => return Err(PeerError::NotLeader { leader: Some(l) }),
+        Err(e) => {
+            let leader = raft.metrics().borrow().current_leader;
+            return Err(match leader {
+                Some(l) if l == me => PeerError::NonPrimary(e.to_string()),
+                other => PeerError::NotLeader { leader: other },
+            });
+        }
+    }
     match raft.get_read_log_id().await {
         Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index).max(last_log)),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-            Err(format!("not the leader (leader is {:?})", f.leader_id))
+            Err(PeerError::NotLeader {
+                leader: f.leader_id,
+            })
         }
         Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
-            Err(format!("not in the primary component: {q}"))
+            Err(PeerError::NonPrimary(q.to_string()))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(PeerError::NonPrimary(format!("raft: {e}"))),
     }
 }

@@ -13,7 +13,14 @@
 //! the state machine ignores a second copy of a write-set id. Outcomes reach
 //! the origin's waiter from its own state machine; the batcher only reports
 //! write sets it gives up on: `Unavailable` if no attempt could have reached a
-//! log, `Indeterminate` otherwise.
+//! log, `Indeterminate` otherwise. Whether an attempt could have is decided
+//! from types: a [`PeerError`] other than `Indeterminate`, or a call whose
+//! connection was never made ([`never_sent`]), proves it did not.
+//!
+//! The batcher gives up at once, instead of at the deadline, when the node is
+//! not in the primary component ([`Primary`]): before a batch is sent, and
+//! while it is in flight (a `Forward` or the leader's own append that waits
+//! on a quorum that is gone).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,8 +32,10 @@ use tokio::time::Instant;
 
 use super::applied::Applied;
 use super::network::{decode, encode, Peers};
+use super::peer_error::{never_sent, PeerError};
 use super::types::{Raft, Request};
 use crate::cluster::flow::Flow;
+use crate::cluster::primary::Primary;
 use crate::error::Error;
 use crate::txn::{NodeId, WriteSet};
 
@@ -56,6 +65,7 @@ pub struct Submitter {
     id: NodeId,
     raft: Raft,
     peers: Peers,
+    primary: Arc<Primary>,
     applied: Arc<Applied>,
     queue_tx: mpsc::UnboundedSender<Pending>,
     config: BatchConfig,
@@ -68,6 +78,7 @@ impl Submitter {
         id: NodeId,
         raft: Raft,
         peers: Peers,
+        primary: Arc<Primary>,
         applied: Arc<Applied>,
         config: BatchConfig,
         flow: Arc<Flow>,
@@ -77,6 +88,7 @@ impl Submitter {
             id,
             raft,
             peers,
+            primary,
             applied,
             queue_tx,
             config,
@@ -142,22 +154,35 @@ impl Submitter {
         if live.is_empty() {
             return;
         }
-        let leader = self.raft.metrics().borrow().current_leader;
-        let outcome = match leader {
-            Some(l) if l == self.id => {
-                let wss: Vec<WriteSet> = live.iter().map(|p| p.ws.clone()).collect();
-                live.iter_mut().for_each(|p| p.maybe_sent = true);
+        let leader = match self.primary.check() {
+            Ok(l) => l,
+            Err(e) => return self.give_up_all(live, &e),
+        };
+        let outcome = if leader == self.id {
+            let wss: Vec<WriteSet> = live.iter().map(|p| p.ws.clone()).collect();
+            live.iter_mut().for_each(|p| p.maybe_sent = true);
+            let append = async {
                 self.flow.throttle().await;
-                self.raft
-                    .client_write(Request::Batch(wss))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+                self.raft.client_write(Request::Batch(wss)).await
+            };
+            tokio::select! {
+                r = append => r.map(|_| ()).map_err(|e| e.to_string()),
+                e = self.primary.lost() => return self.give_up_all(live, &e),
             }
-            Some(l) => self.forward(l, &mut live).await,
-            None => Err("no leader".into()),
+        } else {
+            tokio::select! {
+                r = self.forward(leader, &mut live) => r,
+                e = self.primary.lost() => {
+                    // The request may be at the leader already.
+                    live.iter_mut().for_each(|p| p.maybe_sent = true);
+                    return self.give_up_all(live, &e);
+                }
+            }
         };
         if let Err(reason) = outcome {
+            if let Err(e) = self.primary.check() {
+                return self.give_up_all(live, &e);
+            }
             tracing::debug!(count = live.len(), %reason, "batch not ordered; requeueing");
             // Give an election time to settle before the next try.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -168,6 +193,22 @@ impl Submitter {
                     self.give_up(p);
                 }
             }
+        }
+    }
+
+    /// Ends every write set of a batch now that the node is not primary.
+    fn give_up_all(&self, live: Vec<Pending>, why: &Error) {
+        tracing::debug!(count = live.len(), %why, "not primary: giving up on a batch");
+        for p in live {
+            let err = if p.maybe_sent {
+                Error::Indeterminate(format!(
+                    "write set {} was sent for ordering, then this node left the primary component ({why})",
+                    p.ws.id
+                ))
+            } else {
+                Error::Unavailable(format!("write set {} never reached a log: {why}", p.ws.id))
+            };
+            self.applied.resolve(p.ws.id, Err(err));
         }
     }
 
@@ -193,22 +234,44 @@ impl Submitter {
                     .max(Duration::from_millis(100))
             });
         request.set_timeout(timeout);
+        let sent = Instant::now();
         let reply = client.forward(request).await;
         let reply = match reply {
             Ok(r) => r,
             Err(status) => {
-                // A refused connection never delivered the batch; anything else may have.
-                let never_sent = status.code() == tonic::Code::Unavailable
-                    && status.message().contains("connect");
-                if !never_sent {
+                // A connection never made delivered nothing; anything else may have.
+                if !never_sent(&status) {
                     live.iter_mut().for_each(|p| p.maybe_sent = true);
                 }
                 return Err(format!("forward to leader {leader} at {addr}: {status}"));
             }
         };
-        live.iter_mut().for_each(|p| p.maybe_sent = true);
-        let result: Result<(), String> = decode(reply.get_ref()).map_err(|e| e.to_string())?;
-        result
+        let result: Result<(), PeerError> = match decode(reply.get_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                live.iter_mut().for_each(|p| p.maybe_sent = true);
+                return Err(format!(
+                    "undecodable forward reply from leader {leader}: {e}"
+                ));
+            }
+        };
+        match result {
+            Ok(()) => {
+                live.iter_mut().for_each(|p| p.maybe_sent = true);
+                // Committed: a quorum acknowledged the leader after `sent`.
+                self.primary.heard(leader, sent, true);
+                Ok(())
+            }
+            Err(e) => {
+                if !e.never_appended() {
+                    live.iter_mut().for_each(|p| p.maybe_sent = true);
+                }
+                if let PeerError::NonPrimary(why) = &e {
+                    self.primary.refused(leader, why);
+                }
+                Err(format!("leader {leader} refused the batch: {e}"))
+            }
+        }
     }
 
     fn give_up(&self, p: Pending) {
@@ -228,13 +291,40 @@ impl Submitter {
 }
 
 /// The leader's side of `Forward`: order a follower's batch as one entry.
-pub async fn order_forwarded(raft: &Raft, flow: &Flow, wss: Vec<WriteSet>) -> Result<(), String> {
-    flow.throttle().await;
-    match raft.client_write(Request::Batch(wss)).await {
-        Ok(_) => Ok(()),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(format!("not the leader (leader is {:?})", f.leader_id))
+/// Refused at once when this node is not a leader with a quorum; ended as
+/// soon as it loses the quorum while the entry is replicating.
+pub async fn order_forwarded(
+    raft: &Raft,
+    primary: &Primary,
+    flow: &Flow,
+    wss: Vec<WriteSet>,
+) -> Result<(), PeerError> {
+    let me = raft.metrics().borrow().id;
+    match primary.check() {
+        Ok(l) if l == me => {}
+        Ok(l) => return Err(PeerError::NotLeader { leader: Some(l) }),
+        Err(e) => {
+            let leader = raft.metrics().borrow().current_leader;
+            return Err(match leader {
+                Some(l) if l == me => PeerError::NonPrimary(e.to_string()),
+                other => PeerError::NotLeader { leader: other },
+            });
         }
-        Err(e) => Err(e.to_string()),
+    }
+    let append = async {
+        flow.throttle().await;
+        raft.client_write(Request::Batch(wss)).await
+    };
+    tokio::select! {
+        r = append => match r {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(PeerError::NotLeader { leader: f.leader_id })
+            }
+            Err(e) => Err(PeerError::Indeterminate(e.to_string())),
+        },
+        e = primary.lost() => Err(PeerError::Indeterminate(format!(
+            "the leader left the primary component while the batch was replicating ({e})"
+        ))),
     }
 }
