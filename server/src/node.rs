@@ -133,6 +133,7 @@ impl Backend<LogStore> {
             Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         let mut log = LogStore::open(&dir.join("raft-log"))?;
+        log.set_append_max_bytes(config.append_max_bytes);
         let log_stats = log.stats();
         let log_reader = Some(log.reader());
         let purge_fence = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -233,7 +234,8 @@ impl Node {
         let raft = Raft::new(
             config.node_id,
             raft_config,
-            NetworkFactory::new(peers.clone()),
+            NetworkFactory::new(peers.clone())
+                .with_bulk(crate::group::network::BulkSettings::from_config(&config)),
             log_store,
             sm,
         )
