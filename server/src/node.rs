@@ -92,6 +92,8 @@ pub struct Node {
     pub health: Arc<Health>,
     /// Flow control (on the leader).
     pub flow: Arc<Flow>,
+    /// Voters the leader cannot replicate to.
+    pub replication: Arc<crate::cluster::replication::ReplicationWatch>,
     /// Client API latency histograms.
     pub requests: crate::metrics::RequestMetrics,
     /// Leader changes seen by this node.
@@ -297,6 +299,9 @@ impl Node {
             peers.clone(),
             config.read_timeout(),
         );
+        let replication = Arc::new(crate::cluster::replication::ReplicationWatch::new(
+            Duration::from_millis(config.down_after_ms),
+        ));
         let node = Arc::new(Node {
             config,
             raft,
@@ -308,6 +313,7 @@ impl Node {
             log_stats,
             health,
             flow,
+            replication,
             requests: Default::default(),
             leader_changes: Default::default(),
             blocking,
@@ -322,6 +328,9 @@ impl Node {
         }
         tokio::spawn(crate::cluster::health::ping_loop(Arc::downgrade(&node)));
         tokio::spawn(crate::cluster::manage::manage_loop(Arc::downgrade(&node)));
+        tokio::spawn(crate::cluster::replication::watch_loop(Arc::downgrade(
+            &node,
+        )));
         if let Some(target) = join_target {
             tracing::info!(%target, "joining an existing cluster");
             tokio::spawn(crate::cluster::membership::join_at_start(

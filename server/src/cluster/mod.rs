@@ -11,6 +11,7 @@
 //! - [`membership`]: join, leave and rejoin, forwarded to the leader.
 //! - [`flow`]: quota-based flow control on the leader.
 //! - [`state`]: SYNCED / JOINING / DONOR / JOINED / NON_PRIMARY.
+//! - [`replication`]: the leader's report of voters it cannot replicate to.
 //!
 //! CAVEATS: liveness is judged by each node on its own (no gossip); eviction
 //! and promotion are decided by the current leader only.
@@ -19,4 +20,5 @@ pub mod flow;
 pub mod health;
 pub mod manage;
 pub mod membership;
+pub mod replication;
 pub mod state;
