@@ -20,6 +20,7 @@ use trireme_client::{Client, NodeStatus};
 pub mod checkers;
 pub mod history;
 pub mod inproc;
+pub mod large_values;
 pub mod nemesis;
 pub mod netns;
 pub mod workloads;

@@ -15,6 +15,7 @@
 //! | disk full | a filler file on the node's size-limited tmpfs until `ENOSPC` |
 //! | fsync failure | `fiu-ctrl` enabling `posix/io/sync/*` in a node started with libfiu preloaded |
 //! | crash point | restart with `FAILPOINTS=<name>=1*return` (failpoints build), wait for the abort |
+//! | large-value burst | 64 writers of 64 KiB values and one of 12 MiB transactions ([`LargeValueBurst`]), installed once a write is acknowledged |
 //!
 //! [`Monitor`] polls every node's status, to show that an intended fault had
 //! its effect (a leader change, certification conflicts).
@@ -30,6 +31,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::history::{OpKind, Recorder};
+use crate::large_values::LargeValueBurst;
 use crate::netns::{run, NetCluster, NetMode, FAKETIME_LIB, FIU_LIBS};
 
 /// One fault event.
@@ -186,6 +188,8 @@ pub enum FaultKind {
     /// while installing the snapshot it is sent (needs a small
     /// `snapshot_every_entries` and `log_retain_entries`).
     CrashSnapshotInstall,
+    /// Many concurrent writers of large values (see [`LargeValueBurst`]).
+    LargeValueBurst,
 }
 
 impl FaultKind {
@@ -225,6 +229,7 @@ pub struct Nemesis {
     partitioned: bool,
     lossy: bool,
     delayed: bool,
+    burst: Option<LargeValueBurst>,
 }
 
 /// What a crash point's or an I/O fault's node did.
@@ -263,6 +268,7 @@ impl Nemesis {
             partitioned: false,
             lossy: false,
             delayed: false,
+            burst: None,
         }
     }
 
@@ -1044,6 +1050,43 @@ impl Nemesis {
                 self.crash_point(&ids, name, Duration::from_secs(20)).await;
             }
             FaultKind::CrashSnapshotInstall => self.crash_snapshot_install().await,
+            FaultKind::LargeValueBurst => self.large_value_burst().await,
+        }
+    }
+
+    /// Starts a [`LargeValueBurst`] through every node; installed once one
+    /// of its writes is acknowledged.
+    pub async fn large_value_burst(&mut self) {
+        let clients: Vec<_> = self
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.cluster.client(id).ok())
+            .collect();
+        let burst = LargeValueBurst::start(&clients, 64);
+        let acked = burst.wait_acked(Duration::from_secs(10)).await;
+        self.log.record(
+            "large-value-burst",
+            "all nodes",
+            acked,
+            if acked {
+                "64 writers of 64 KiB values, one of 12 MiB transactions: writes acknowledged"
+            } else {
+                "no write of the burst acknowledged within 10 s"
+            },
+        );
+        self.burst = Some(burst);
+    }
+
+    /// Stops the burst, if one runs.
+    pub async fn stop_burst(&mut self) {
+        if let Some(burst) = self.burst.take() {
+            let (acked, failed) = burst.stop().await;
+            self.log.record(
+                "heal-large-value-burst",
+                "all nodes",
+                true,
+                format!("{acked} burst writes acknowledged, {failed} failed"),
+            );
         }
     }
 
@@ -1121,6 +1164,7 @@ impl Nemesis {
         if self.delayed {
             self.heal_latency();
         }
+        self.stop_burst().await;
         self.clock_reset();
         let io_nodes: BTreeSet<u64> = self
             .fillers
@@ -1170,6 +1214,7 @@ impl Nemesis {
             | FaultKind::CrashPointAll(_)
             | FaultKind::CrashSnapshotInstall => self.restart_dead(),
             FaultKind::PauseLeader | FaultKind::PauseFollower => self.resume_all(),
+            FaultKind::LargeValueBurst => self.stop_burst().await,
             FaultKind::Partition(_) => self.heal_partition(),
             FaultKind::Loss(_) => self.heal_loss(),
             FaultKind::Latency(_) => self.heal_latency(),

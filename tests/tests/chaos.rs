@@ -184,15 +184,20 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "pause",
-            about: "SIGSTOP the leader or a follower past the election timeout, then SIGCONT",
+            about: "SIGSTOP the leader or a follower past the election timeout, then SIGCONT; a burst of large-value writes",
             options: netns.clone(),
-            kinds: vec![FaultKind::PauseLeader, FaultKind::PauseFollower],
+            kinds: vec![
+                FaultKind::PauseLeader,
+                FaultKind::PauseFollower,
+                FaultKind::LargeValueBurst,
+            ],
             hold: (2000, 5000),
             gap: (2000, 4000),
             needs: vec![],
             length: 1.0,
             coverage: vec![
                 Coverage::Installed("pause"),
+                Coverage::Installed("large-value-burst"),
                 Coverage::LeaderChange,
                 Coverage::EveryKind,
                 Coverage::Conflicts,
