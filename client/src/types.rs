@@ -248,6 +248,10 @@ pub struct NodeStatus {
     pub state_reason: String,
     /// Voters in the membership.
     pub cluster_size: u64,
+    /// On the leader: HEALTHY, or DEGRADED while a voter is unreplicated; empty elsewhere.
+    pub cluster_health: String,
+    /// On the leader: voters it has not replicated to for a while although behind.
+    pub unreplicated_voters: Vec<u64>,
     /// Log entries held but not yet applied.
     pub apply_lag: u64,
     /// State transfers (snapshots) sent to other nodes.
@@ -301,6 +305,8 @@ impl From<proto::StatusResponse> for NodeStatus {
             state: s.state,
             state_reason: s.state_reason,
             cluster_size: s.cluster_size,
+            cluster_health: s.cluster_health,
+            unreplicated_voters: s.unreplicated_voters,
             apply_lag: s.apply_lag,
             snapshots_sent: s.snapshots_sent,
             snapshots_received: s.snapshots_received,

@@ -70,6 +70,18 @@ pub struct Config {
     pub batch_max_bytes: usize,
     /// Batches in flight at once (pipelined replication).
     pub batch_in_flight: usize,
+    /// Most bytes of log entries one AppendEntries carries to a follower (at
+    /// least one entry goes, whatever its size), so each fits the
+    /// heartbeat-sized RPC timeout.
+    pub append_max_bytes: u64,
+    /// An AppendEntries larger than this many bytes is sent in the background
+    /// with a timeout that follows its size, while heartbeats keep the
+    /// follower's election timer quiet; smaller ones go inline.
+    pub append_inline_bytes: u64,
+    /// The slowest transfer rate a background AppendEntries is allowed before
+    /// it is timed out, in bytes per second (its timeout is the election
+    /// timeout plus its size at this rate).
+    pub append_min_rate: u64,
     /// Build a snapshot (and allow purging the log) every this many log entries.
     pub snapshot_every_entries: u64,
     /// Log entries kept behind the last snapshot, so a lagging node can catch up
@@ -116,6 +128,9 @@ impl Default for Config {
             batch_max_write_sets: 2048,
             batch_max_bytes: 4 << 20,
             batch_in_flight: 1,
+            append_max_bytes: 1 << 20,
+            append_inline_bytes: 256 << 10,
+            append_min_rate: 1 << 20,
             snapshot_every_entries: 20_000,
             log_retain_entries: 10_000,
             log_retain_bytes: 256 << 20,
@@ -234,6 +249,9 @@ impl Config {
             return bad(
                 "batch_max_write_sets, batch_max_bytes and batch_in_flight must be positive".into(),
             );
+        }
+        if self.append_max_bytes == 0 || self.append_min_rate == 0 {
+            return bad("append_max_bytes and append_min_rate must be positive".into());
         }
         if self.snapshot_every_entries == 0 {
             return bad("snapshot_every_entries must be positive".into());

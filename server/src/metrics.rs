@@ -118,6 +118,13 @@ pub fn render(node: &Node) -> String {
         "counter",
         &one(node.leader_changes.load(Ordering::Relaxed)),
     );
+    gauge(
+        &mut out,
+        "unreplicated_voters",
+        "Voters this leader has not replicated to for down_after_ms while behind.",
+        "gauge",
+        &one(node.replication.unreplicated().len() as u64),
+    );
     let members = crate::cluster::membership::members(node);
     let voters = members.iter().filter(|m| m.role == "voter").count() as u64;
     let up = members.iter().filter(|m| m.up).count() as u64;

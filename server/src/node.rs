@@ -95,6 +95,8 @@ pub struct Node {
     pub flow: Arc<Flow>,
     /// Whether this node is in the primary component.
     pub primary: Arc<Primary>,
+    /// Voters the leader cannot replicate to.
+    pub replication: Arc<crate::cluster::replication::ReplicationWatch>,
     /// Client API latency histograms.
     pub requests: crate::metrics::RequestMetrics,
     /// Leader changes seen by this node.
@@ -136,6 +138,7 @@ impl Backend<LogStore> {
             Error::Storage(format!("cannot create data dir {}: {e}", dir.display()))
         })?;
         let mut log = LogStore::open(&dir.join("raft-log"))?;
+        log.set_append_max_bytes(config.append_max_bytes);
         let log_stats = log.stats();
         let log_reader = Some(log.reader());
         let purge_fence = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -236,7 +239,8 @@ impl Node {
         let raft = Raft::new(
             config.node_id,
             raft_config,
-            NetworkFactory::new(peers.clone()),
+            NetworkFactory::new(peers.clone())
+                .with_bulk(crate::group::network::BulkSettings::from_config(&config)),
             log_store,
             sm,
         )
@@ -306,6 +310,9 @@ impl Node {
             primary.clone(),
             config.read_timeout(),
         );
+        let replication = Arc::new(crate::cluster::replication::ReplicationWatch::new(
+            Duration::from_millis(config.down_after_ms),
+        ));
         let node = Arc::new(Node {
             config,
             raft,
@@ -318,6 +325,7 @@ impl Node {
             health,
             flow,
             primary,
+            replication,
             requests: Default::default(),
             leader_changes: Default::default(),
             blocking,
@@ -332,6 +340,9 @@ impl Node {
         }
         tokio::spawn(crate::cluster::health::ping_loop(Arc::downgrade(&node)));
         tokio::spawn(crate::cluster::manage::manage_loop(Arc::downgrade(&node)));
+        tokio::spawn(crate::cluster::replication::watch_loop(Arc::downgrade(
+            &node,
+        )));
         tokio::spawn(crate::cluster::params::bootstrap_loop(Arc::downgrade(
             &node,
         )));

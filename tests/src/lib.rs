@@ -21,6 +21,7 @@ pub mod checkers;
 pub mod history;
 pub mod hostile;
 pub mod inproc;
+pub mod large_values;
 pub mod nemesis;
 pub mod netns;
 pub mod refusal;

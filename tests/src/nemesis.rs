@@ -16,6 +16,7 @@
 //! | fsync failure | `fiu-ctrl` enabling `posix/io/sync/*` in a node started with libfiu preloaded |
 //! | crash point | restart with `FAILPOINTS=<name>=1*return` (failpoints build), wait for the abort |
 //! | crafted peer messages | `Forward` / `AppendEntries` of [`crate::hostile`] sent to every running node; each must be refused |
+//! | large-value burst | 64 writers of 64 KiB values and one of 12 MiB transactions ([`LargeValueBurst`]), installed once a write is acknowledged |
 //!
 //! [`Monitor`] polls every node's status, to show that an intended fault had
 //! its effect (a leader change, certification conflicts).
@@ -31,6 +32,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::history::{OpKind, Recorder};
+use crate::large_values::LargeValueBurst;
 use crate::netns::{run, NetCluster, NetMode, FAKETIME_LIB, FIU_LIBS};
 
 /// One fault event.
@@ -191,6 +193,8 @@ pub enum FaultKind {
     /// running node; a message not refused is recorded as
     /// `crafted-peer-message-accepted`.
     CraftedPeerMessages,
+    /// Many concurrent writers of large values (see [`LargeValueBurst`]).
+    LargeValueBurst,
 }
 
 impl FaultKind {
@@ -230,6 +234,7 @@ pub struct Nemesis {
     partitioned: bool,
     lossy: bool,
     delayed: bool,
+    burst: Option<LargeValueBurst>,
 }
 
 /// What a crash point's or an I/O fault's node did.
@@ -268,6 +273,7 @@ impl Nemesis {
             partitioned: false,
             lossy: false,
             delayed: false,
+            burst: None,
         }
     }
 
@@ -1069,6 +1075,7 @@ impl Nemesis {
             }
             FaultKind::CrashSnapshotInstall => self.crash_snapshot_install().await,
             FaultKind::CraftedPeerMessages => self.crafted_peer_messages().await,
+            FaultKind::LargeValueBurst => self.large_value_burst().await,
         }
     }
 
@@ -1108,6 +1115,43 @@ impl Nemesis {
                     "{refused} of {} refused; not delivered: {unreachable:?}",
                     messages.len()
                 ),
+            );
+        }
+    }
+
+
+    /// Starts a [`LargeValueBurst`] through every node; installed once one
+    /// of its writes is acknowledged.
+    pub async fn large_value_burst(&mut self) {
+        let clients: Vec<_> = self
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.cluster.client(id).ok())
+            .collect();
+        let burst = LargeValueBurst::start(&clients, 64);
+        let acked = burst.wait_acked(Duration::from_secs(10)).await;
+        self.log.record(
+            "large-value-burst",
+            "all nodes",
+            acked,
+            if acked {
+                "64 writers of 64 KiB values, one of 12 MiB transactions: writes acknowledged"
+            } else {
+                "no write of the burst acknowledged within 10 s"
+            },
+        );
+        self.burst = Some(burst);
+    }
+
+    /// Stops the burst, if one runs.
+    pub async fn stop_burst(&mut self) {
+        if let Some(burst) = self.burst.take() {
+            let (acked, failed) = burst.stop().await;
+            self.log.record(
+                "heal-large-value-burst",
+                "all nodes",
+                true,
+                format!("{acked} burst writes acknowledged, {failed} failed"),
             );
         }
     }
@@ -1186,6 +1230,7 @@ impl Nemesis {
         if self.delayed {
             self.heal_latency();
         }
+        self.stop_burst().await;
         self.clock_reset();
         let io_nodes: BTreeSet<u64> = self
             .fillers
@@ -1237,6 +1282,7 @@ impl Nemesis {
             FaultKind::PauseLeader | FaultKind::PauseFollower => self.resume_all(),
             // Nothing stays installed: each message was answered.
             FaultKind::CraftedPeerMessages => {}
+            FaultKind::LargeValueBurst => self.stop_burst().await,
             FaultKind::Partition(_) => self.heal_partition(),
             FaultKind::Loss(_) => self.heal_loss(),
             FaultKind::Latency(_) => self.heal_latency(),

@@ -190,12 +190,13 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "pause",
-            about: "SIGSTOP the leader or a follower past the election timeout, then SIGCONT; crafted Forward/AppendEntries messages to every node",
+            about: "SIGSTOP the leader or a follower past the election timeout, then SIGCONT; crafted Forward/AppendEntries messages to every node; a burst of large-value writes",
             options: netns.clone(),
             kinds: vec![
                 FaultKind::PauseLeader,
                 FaultKind::PauseFollower,
                 FaultKind::CraftedPeerMessages,
+                FaultKind::LargeValueBurst,
             ],
             hold: (2000, 5000),
             gap: (2000, 4000),
@@ -205,6 +206,7 @@ fn scenarios() -> Vec<Scenario> {
                 Coverage::Installed("pause"),
                 Coverage::Installed("crafted-peer-message"),
                 Coverage::Never("crafted-peer-message-accepted"),
+                Coverage::Installed("large-value-burst"),
                 Coverage::LeaderChange,
                 Coverage::EveryKind,
                 Coverage::Conflicts,

@@ -50,13 +50,19 @@ pub fn status_text(endpoint: &str, s: &NodeStatus) -> String {
     } else {
         format!("{} ({})", s.state, s.state_reason)
     };
-    let rows: [(&str, String); 17] = [
+    let health = match (s.cluster_health.as_str(), s.unreplicated_voters.as_slice()) {
+        ("", _) => "(ask the leader)".to_string(),
+        (h, []) => h.to_string(),
+        (h, voters) => format!("{h} (no replication progress to {voters:?})"),
+    };
+    let rows: [(&str, String); 18] = [
         ("endpoint", endpoint.to_string()),
         ("node id", s.node_id.to_string()),
         ("address", s.address.clone()),
         ("role", s.role.clone()),
         ("state", state),
         ("cluster size", s.cluster_size.to_string()),
+        ("cluster health", health),
         ("apply lag", s.apply_lag.to_string()),
         (
             "log retained",

@@ -77,6 +77,8 @@ impl Cluster for ClusterService {
             last_log_index: last_log,
             log_first_index: m.purged.map_or(0, |p| p.index) + 1,
             log_retained_bytes: node.log_bytes(),
+            unreplicated_voters: node.replication.unreplicated(),
+            cluster_health: node.replication.cluster_health().into(),
         }))
     }
 

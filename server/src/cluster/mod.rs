@@ -14,6 +14,7 @@
 //! - [`primary`]: whether this node is in the primary component (a leader
 //!   with a quorum, or a follower with recent word that its leader has one).
 //! - [`state`]: SYNCED / JOINING / DONOR / JOINED / NON_PRIMARY.
+//! - [`replication`]: the leader's report of voters it cannot replicate to.
 //!
 //! CAVEATS: liveness is judged by each node on its own (no gossip); eviction
 //! and promotion are decided by the current leader only.
@@ -24,4 +25,5 @@ pub mod manage;
 pub mod membership;
 pub mod params;
 pub mod primary;
+pub mod replication;
 pub mod state;

@@ -63,6 +63,10 @@ use crate::Error;
 /// Default size past which the active segment is closed and a new one started.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 * 1024 * 1024;
 
+/// Default byte budget of the entries one AppendEntries carries (at least one
+/// entry is always sent, whatever its size).
+pub const DEFAULT_APPEND_MAX_BYTES: u64 = 1 << 20;
+
 /// Bytes of framing before each record's payload: length and CRC.
 const HEADER_LEN: usize = 8;
 /// Most commands the writer takes into one group (one fdatasync).
@@ -230,6 +234,23 @@ impl Mem {
             .map(|(_, e)| e.clone())
             .collect()
     }
+
+    /// The entries of `[start, end)`, stopping before the one that would take
+    /// their encoded size past `max_bytes` (the first one is always included,
+    /// so a range that holds entries never reads as empty).
+    pub(super) fn range_within_bytes(&self, start: u64, end: u64, max_bytes: u64) -> Vec<Entry> {
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for (index, entry) in self.entries.range(start..end) {
+            let size = self.sizes.get(index).copied().unwrap_or(0);
+            if !out.is_empty() && bytes.saturating_add(size) > max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            out.push(entry.clone());
+        }
+        out
+    }
 }
 
 /// State shared between the store handle and the writer thread.
@@ -295,6 +316,8 @@ struct Segment {
 #[derive(Clone, Debug)]
 pub struct LogReader {
     mem: Arc<RwLock<Mem>>,
+    /// Byte budget of one replication read (see [`DEFAULT_APPEND_MAX_BYTES`]).
+    append_max_bytes: u64,
 }
 
 impl LogReader {
@@ -318,6 +341,17 @@ impl RaftLogReader<TypeConfig> for LogReader {
     ) -> Result<Vec<Entry>, StorageError> {
         Ok(read_mem(&self.mem).range(&range))
     }
+
+    /// Replication reads are bounded by bytes as well as by openraft's
+    /// entry count, so one AppendEntries fits its heartbeat-sized timeout
+    /// whatever the value sizes.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(read_mem(&self.mem).range_within_bytes(start, end, self.append_max_bytes))
+    }
 }
 
 /// The durable Raft log of one node: segment files written by a group-commit thread.
@@ -333,6 +367,8 @@ pub struct LogStore {
     purge_fence: Option<Arc<AtomicU64>>,
     /// A purge cut back by the fence, carried out once the fence reaches it.
     deferred_purge: Option<LogId>,
+    /// Byte budget of one replication read, handed to readers.
+    append_max_bytes: u64,
 }
 
 impl Debug for LogStore {
@@ -410,7 +446,14 @@ impl LogStore {
             committed,
             purge_fence: None,
             deferred_purge: None,
+            append_max_bytes: DEFAULT_APPEND_MAX_BYTES,
         })
+    }
+
+    /// Bounds the entries one replication read (one AppendEntries) returns
+    /// to `bytes` (at least one entry); applies to readers made after it.
+    pub fn set_append_max_bytes(&mut self, bytes: u64) {
+        self.append_max_bytes = bytes;
     }
 
     /// Limits purges to the index in `fence` (the state machine's durably
@@ -428,6 +471,7 @@ impl LogStore {
     pub fn reader(&self) -> LogReader {
         LogReader {
             mem: Arc::clone(&self.mem),
+            append_max_bytes: self.append_max_bytes,
         }
     }
 
@@ -1704,5 +1748,43 @@ mod tests {
             mem.bytes(),
             sizes[3..7].iter().sum::<u64>() + size(&ent(2, 8))
         );
+    }
+
+    /// A replication read stops at the byte budget but always holds at least
+    /// one entry, in index order, within the requested range.
+    #[tokio::test]
+    async fn replication_reads_are_bounded_by_bytes() {
+        let big = |index: u64, len: usize| Entry {
+            log_id: lid(1, index),
+            payload: EntryPayload::Normal(Request::Batch(vec![crate::txn::WriteSet::blind(
+                1,
+                vec![crate::txn::Mutation::Put {
+                    key: format!("k{index}").into_bytes(),
+                    value: vec![7u8; len],
+                }],
+            )])),
+        };
+        let mut mem = Mem::default();
+        for (i, len) in [(1, 1000), (2, 1000), (3, 5000), (4, 10), (5, 10)] {
+            mem.apply_entry(big(i, len));
+        }
+        let index = |v: Vec<Entry>| v.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+        assert_eq!(index(mem.range_within_bytes(1, 6, 2500)), vec![1, 2]);
+        // The first entry goes even when it alone is over the budget.
+        assert_eq!(index(mem.range_within_bytes(3, 6, 100)), vec![3]);
+        assert_eq!(index(mem.range_within_bytes(4, 6, 400)), vec![4, 5]);
+        assert_eq!(index(mem.range_within_bytes(1, 3, u64::MAX)), vec![1, 2]);
+        assert!(mem.range_within_bytes(6, 9, u64::MAX).is_empty());
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path()).expect("open");
+        store.set_append_max_bytes(2500);
+        store
+            .blocking_append((1..6).map(|i| big(i, [1000, 1000, 5000, 10, 10][i as usize - 1])))
+            .await
+            .expect("append");
+        let mut reader = store.get_log_reader().await;
+        let got = reader.limited_get_log_entries(1, 6).await.expect("read");
+        assert_eq!(index(got), vec![1, 2]);
     }
 }

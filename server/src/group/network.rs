@@ -26,6 +26,9 @@ use super::types::TypeConfig;
 use crate::codec::{self, PeerMessage};
 use crate::error::{Error, Result};
 
+mod bulk;
+pub use bulk::BulkSettings;
+
 /// Lazily connected gRPC channels to peers, by address, shared by Raft
 /// replication, write-set forwarding and read-index requests.
 #[derive(Clone, Default)]
@@ -125,12 +128,21 @@ pub fn decode<T: DeserializeOwned + PeerMessage>(msg: &RaftMessage) -> Result<T>
 #[derive(Clone)]
 pub struct NetworkFactory {
     peers: Peers,
+    bulk: BulkSettings,
 }
 
 impl NetworkFactory {
     /// A factory sharing these peer channels.
     pub fn new(peers: Peers) -> Self {
-        NetworkFactory { peers }
+        NetworkFactory {
+            peers,
+            bulk: BulkSettings::default(),
+        }
+    }
+
+    /// The same factory, sending large AppendEntries as `bulk` says.
+    pub fn with_bulk(self, bulk: BulkSettings) -> Self {
+        NetworkFactory { bulk, ..self }
     }
 }
 
@@ -142,6 +154,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            bulk: self.bulk,
+            in_flight: None,
         }
     }
 }
@@ -151,6 +165,9 @@ pub struct PeerNetwork {
     target: u64,
     addr: String,
     peers: Peers,
+    bulk: BulkSettings,
+    /// The large AppendEntries being sent in the background, if any.
+    in_flight: Option<bulk::InFlight>,
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<u64, BasicNode, E>>;
@@ -218,7 +235,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<u64>, RaftError<u64>> {
-        self.call(Kind::Append, &rpc, Vec::new(), &option).await
+        self.append(rpc, option).await
     }
 
     async fn install_snapshot(
