@@ -422,7 +422,9 @@ impl Node {
     ) -> Result<(Option<(Seqno, Value)>, Seqno)> {
         self.config.limits.check_key(key)?;
         let at = self.read_seqno(opts).await?;
-        let found = self.mvcc.get(key, at)?;
+        let mvcc = self.mvcc.clone();
+        let key = key.to_vec();
+        let found = Blocking::run(self.blocking, move || mvcc.get(&key, at)).await??;
         // GC may have started while we read: only a read that finished above its horizon counts.
         self.check_horizon(at)?;
         Ok((found, at))
@@ -542,7 +544,8 @@ impl Node {
             .shutdown()
             .await
             .map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
-        self.mvcc.sync()
+        let mvcc = self.mvcc.clone();
+        Blocking::run(self.blocking, move || mvcc.sync()).await?
     }
 }
 
