@@ -98,6 +98,8 @@ pub struct Node {
     pub leader_changes: std::sync::atomic::AtomicU64,
     /// Where scans, checksums and garbage collection run.
     blocking: Blocking,
+    /// The bound on client requests in flight (`max_requests_in_flight`).
+    pub admission: crate::admission::Limiter,
 }
 
 /// What a node runs on: its storage, its Raft log, its peer transport and
@@ -288,12 +290,24 @@ impl Node {
                 max_in_flight: config.batch_in_flight,
             },
             flow.clone(),
+            crate::admission::Limiter::new(
+                config.max_pending_write_sets,
+                "write sets queued or being ordered (max_pending_write_sets)",
+            ),
         );
         let reads = ReadIndex::start(
             config.node_id,
             raft.clone(),
             peers.clone(),
             config.read_timeout(),
+            crate::admission::Limiter::new(
+                config.max_pending_reads,
+                "reads waiting for a read index (max_pending_reads)",
+            ),
+        );
+        let admission = crate::admission::Limiter::new(
+            config.max_requests_in_flight,
+            "client requests in flight (max_requests_in_flight)",
         );
         let node = Arc::new(Node {
             config,
@@ -310,6 +324,7 @@ impl Node {
             leader_changes: Default::default(),
             blocking,
             log_reader,
+            admission,
         });
         tokio::spawn(watch_leader(Arc::downgrade(&node)));
         if node.config.gc_interval_ms > 0 {
@@ -489,9 +504,10 @@ impl Node {
         self.config.limits.check_write_set(&ws)?;
         self.check_primary()?;
         let id = ws.id;
-        let rx = self.applied.register(id);
+        // Dropped with this future: a client that goes away leaves no waiter.
+        let (rx, _waiter) = self.applied.register_guarded(id);
         let timeout = self.config.commit_timeout();
-        self.submitter.submit(ws, Instant::now() + timeout);
+        self.submitter.submit(ws, Instant::now() + timeout)?;
         // Never hang: give up at the deadline, or as soon as this node leaves
         // the primary component (the write may still commit elsewhere).
         let left_primary = async {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -53,6 +53,19 @@ pub struct Applied {
     horizon: AtomicU64,
     /// Apply counters.
     pub stats: ApplyStats,
+}
+
+/// Forgets a waiter when dropped (see [`Applied::register_guarded`]).
+#[derive(Debug)]
+pub struct WaiterGuard {
+    applied: Arc<Applied>,
+    id: TxnId,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.applied.forget(self.id);
+    }
 }
 
 impl Applied {
@@ -136,6 +149,26 @@ impl Applied {
         if let Some(tx) = waiter {
             let _ = tx.send(outcome);
         }
+    }
+
+    /// Registers interest in `id`'s outcome, with a guard that stops waiting
+    /// when dropped: a request cancelled half-way (client gone, deadline)
+    /// leaves no waiter behind.
+    pub fn register_guarded(
+        self: &Arc<Self>,
+        id: TxnId,
+    ) -> (oneshot::Receiver<Result<Outcome>>, WaiterGuard) {
+        let rx = self.register(id);
+        let guard = WaiterGuard {
+            applied: self.clone(),
+            id,
+        };
+        (rx, guard)
+    }
+
+    /// Waiters registered now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().expect("waiters lock").len()
     }
 
     /// Stops waiting for `id` (its client gave up).

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::applied::Applied;
 use super::network::{decode, encode, Peers};
 use super::types::{Raft, Request};
+use crate::admission::{Limiter, Slot};
 use crate::cluster::flow::Flow;
 use crate::error::Error;
 use crate::txn::{NodeId, WriteSet};
@@ -49,6 +50,8 @@ pub struct Pending {
     pub deadline: Instant,
     /// Whether an attempt may have reached a log (then giving up is indeterminate).
     pub maybe_sent: bool,
+    /// Its place under `max_pending_write_sets`, given back when it is dropped.
+    _slot: Slot,
 }
 
 /// The batcher's shared context.
@@ -60,6 +63,7 @@ pub struct Submitter {
     queue_tx: mpsc::UnboundedSender<Pending>,
     config: BatchConfig,
     flow: Arc<Flow>,
+    limiter: Limiter,
 }
 
 impl Submitter {
@@ -71,6 +75,7 @@ impl Submitter {
         applied: Arc<Applied>,
         config: BatchConfig,
         flow: Arc<Flow>,
+        limiter: Limiter,
     ) -> Arc<Submitter> {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let submitter = Arc::new(Submitter {
@@ -81,18 +86,21 @@ impl Submitter {
             queue_tx,
             config,
             flow,
+            limiter,
         });
         tokio::spawn(submitter.clone().run(queue_rx));
         submitter
     }
 
     /// Queues a write set. Its outcome arrives through the `Applied` waiter
-    /// registered for its id.
-    pub fn submit(&self, ws: WriteSet, deadline: Instant) {
+    /// registered for its id. Refused at once with [`Error::Overloaded`] when
+    /// the batcher already holds `max_pending_write_sets`.
+    pub fn submit(&self, ws: WriteSet, deadline: Instant) -> Result<(), Error> {
         let pending = Pending {
             ws,
             deadline,
             maybe_sent: false,
+            _slot: self.limiter.try_take()?,
         };
         if let Err(mpsc::error::SendError(p)) = self.queue_tx.send(pending) {
             self.applied.resolve(
@@ -100,6 +108,7 @@ impl Submitter {
                 Err(Error::Unavailable("node is shutting down".into())),
             );
         }
+        Ok(())
     }
 
     async fn run(self: Arc<Self>, mut queue_rx: mpsc::UnboundedReceiver<Pending>) {
