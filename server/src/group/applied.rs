@@ -194,3 +194,27 @@ impl Applied {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::TxnId;
+
+    #[tokio::test]
+    async fn a_dropped_request_leaves_no_waiter() {
+        let applied = Arc::new(Applied::new(0));
+        let (rx, guard) = applied.register_guarded(TxnId(1));
+        assert!(applied.is_waiting(TxnId(1)));
+        // The request's future is dropped (client gone): the guard goes with it.
+        drop((rx, guard));
+        assert!(!applied.is_waiting(TxnId(1)));
+        assert_eq!(applied.waiting(), 0);
+
+        // Resolved first, then dropped: still nothing left, nothing panics.
+        let (rx, guard) = applied.register_guarded(TxnId(2));
+        applied.resolve(TxnId(2), Err(Error::Unavailable("test".into())));
+        assert!(rx.await.expect("resolved").is_err());
+        drop(guard);
+        assert_eq!(applied.waiting(), 0);
+    }
+}
