@@ -261,15 +261,14 @@ async fn each_acknowledgement_is_sent_after_the_fdatasync_that_covers_it() -> Re
                 "{marker}: the first send after its fdatasync ({}) came after the client held the ack ({acked_at})",
                 sent.start
             );
-            // Nothing of the answer may have left before the sync: the last
-            // send before the sync came before the write was even logged.
+            // Nothing of the answer may have left before the sync: no send to
+            // a client between the write's log write and its sync.
             if let Some(before) = calls
                 .iter()
                 .filter(|c| (is_write(c) || c.name.starts_with("send")) && c.text.contains("TCP"))
                 .filter(|c| c.start > logged.end && c.start < sync.end)
                 // HTTP/2 PING and WINDOW_UPDATE frames (17 and 13 bytes) carry no answer.
-                .filter(|c| returned(&c.text).is_none_or(|n| n > 17))
-                .last()
+                .find(|c| returned(&c.text).is_none_or(|n| n > 17))
             {
                 bail!(
                     "{marker}: a send to a client between its log write and its fdatasync: {}",
