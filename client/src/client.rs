@@ -30,6 +30,13 @@ const FAILOVER_BACKOFF: Backoff = Backoff {
     cap: Duration::from_secs(1),
 };
 
+/// Backoff before trying the next endpoint after one refused the request as
+/// overloaded, so that refused clients do not turn into a retry storm.
+const OVERLOAD_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(20),
+    cap: Duration::from_millis(500),
+};
+
 /// Large scans and values: well above tonic's 4 MiB default.
 const MAX_DECODING_BYTES: usize = 256 * 1024 * 1024;
 
@@ -533,6 +540,7 @@ impl Client {
         let first = inner.current.load(Ordering::Relaxed) % n;
         // The last failure of each endpoint tried, for the final message.
         let mut failures: Vec<(usize, String)> = Vec::new();
+        let mut overloads = 0u32;
         for i in 0..n + RETRIES_AFTER_PASS {
             if i >= n {
                 let delay = self.backoff_delay(&FAILOVER_BACKOFF, (i - n) as u32);
@@ -558,6 +566,12 @@ impl Client {
                         return Err(failure.error);
                     }
                     tracing::debug!(endpoint = %node.endpoint, error = %failure.error, "failing over");
+                    if status.code() == tonic::Code::ResourceExhausted {
+                        let delay = self.backoff_delay(&OVERLOAD_BACKOFF, overloads);
+                        overloads += 1;
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        tokio::time::sleep(delay.min(remaining)).await;
+                    }
                     // Move on, unless a concurrent request already did.
                     let _ = inner.current.compare_exchange(
                         idx,

@@ -140,6 +140,8 @@ pub(crate) fn classify(status: &Status, op: OpKind, endpoint: &str) -> Failure {
         Code::InvalidArgument => fail(Error::InvalidInput(message), false),
         Code::Aborted => fail(aborted(status, message), false),
         Code::Unavailable => fail(Error::Unavailable(format!("{endpoint}: {message}")), true),
+        // Refused at admission, before the node did anything: safe to resend anywhere.
+        Code::ResourceExhausted => fail(Error::Unavailable(format!("{endpoint}: {message}")), true),
         Code::FailedPrecondition => fail(
             Error::SnapshotTooOld(strip(&message, "snapshot too old: ")),
             false,
@@ -336,6 +338,12 @@ mod tests {
                 OpKind::Write,
                 true,
                 "cluster unavailable: n1: not in the primary component",
+            ),
+            (
+                Status::resource_exhausted("overloaded: 1024 client requests in flight"),
+                OpKind::Write,
+                true,
+                "cluster unavailable: n1: overloaded: 1024 client requests in flight",
             ),
             (
                 Status::deadline_exceeded("outcome unknown: no verdict"),

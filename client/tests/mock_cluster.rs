@@ -41,6 +41,37 @@ async fn writes_fail_over_to_the_next_node_when_one_is_unavailable() -> TestResu
 }
 
 #[tokio::test]
+async fn an_overloaded_node_is_left_for_the_next_after_a_backoff() -> TestResult {
+    let cluster = MockCluster::start(2).await?;
+    cluster.nodes[0].overloaded.store(true, Ordering::SeqCst);
+    let client = client(&cluster)?;
+    // Refused at admission, a write is safe to resend: it lands on node 2.
+    client.put("k", "v").await?;
+    assert_eq!(cluster.nodes[0].count("put"), 1);
+    assert_eq!(cluster.nodes[1].count("put"), 1);
+    assert_eq!(client.current_endpoint(), cluster.nodes[1].addr);
+
+    // Every node overloaded: one pass and the retries, each after a backoff,
+    // then the refusal, naming the bound.
+    cluster.nodes[1].overloaded.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let err = client.put("k", "w").await.expect_err("all overloaded");
+    match &err {
+        Error::Unavailable(m) => assert!(m.contains("max_requests_in_flight"), "{m}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let total: usize = cluster.nodes.iter().map(|n| n.count("put")).sum();
+    assert_eq!(total, 2 + 4);
+    // Four refusals, four overload backoffs of at least 10, 20, 40, 80 ms.
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn all_nodes_unavailable_is_unavailable_naming_each() -> TestResult {
     let cluster = MockCluster::start(2).await?;
     for node in &cluster.nodes {

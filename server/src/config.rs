@@ -98,6 +98,15 @@ pub struct Config {
     /// How many times the server itself retries a conflicting write set that
     /// read nothing and asked for it (Galera's `wsrep_retry_autocommit`).
     pub retry_autocommit: u32,
+    /// Client requests a node serves at once; more are refused at once with
+    /// RESOURCE_EXHAUSTED (admin and peer requests are not counted).
+    pub max_requests_in_flight: usize,
+    /// Write sets the batcher holds at once (queued or being ordered); more
+    /// are refused with RESOURCE_EXHAUSTED.
+    pub max_pending_write_sets: usize,
+    /// LINEARIZABLE reads waiting for a read index at once; more are refused
+    /// with RESOURCE_EXHAUSTED.
+    pub max_pending_reads: usize,
     /// Limits on keys, values and write sets.
     pub limits: Limits,
 }
@@ -137,6 +146,9 @@ impl Default for Config {
             cache_bytes: 256 << 20,
             gc_interval_ms: 10_000,
             retry_autocommit: 1,
+            max_requests_in_flight: 1024,
+            max_pending_write_sets: 512,
+            max_pending_reads: 512,
             limits: Limits::default(),
         }
     }
@@ -253,6 +265,15 @@ impl Config {
         if self.append_max_bytes == 0 || self.append_min_rate == 0 {
             return bad("append_max_bytes and append_min_rate must be positive".into());
         }
+        if self.max_requests_in_flight == 0
+            || self.max_pending_write_sets == 0
+            || self.max_pending_reads == 0
+        {
+            return bad(
+                "max_requests_in_flight, max_pending_write_sets and max_pending_reads must be positive"
+                    .into(),
+            );
+        }
         if self.snapshot_every_entries == 0 {
             return bad("snapshot_every_entries must be positive".into());
         }
@@ -271,6 +292,14 @@ impl Config {
     /// The commit timeout as a duration.
     pub fn commit_timeout(&self) -> Duration {
         Duration::from_millis(self.commit_timeout_ms)
+    }
+
+    /// The largest client request a node decodes: a write set at
+    /// `limits.max_write_set_bytes`, plus protobuf framing for each of its
+    /// operations and reads (a few bytes each beyond what `size_bytes` counts).
+    pub fn max_client_message_bytes(&self) -> usize {
+        let framing = 32 * (self.limits.max_ops + self.limits.max_reads) + (64 << 10);
+        self.limits.max_write_set_bytes.saturating_add(framing)
     }
 
     /// The read timeout as a duration.

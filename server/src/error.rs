@@ -17,6 +17,10 @@ pub enum Error {
     /// again or another node.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The node is at one of its admission bounds and refused the request
+    /// before doing anything: retry after a backoff, or on another node.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
     /// The request may or may not have taken effect (for example the leader
     /// changed after it was sent); read before retrying a non-idempotent write.
     #[error("outcome unknown: {0}")]

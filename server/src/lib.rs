@@ -7,6 +7,7 @@
 //! node together and [`server`] serves it. See ARCHITECTURE.md at the
 //! repository root for the walk-through.
 
+pub mod admission;
 pub mod api;
 pub mod blocking;
 pub mod certify;

@@ -103,6 +103,8 @@ pub struct Node {
     pub leader_changes: std::sync::atomic::AtomicU64,
     /// Where scans, checksums and garbage collection run.
     blocking: Blocking,
+    /// The bound on client requests in flight (`max_requests_in_flight`).
+    pub admission: crate::admission::Limiter,
 }
 
 /// What a node runs on: its storage, its Raft log, its peer transport and
@@ -302,6 +304,10 @@ impl Node {
                 max_in_flight: config.batch_in_flight,
             },
             flow.clone(),
+            crate::admission::Limiter::new(
+                config.max_pending_write_sets,
+                "write sets queued or being ordered (max_pending_write_sets)",
+            ),
         );
         let reads = ReadIndex::start(
             config.node_id,
@@ -309,6 +315,14 @@ impl Node {
             peers.clone(),
             primary.clone(),
             config.read_timeout(),
+            crate::admission::Limiter::new(
+                config.max_pending_reads,
+                "reads waiting for a read index (max_pending_reads)",
+            ),
+        );
+        let admission = crate::admission::Limiter::new(
+            config.max_requests_in_flight,
+            "client requests in flight (max_requests_in_flight)",
         );
         let replication = Arc::new(crate::cluster::replication::ReplicationWatch::new(
             Duration::from_millis(config.down_after_ms),
@@ -330,6 +344,7 @@ impl Node {
             leader_changes: Default::default(),
             blocking,
             log_reader,
+            admission,
         });
         tokio::spawn(watch_leader(Arc::downgrade(&node)));
         if node.config.gc_interval_ms > 0 {
@@ -429,7 +444,9 @@ impl Node {
     ) -> Result<(Option<(Seqno, Value)>, Seqno)> {
         self.config.limits.check_key(key)?;
         let at = self.read_seqno(opts).await?;
-        let found = self.mvcc.get(key, at)?;
+        let mvcc = self.mvcc.clone();
+        let key = key.to_vec();
+        let found = Blocking::run(self.blocking, move || mvcc.get(&key, at)).await??;
         // GC may have started while we read: only a read that finished above its horizon counts.
         self.check_horizon(at)?;
         Ok((found, at))
@@ -494,9 +511,10 @@ impl Node {
         self.config.limits.check_write_set(&ws)?;
         self.check_primary()?;
         let id = ws.id;
-        let rx = self.applied.register(id);
+        // Dropped with this future: a client that goes away leaves no waiter.
+        let (rx, _waiter) = self.applied.register_guarded(id);
         let timeout = self.config.commit_timeout();
-        self.submitter.submit(ws, Instant::now() + timeout);
+        self.submitter.submit(ws, Instant::now() + timeout)?;
         // Never hang: give up at the deadline, or as soon as this node leaves
         // the primary component (the write may still commit elsewhere).
         let mut rx = rx;
@@ -552,7 +570,8 @@ impl Node {
             .shutdown()
             .await
             .map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
-        self.mvcc.sync()
+        let mvcc = self.mvcc.clone();
+        Blocking::run(self.blocking, move || mvcc.sync()).await?
     }
 }
 

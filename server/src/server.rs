@@ -14,13 +14,16 @@ use trireme_proto::v1::cluster_server::ClusterServer;
 use trireme_proto::v1::kv_server::KvServer;
 use trireme_proto::v1::raft_server::RaftServer;
 
+use crate::admission::AdmissionLayer;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
 use crate::api::raft::RaftService;
 use crate::error::{Error, Result};
 use crate::node::Node;
 
-/// Largest gRPC message accepted: a write set at its limit plus framing.
+/// Largest gRPC message sent to clients (a scan's answer), and the base of the
+/// peer limit; what a client may send follows `limits` (see
+/// [`crate::Config::max_client_message_bytes`]).
 const MAX_MESSAGE_BYTES: usize = 80 << 20;
 
 /// Accepted connections with Nagle's algorithm off: tonic's own `tcp_nodelay`
@@ -63,13 +66,15 @@ where
 {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
+    let client_message_bytes = node.config.max_client_message_bytes();
     Server::builder()
+        .layer(AdmissionLayer::new(node.admission.clone()))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(
             KvServer::new(KvService::new(node.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(client_message_bytes)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))

@@ -29,7 +29,10 @@
 //!
 //! The test prints its final line as `N passed, N failed`; a scenario whose
 //! prerequisite is missing prints `skipped: <reason>` and is counted as
-//! skipped, never as passed.
+//! skipped, never as passed, and the final line then says the run was
+//! incomplete. Under `CI=true`, where `.ci/run` installs faketime and
+//! fiu-utils, a scenario that needs them and finds them missing fails
+//! instead: CI can never pass having checked less than it says.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -117,6 +120,50 @@ enum Need {
     Faketime,
     Fiu,
     Tmpfs,
+}
+
+/// Whether a scenario lacking `need` fails rather than skips: under `CI=true`
+/// for what `.ci/run` installs (faketime, fiu-utils). Namespaces and tmpfs
+/// depend on the runner's privileges, so they may still skip.
+fn must_have(need: Need, ci: bool) -> bool {
+    ci && matches!(need, Need::Faketime | Need::Fiu)
+}
+
+/// Whether this run is CI's (`CI=true`, as GitHub and `.ci/run` set it).
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The outcome of a scenario whose prerequisite `need` is missing (`why`).
+fn missing_outcome(need: Need, why: String, ci: bool) -> Outcome {
+    if must_have(need, ci) {
+        Outcome::Failed(vec![format!(
+            "could not run: {why}; under CI=true .ci/run installs it, so a skip is a failure"
+        )])
+    } else {
+        Outcome::Skipped(why)
+    }
+}
+
+#[test]
+fn a_missing_prerequisite_fails_under_ci_where_it_could_have_run() {
+    let why = || "libfaketime not found".to_string();
+    assert!(matches!(
+        missing_outcome(Need::Faketime, why(), true),
+        Outcome::Failed(v) if v[0].contains("libfaketime not found")
+    ));
+    assert!(matches!(
+        missing_outcome(Need::Fiu, why(), true),
+        Outcome::Failed(_)
+    ));
+    assert!(matches!(
+        missing_outcome(Need::Faketime, why(), false),
+        Outcome::Skipped(_)
+    ));
+    assert!(matches!(
+        missing_outcome(Need::Netns, why(), true),
+        Outcome::Skipped(_)
+    ));
 }
 
 fn missing(need: Need) -> Option<String> {
@@ -548,8 +595,11 @@ async fn run_scenario(sc: &Scenario, seed: u64, secs: u64, dir: &Path) -> Report
     };
     for need in &sc.needs {
         if let Some(why) = missing(*need) {
-            say(format!("skipped: {} ({why})", sc.name));
-            report.outcome = Outcome::Skipped(why);
+            report.outcome = missing_outcome(*need, why.clone(), in_ci());
+            match report.outcome {
+                Outcome::Skipped(_) => say(format!("skipped: {} ({why})", sc.name)),
+                _ => say(format!("FAILED: {} could not run ({why})", sc.name)),
+            }
             return report;
         }
     }
@@ -1124,9 +1174,14 @@ async fn chaos_tier() -> Result<()> {
     {
         let mut out = std::io::stdout().lock();
         if skipped > 0 {
-            let _ = writeln!(out, "skipped: {skipped} scenario(s), see above");
+            // Never a bare "0 failed" when something did not run.
+            let _ = writeln!(
+                out,
+                "INCOMPLETE RUN: {skipped} scenario(s) skipped, see above; {passed} passed, {failed} failed"
+            );
+        } else {
+            let _ = writeln!(out, "{passed} passed, {failed} failed");
         }
-        let _ = writeln!(out, "{passed} passed, {failed} failed");
         let _ = out.flush();
     }
     assert!(

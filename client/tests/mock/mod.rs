@@ -139,6 +139,8 @@ pub struct MockNode {
     pub store: Arc<Mutex<Store>>,
     /// Answer every request with UNAVAILABLE.
     pub unavailable: Arc<AtomicBool>,
+    /// Refuse every request with RESOURCE_EXHAUSTED, as an overloaded node does.
+    pub overloaded: Arc<AtomicBool>,
     /// Every request received, as `"rpc"` names.
     pub calls: Arc<Mutex<Vec<String>>>,
     /// The read options of every read received.
@@ -150,6 +152,12 @@ pub struct MockNode {
 impl MockNode {
     fn enter(&self, rpc: &str) -> Result<(), Status> {
         self.calls.lock().expect("lock").push(rpc.to_string());
+        if self.overloaded.load(Ordering::SeqCst) {
+            return Err(Status::resource_exhausted(format!(
+                "overloaded: node {} already holds 1024 client requests in flight (max_requests_in_flight)",
+                self.id
+            )));
+        }
         if self.unavailable.load(Ordering::SeqCst) {
             return Err(Status::unavailable(format!(
                 "node {} is not in the primary component",
@@ -461,6 +469,7 @@ impl MockCluster {
                 addr: listener.local_addr()?.to_string(),
                 store: store.clone(),
                 unavailable: Arc::new(AtomicBool::new(false)),
+                overloaded: Arc::new(AtomicBool::new(false)),
                 calls: Arc::default(),
                 reads: Arc::default(),
                 commits: Arc::default(),

@@ -26,6 +26,7 @@ pub fn to_status(err: Error) -> Status {
             status
         }
         Error::Unavailable(m) => Status::unavailable(m),
+        Error::Overloaded(m) => Status::resource_exhausted(format!("overloaded: {m}")),
         Error::Indeterminate(m) => {
             Status::new(Code::DeadlineExceeded, format!("outcome unknown: {m}"))
         }

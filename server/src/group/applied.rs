@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
@@ -55,6 +55,19 @@ pub struct Applied {
     params: Mutex<Option<super::params::ClusterParams>>,
     /// Apply counters.
     pub stats: ApplyStats,
+}
+
+/// Forgets a waiter when dropped (see [`Applied::register_guarded`]).
+#[derive(Debug)]
+pub struct WaiterGuard {
+    applied: Arc<Applied>,
+    id: TxnId,
+}
+
+impl Drop for WaiterGuard {
+    fn drop(&mut self) {
+        self.applied.forget(self.id);
+    }
 }
 
 impl Applied {
@@ -161,6 +174,26 @@ impl Applied {
         }
     }
 
+    /// Registers interest in `id`'s outcome, with a guard that stops waiting
+    /// when dropped: a request cancelled half-way (client gone, deadline)
+    /// leaves no waiter behind.
+    pub fn register_guarded(
+        self: &Arc<Self>,
+        id: TxnId,
+    ) -> (oneshot::Receiver<Result<Outcome>>, WaiterGuard) {
+        let rx = self.register(id);
+        let guard = WaiterGuard {
+            applied: self.clone(),
+            id,
+        };
+        (rx, guard)
+    }
+
+    /// Waiters registered now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().expect("waiters lock").len()
+    }
+
     /// Stops waiting for `id` (its client gave up).
     pub fn forget(&self, id: TxnId) {
         self.waiters.lock().expect("waiters lock").remove(&id);
@@ -182,5 +215,29 @@ impl Applied {
             }
             Outcome::Duplicate(_) => s.duplicates.fetch_add(1, Ordering::Relaxed),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::TxnId;
+
+    #[tokio::test]
+    async fn a_dropped_request_leaves_no_waiter() {
+        let applied = Arc::new(Applied::new(0));
+        let (rx, guard) = applied.register_guarded(TxnId(1));
+        assert!(applied.is_waiting(TxnId(1)));
+        // The request's future is dropped (client gone): the guard goes with it.
+        drop((rx, guard));
+        assert!(!applied.is_waiting(TxnId(1)));
+        assert_eq!(applied.waiting(), 0);
+
+        // Resolved first, then dropped: still nothing left, nothing panics.
+        let (rx, guard) = applied.register_guarded(TxnId(2));
+        applied.resolve(TxnId(2), Err(Error::Unavailable("test".into())));
+        assert!(rx.await.expect("resolved").is_err());
+        drop(guard);
+        assert_eq!(applied.waiting(), 0);
     }
 }

@@ -20,6 +20,7 @@ use super::network::{decode, encode, Peers};
 use super::peer_error::PeerError;
 use super::types::Raft;
 use crate::cluster::primary::Primary;
+use crate::admission::Limiter;
 use crate::error::{Error, Result};
 use crate::txn::{NodeId, Seqno};
 
@@ -28,6 +29,8 @@ type Waiter = oneshot::Sender<Result<Seqno, String>>;
 /// Hands out read indexes, one quorum round for every group of waiting reads.
 pub struct ReadIndex {
     queue_tx: mpsc::UnboundedSender<Waiter>,
+    /// Bounds the waiting reads (`max_pending_reads`).
+    limiter: Limiter,
 }
 
 impl ReadIndex {
@@ -38,14 +41,18 @@ impl ReadIndex {
         peers: Peers,
         primary: Arc<Primary>,
         timeout: Duration,
+        limiter: Limiter,
     ) -> ReadIndex {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         tokio::spawn(run(id, raft, peers, primary, timeout, queue_rx));
-        ReadIndex { queue_tx }
+        ReadIndex { queue_tx, limiter }
     }
 
-    /// A seqno that, once applied here, makes a read linearizable.
+    /// A seqno that, once applied here, makes a read linearizable. Refused at
+    /// once with [`Error::Overloaded`] when `max_pending_reads` already wait.
     pub async fn read_index(&self) -> Result<Seqno> {
+        // Held until the answer, or dropped with this future if the client goes.
+        let _slot = self.limiter.try_take()?;
         let (tx, rx) = oneshot::channel();
         self.queue_tx
             .send(tx)
@@ -70,6 +77,11 @@ async fn run(
         let mut waiters = vec![first];
         while let Ok(w) = queue_rx.try_recv() {
             waiters.push(w);
+        }
+        // Reads whose clients went away need no round.
+        waiters.retain(|w| !w.is_closed());
+        if waiters.is_empty() {
+            continue;
         }
         let started = std::time::Instant::now();
         let round = tokio::time::timeout(timeout, fetch(id, &raft, &peers, &primary));

@@ -34,6 +34,7 @@ use super::applied::Applied;
 use super::network::{decode, encode, Peers};
 use super::peer_error::{never_sent, PeerError};
 use super::types::{Raft, Request};
+use crate::admission::{Limiter, Slot};
 use crate::cluster::flow::Flow;
 use crate::cluster::primary::Primary;
 use crate::error::Error;
@@ -58,6 +59,8 @@ pub struct Pending {
     pub deadline: Instant,
     /// Whether an attempt may have reached a log (then giving up is indeterminate).
     pub maybe_sent: bool,
+    /// Its place under `max_pending_write_sets`, given back when it is dropped.
+    _slot: Slot,
 }
 
 /// The batcher's shared context.
@@ -70,6 +73,7 @@ pub struct Submitter {
     queue_tx: mpsc::UnboundedSender<Pending>,
     config: BatchConfig,
     flow: Arc<Flow>,
+    limiter: Limiter,
 }
 
 impl Submitter {
@@ -82,6 +86,7 @@ impl Submitter {
         applied: Arc<Applied>,
         config: BatchConfig,
         flow: Arc<Flow>,
+        limiter: Limiter,
     ) -> Arc<Submitter> {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
         let submitter = Arc::new(Submitter {
@@ -93,18 +98,21 @@ impl Submitter {
             queue_tx,
             config,
             flow,
+            limiter,
         });
         tokio::spawn(submitter.clone().run(queue_rx));
         submitter
     }
 
     /// Queues a write set. Its outcome arrives through the `Applied` waiter
-    /// registered for its id.
-    pub fn submit(&self, ws: WriteSet, deadline: Instant) {
+    /// registered for its id. Refused at once with [`Error::Overloaded`] when
+    /// the batcher already holds `max_pending_write_sets`.
+    pub fn submit(&self, ws: WriteSet, deadline: Instant) -> Result<(), Error> {
         let pending = Pending {
             ws,
             deadline,
             maybe_sent: false,
+            _slot: self.limiter.try_take()?,
         };
         if let Err(mpsc::error::SendError(p)) = self.queue_tx.send(pending) {
             self.applied.resolve(
@@ -112,6 +120,7 @@ impl Submitter {
                 Err(Error::Unavailable("node is shutting down".into())),
             );
         }
+        Ok(())
     }
 
     async fn run(self: Arc<Self>, mut queue_rx: mpsc::UnboundedReceiver<Pending>) {

@@ -258,6 +258,7 @@ impl Mvcc {
         let mut removed = 0u64;
         // The key whose newest version at or below the horizon has been seen.
         let mut kept: Option<Vec<u8>> = None;
+        let mut failed: Option<Error> = None;
         self.engine
             .scan(&[keycode::DATA], Some(&keycode::data_end()), &mut |k, v| {
                 let Some((key, seqno)) = keycode::decode_version_key(k) else {
@@ -279,12 +280,17 @@ impl Mvcc {
                 if ops.len() >= 10_000 {
                     removed += ops.len() as u64;
                     let batch = std::mem::take(&mut ops);
-                    if self.engine.apply(batch).is_err() {
+                    if let Err(e) = self.engine.apply(batch) {
+                        // Stop the scan; the error is returned below, not swallowed.
+                        failed = Some(e);
                         return false;
                     }
                 }
                 true
             })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.engine
             .scan(&[keycode::TXN], Some(&[keycode::TXN + 1]), &mut |k, v| {
                 if v.len() == 8 && u64::from_be_bytes(v.try_into().expect("8 bytes")) < horizon {

@@ -126,3 +126,61 @@ fn sled_engine_round_trips_and_syncs() -> Result<()> {
     assert_eq!(m.meta("x")?, Some(b"y".to_vec()));
     Ok(())
 }
+
+/// An engine whose large batches fail, as a full disk would fail sled's.
+struct FailingBigBatches(MemoryEngine);
+
+impl Engine for FailingBigBatches {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn scan(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.0.scan(start, end, f)
+    }
+    fn scan_rev(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        self.0.scan_rev(start, end, f)
+    }
+    fn apply(&self, batch: Vec<BatchOp>) -> Result<()> {
+        if batch.len() >= 10_000 {
+            return Err(Error::Storage("injected: no space left on device".into()));
+        }
+        self.0.apply(batch)
+    }
+    fn sync(&self) -> Result<()> {
+        self.0.sync()
+    }
+    fn size_on_disk(&self) -> u64 {
+        self.0.size_on_disk()
+    }
+}
+
+#[test]
+fn a_failed_gc_batch_is_an_error() -> Result<()> {
+    let m = Mvcc::new(Arc::new(FailingBigBatches(MemoryEngine::new())));
+    // 12,000 stale versions: the first 10,000-op batch of GC fails mid-scan.
+    for chunk in (0..12_000u32).collect::<Vec<_>>().chunks(1000) {
+        let mut ops = Vec::new();
+        for i in chunk {
+            let key = format!("k{i:05}");
+            ops.push(Mvcc::version_op(key.as_bytes(), 1, Some(b"old")));
+            ops.push(Mvcc::version_op(key.as_bytes(), 2, Some(b"new")));
+        }
+        m.apply(ops)?;
+    }
+    let err = m.gc(2).expect_err("a failed batch must not report success");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    // Nothing was removed: every key still reads its newest version.
+    assert_eq!(m.get(b"k00000", 2)?, Some((2, b"new".to_vec())));
+    assert_eq!(m.get(b"k00000", 1)?, Some((1, b"old".to_vec())));
+    Ok(())
+}
