@@ -4,6 +4,7 @@
 pub mod cluster;
 mod convert;
 pub mod kv;
+pub mod latency;
 pub mod raft;
 mod status;
 
