@@ -317,3 +317,11 @@ fn no_import_cycle_outside_the_allow_list() {
         "imports that close a cycle in server/src and are not in ALLOWED: {new:?}"
     );
 }
+
+#[test]
+#[ignore = "prints the whole graph, for docs"]
+fn print_graph() {
+    for (m, to) in graph() {
+        println!("{m} -> {to:?}");
+    }
+}
