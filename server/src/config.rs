@@ -1,8 +1,22 @@
-//! A node's configuration: one struct, defaults < TOML file < `TRIREME_*`
-//! environment < command-line flags (the last two are merged in `main.rs`).
+//! A node's configuration: one struct, layered in one place here:
+//! defaults < TOML file < `TRIREME_*` environment < command-line flags.
+//!
+//! The layers are merged as serde values, like figment does: the defaults
+//! are [`Config`]'s `#[serde(default)]`, the file is its TOML table, and the
+//! environment and flags are [`Overrides`] (clap reads both, a flag beating
+//! its variable), serialized to a table whose keys are configuration keys.
+//! [`Config::layered`] merges them and deserializes once, so a wrong type or
+//! an unknown key is reported the same way wherever it came from.
+//!
+//! Adding a setting: a field (with its doc) in [`Config`] and its default in
+//! `Default for Config`; that makes it a TOML key. To give it a flag and an
+//! environment variable too, add one `Option` field to [`Overrides`] with
+//! `#[arg(long, env = "TRIREME_NAME")]`, named like the key (or with
+//! `#[serde(rename = "the_key")]`; a nested key is written `"limits.max_ops"`).
+//! Relations between settings go in [`Config::validate`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +39,10 @@ pub struct Config {
     /// The first members of a new cluster, by id. Ignored once the data
     /// directory is initialized, so restarting with the same flags is harmless.
     /// Empty: a single-node cluster of this node.
+    #[serde(
+        serialize_with = "members_to_table",
+        deserialize_with = "members_from_table"
+    )]
     pub initial_cluster: BTreeMap<NodeId, String>,
     /// A member to join through (`--join`), for a node with a fresh data
     /// directory: it is added as a learner, catches up, and is promoted.
@@ -156,12 +174,35 @@ impl Default for Config {
 
 impl Config {
     /// Reads a TOML file over the defaults.
-    pub fn from_file(path: &std::path::Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidInput(format!("cannot read config file {}: {e}", path.display()))
-        })?;
-        toml::from_str(&text)
-            .map_err(|e| Error::InvalidInput(format!("config file {}: {e}", path.display())))
+    pub fn from_file(path: &Path) -> Result<Config> {
+        Config::merged(Some(path), &Overrides::default())
+    }
+
+    /// The configuration of defaults < the TOML file at `file` (if any) <
+    /// `overrides` (environment and flags), validated.
+    pub fn layered(file: Option<&Path>, overrides: &Overrides) -> Result<Config> {
+        let config = Config::merged(file, overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The layers merged, not yet validated.
+    fn merged(file: Option<&Path>, overrides: &Overrides) -> Result<Config> {
+        let mut table = match file {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        let overlay = toml::Table::try_from(overrides)
+            .map_err(|e| Error::InvalidInput(format!("flags or TRIREME_* environment: {e}")))?;
+        for (key, value) in overlay {
+            set_path(&mut table, &key, value);
+        }
+        let from = match file {
+            Some(path) => format!("config file {} with flags and environment", path.display()),
+            None => "flags and environment".to_string(),
+        };
+        Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| Error::InvalidInput(format!("{from}: {e}")))
     }
 
     /// The address peers and clients reach this node at.
@@ -308,6 +349,150 @@ impl Config {
     }
 }
 
+/// The TOML table of the file at `path`; the error names the file.
+fn read_table(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::InvalidInput(format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    text.parse::<toml::Table>()
+        .map_err(|e| Error::InvalidInput(format!("config file {}: {e}", path.display())))
+}
+
+/// Sets the dotted key `path` (`"limits.max_ops"`) in `table` to `value`,
+/// replacing what was there: a flag for a map (`initial_cluster`) replaces the
+/// file's map rather than adding to it.
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    match path.split_once('.') {
+        None => {
+            table.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let entry = table
+                .entry(head.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(inner) = entry {
+                set_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+/// Parses a duration with a unit (`30s`, `500ms`, `2m`, `1h 30m`) or a plain
+/// number of seconds into milliseconds; anything past `u64` milliseconds is
+/// an error, not a wrapped value.
+pub fn parse_duration_ms(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let duration = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|e| format!("{text:?} is not a duration (like 30s, 500ms or 2m): {e}"))?,
+    };
+    u64::try_from(duration.as_millis())
+        .map_err(|_| format!("{text:?} is too long: at most {} ms", u64::MAX))
+}
+
+/// The settings that can also be given as flags or `TRIREME_*` environment
+/// variables: clap reads both, and a flag beats its variable. Each field is
+/// serialized under the configuration key it sets; `None` (not given) leaves
+/// the key to the file or the default.
+#[derive(clap::Args, Serialize, Debug, Default, Clone, PartialEq)]
+pub struct Overrides {
+    /// This node's id (unique, not 0).
+    #[arg(long, env = "TRIREME_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address to listen on for clients and peers (HOST:PORT; port 0 picks a free one).
+    #[arg(long, env = "TRIREME_LISTEN")]
+    pub listen: Option<String>,
+    /// Address others reach this node at (default: the listen address).
+    #[arg(long, env = "TRIREME_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Data directory.
+    #[arg(long, env = "TRIREME_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// First members of a new cluster: ID=HOST:PORT,ID=HOST:PORT,... (ignored once initialized).
+    #[arg(long, env = "TRIREME_INITIAL_CLUSTER", value_parser = parse_members_flag)]
+    #[serde(serialize_with = "members_table")]
+    pub initial_cluster: Option<BTreeMap<NodeId, String>>,
+    /// Join an existing cluster through any member (HOST:PORT), with a fresh data dir.
+    #[arg(long, env = "TRIREME_JOIN")]
+    pub join: Option<String>,
+    /// Evict a voter that stays down (or stalled) this long, e.g. 30s; 0 = never (default).
+    #[arg(long = "evict-after", env = "TRIREME_EVICT_AFTER", value_parser = parse_duration_ms)]
+    pub evict_after_ms: Option<u64>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics.
+    #[arg(long, env = "TRIREME_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Flow control: slow writers while a voter's apply lag exceeds this many log entries.
+    #[arg(long, env = "TRIREME_FC_LIMIT")]
+    pub fc_limit: Option<u64>,
+    /// Certification window in seqnos (cluster-wide).
+    #[arg(long, env = "TRIREME_CERT_WINDOW")]
+    pub cert_window: Option<u64>,
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, env = "TRIREME_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Election timeout lower bound in milliseconds.
+    #[arg(long, env = "TRIREME_ELECTION_TIMEOUT_MIN_MS")]
+    pub election_timeout_min_ms: Option<u64>,
+    /// Election timeout upper bound in milliseconds.
+    #[arg(long, env = "TRIREME_ELECTION_TIMEOUT_MAX_MS")]
+    pub election_timeout_max_ms: Option<u64>,
+    /// Build a snapshot every this many log entries.
+    #[arg(long, env = "TRIREME_SNAPSHOT_EVERY_ENTRIES")]
+    pub snapshot_every_entries: Option<u64>,
+    /// Log entries kept behind the last snapshot (replayable to a lagging node).
+    #[arg(long, env = "TRIREME_LOG_RETAIN_ENTRIES")]
+    pub log_retain_entries: Option<u64>,
+    /// Most bytes of log entries kept (the gcache size); 0: no byte bound.
+    #[arg(long, env = "TRIREME_LOG_RETAIN_BYTES")]
+    pub log_retain_bytes: Option<u64>,
+}
+
+/// Reads `[initial_cluster]`: TOML keys are always strings, so each id is
+/// parsed here (a plain map of `u64` keys would refuse every file).
+fn members_from_table<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<BTreeMap<NodeId, String>, D::Error> {
+    let table = BTreeMap::<String, String>::deserialize(deserializer)?;
+    table
+        .into_iter()
+        .map(|(id, addr)| match id.trim().parse::<NodeId>() {
+            Ok(id) => Ok((id, addr)),
+            Err(_) => Err(serde::de::Error::custom(format!(
+                "initial_cluster key {id:?} is not a node id"
+            ))),
+        })
+        .collect()
+}
+
+/// `--initial-cluster` as clap wants it: the error as text.
+fn parse_members_flag(spec: &str) -> std::result::Result<BTreeMap<NodeId, String>, String> {
+    Config::parse_members(spec).map_err(|e| e.to_string())
+}
+
+/// TOML keys are strings: the member map is written with its ids as text,
+/// which [`members_from_table`] reads back as numbers.
+fn members_to_table<S: serde::Serializer>(
+    members: &BTreeMap<NodeId, String>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_map(members.iter().map(|(id, addr)| (id.to_string(), addr)))
+}
+
+/// [`members_to_table`] for a flag that may be absent.
+fn members_table<S: serde::Serializer>(
+    members: &Option<BTreeMap<NodeId, String>>,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match members {
+        Some(m) => members_to_table(m, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +542,205 @@ mod tests {
         assert_eq!(c.limits.max_ops, 10);
         assert_eq!(c.limits.max_key_bytes, 4096);
         assert!(toml::from_str::<Config>("nodeid = 3").is_err());
+    }
+}
+
+#[cfg(test)]
+mod layers {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The server's flags as `main.rs` flattens them.
+    #[derive(Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        overrides: Overrides,
+    }
+
+    fn flags(args: &[&str]) -> Overrides {
+        let argv = std::iter::once("trireme-server").chain(args.iter().copied());
+        Flags::try_parse_from(argv).expect("flags parse").overrides
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(f.path(), text).expect("write config");
+        f
+    }
+
+    #[test]
+    fn nothing_given_is_the_defaults() {
+        assert!(toml::Table::try_from(Overrides::default())
+            .expect("serializes")
+            .is_empty());
+        assert_eq!(
+            Config::layered(None, &Overrides::default()).expect("valid"),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_default() {
+        let f = file("fc_limit = 5\ncert_window = 64\n[limits]\nmax_ops = 10\n");
+        let c = Config::layered(Some(f.path()), &flags(&["--fc-limit", "7"])).expect("valid");
+        assert_eq!(c.fc_limit, 7, "flag over file");
+        assert_eq!(c.cert_window, 64, "file over default");
+        assert_eq!(c.limits.max_ops, 10, "a nested file key survives the flags");
+        assert_eq!(c.limits.max_key_bytes, Limits::default().max_key_bytes);
+        assert_eq!(c.heartbeat_ms, Config::default().heartbeat_ms);
+    }
+
+    #[test]
+    fn every_flag_sets_its_key() {
+        let c = Config::layered(
+            None,
+            &flags(&[
+                "--node-id=2",
+                "--listen=127.0.0.1:7002",
+                "--advertise=10.0.0.2:7002",
+                "--data-dir=/tmp/d2",
+                "--initial-cluster=1=127.0.0.1:7001,2=127.0.0.1:7002",
+                "--evict-after=1m",
+                "--metrics-listen=127.0.0.1:9002",
+                "--fc-limit=11",
+                "--cert-window=99",
+                "--heartbeat-ms=90",
+                "--election-timeout-min-ms=400",
+                "--election-timeout-max-ms=900",
+                "--snapshot-every-entries=12",
+                "--log-retain-entries=13",
+                "--log-retain-bytes=14",
+            ]),
+        )
+        .expect("valid");
+        let want = Config {
+            node_id: 2,
+            listen: "127.0.0.1:7002".into(),
+            advertise: Some("10.0.0.2:7002".into()),
+            data_dir: PathBuf::from("/tmp/d2"),
+            initial_cluster: BTreeMap::from([
+                (1, "127.0.0.1:7001".to_string()),
+                (2, "127.0.0.1:7002".to_string()),
+            ]),
+            evict_after_ms: 60_000,
+            metrics_listen: Some("127.0.0.1:9002".into()),
+            fc_limit: 11,
+            cert_window: 99,
+            heartbeat_ms: 90,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 900,
+            snapshot_every_entries: 12,
+            log_retain_entries: 13,
+            log_retain_bytes: 14,
+            ..Config::default()
+        };
+        assert_eq!(c, want);
+    }
+
+    #[test]
+    fn the_environment_sits_between_the_file_and_the_flags() {
+        // The only test that reads this variable (tests run in threads).
+        std::env::set_var("TRIREME_LOG_RETAIN_ENTRIES", "21");
+        let f = file("log_retain_entries = 20\n");
+        let env_only = Config::layered(Some(f.path()), &flags(&[])).expect("valid");
+        let flag_too = Config::layered(Some(f.path()), &flags(&["--log-retain-entries", "22"]))
+            .expect("valid");
+        std::env::remove_var("TRIREME_LOG_RETAIN_ENTRIES");
+        assert_eq!(env_only.log_retain_entries, 21, "environment over file");
+        assert_eq!(flag_too.log_retain_entries, 22, "flag over environment");
+    }
+
+    #[test]
+    fn the_printed_configuration_reads_back() {
+        let c = Config::layered(
+            None,
+            &flags(&[
+                "--node-id=2",
+                "--initial-cluster=1=127.0.0.1:1,2=127.0.0.1:2",
+            ]),
+        )
+        .expect("valid");
+        let printed = toml::to_string(&c).expect("print");
+        let f = file(&printed);
+        assert_eq!(
+            Config::layered(Some(f.path()), &Overrides::default()).expect("reads"),
+            c
+        );
+    }
+
+    #[test]
+    fn a_member_flag_replaces_the_file_members() {
+        let f = file("node_id = 1\n[initial_cluster]\n1 = \"127.0.0.1:1\"\n3 = \"127.0.0.1:3\"\n");
+        let from_file = Config::layered(Some(f.path()), &Overrides::default()).expect("valid");
+        assert_eq!(
+            from_file.initial_cluster.keys().collect::<Vec<_>>(),
+            [&1, &3]
+        );
+        let c = Config::layered(
+            Some(f.path()),
+            &flags(&["--initial-cluster", "1=127.0.0.1:5,2=127.0.0.1:6"]),
+        )
+        .expect("valid");
+        assert_eq!(
+            c.initial_cluster,
+            BTreeMap::from([
+                (1, "127.0.0.1:5".to_string()),
+                (2, "127.0.0.1:6".to_string())
+            ])
+        );
+    }
+
+    #[test]
+    fn errors_name_the_layer_and_the_problem() {
+        let f = file("fc_limit = \"many\"\n");
+        let err = Config::layered(Some(f.path()), &Overrides::default())
+            .expect_err("wrong type")
+            .to_string();
+        assert!(
+            err.contains("fc_limit") && err.contains(&f.path().display().to_string()),
+            "{err}"
+        );
+        let f = file("nodeid = 3\n");
+        let err = Config::layered(Some(f.path()), &Overrides::default())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(err.contains("nodeid"), "{err}");
+        let err = Config::layered(None, &flags(&["--heartbeat-ms", "400"]))
+            .expect_err("validated")
+            .to_string();
+        assert!(err.contains("heartbeat_ms (400)"), "{err}");
+        let err = Flags::try_parse_from(["trireme-server", "--initial-cluster", "1:x"])
+            .expect_err("bad members")
+            .to_string();
+        assert!(err.contains("not ID=HOST:PORT"), "{err}");
+    }
+
+    #[test]
+    fn durations_take_units_and_refuse_overflow() {
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("500ms"), Ok(500));
+        assert_eq!(parse_duration_ms("2m"), Ok(120_000));
+        assert_eq!(parse_duration_ms("1h 30m"), Ok(5_400_000));
+        assert_eq!(
+            parse_duration_ms(" 3 "),
+            Ok(3_000),
+            "a plain number is seconds"
+        );
+        assert_eq!(parse_duration_ms("0"), Ok(0));
+        // The old parser multiplied without a check: these wrapped around.
+        for huge in [
+            "18446744073709551615",
+            "18446744073709551615ms",
+            "999999999999999999h",
+        ] {
+            let err = parse_duration_ms(huge).expect_err(huge);
+            assert!(err.contains(huge), "{err}");
+        }
+        for junk in ["", "s", "ten seconds", "5 parsecs", "-1s"] {
+            let err = parse_duration_ms(junk).expect_err(junk);
+            assert!(err.contains("not a duration"), "{junk:?}: {err}");
+        }
     }
 }
 

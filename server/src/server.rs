@@ -10,6 +10,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
+use tower::Layer;
 use trireme_proto::v1::cluster_server::ClusterServer;
 use trireme_proto::v1::kv_server::KvServer;
 use trireme_proto::v1::raft_server::RaftServer;
@@ -17,6 +18,7 @@ use trireme_proto::v1::raft_server::RaftServer;
 use crate::admission::AdmissionLayer;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
+use crate::api::latency::LatencyLayer;
 use crate::api::raft::RaftService;
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -65,6 +67,7 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (health, health_service) = tonic_health::server::health_reporter();
+    let timed = node.clone();
     health.set_serving::<KvServer<KvService>>().await;
     let client_message_bytes = node.config.max_client_message_bytes();
     Server::builder()
@@ -73,9 +76,14 @@ where
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(
-            KvServer::new(KvService::new(node.clone()))
-                .max_decoding_message_size(client_message_bytes)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            LatencyLayer::new(move |method, elapsed, ok| {
+                timed.requests.observe(method, elapsed, ok)
+            })
+            .layer(
+                KvServer::new(KvService::new(node.clone()))
+                    .max_decoding_message_size(client_message_bytes)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            ),
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
         .add_service(

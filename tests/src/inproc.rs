@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use tokio::sync::oneshot;
-use trireme_client::Client;
+use trireme_client::{Checksum, Client};
 use trireme_server::{Config, Node};
+
+use crate::harness::Harness;
 
 /// One in-process node and the means to stop it.
 pub struct InProcNode {
@@ -101,21 +103,11 @@ impl InProcCluster {
         Ok(Client::new(vec![self.configs[&id].listen.clone()])?)
     }
 
-    /// Waits until some node is leader and every running node knows it.
+    /// Waits until every running node follows one leader, itself running
+    /// ([`Harness::wait_leader`] over the running nodes).
     pub async fn wait_leader(&self, deadline: std::time::Duration) -> Result<u64> {
-        crate::wait_for("an agreed leader", deadline, || async {
-            let mut leader = None;
-            for n in self.nodes.values() {
-                let l = n.node.raft.metrics().borrow().current_leader;
-                match (l, leader) {
-                    (None, _) => return Ok(None),
-                    (Some(l), Some(prev)) if l != prev => return Ok(None),
-                    (Some(l), _) => leader = Some(l),
-                }
-            }
-            Ok(leader)
-        })
-        .await
+        let running: Vec<u64> = self.nodes.keys().copied().collect();
+        Harness::wait_leader(self, &running, deadline).await
     }
 
     /// Stops node `id` (gRPC server and Raft), keeping its data directory.
@@ -135,11 +127,7 @@ impl InProcCluster {
     /// Starts node `id` again on its data directory and address.
     pub async fn restart(&mut self, id: u64) -> Result<()> {
         self.stop(id).await?;
-        let config = self.configs[&id].clone();
-        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-        let node = Self::launch(config, listener).await?;
-        self.nodes.insert(id, node);
-        Ok(())
+        Harness::start(self, id).await
     }
 
     /// Stops every node.
@@ -149,5 +137,49 @@ impl InProcCluster {
             self.stop(id).await?;
         }
         Ok(())
+    }
+}
+
+/// Graceful stops and restarts only: the nodes share the test's process, so
+/// there is no pid to kill or freeze, and no link of their own to cut.
+impl Harness for InProcCluster {
+    fn kind(&self) -> &'static str {
+        "in-process"
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.configs.keys().copied().collect()
+    }
+
+    async fn leader_seen_by(&self, id: u64) -> Result<Option<u64>> {
+        let n = self
+            .nodes
+            .get(&id)
+            .ok_or_else(|| anyhow!("node {id} is stopped"))?;
+        let leader = n.node.raft.metrics().borrow().current_leader;
+        Ok(leader)
+    }
+
+    async fn checksum_of(&self, id: u64) -> Result<Checksum> {
+        Ok(self.client(id)?.checksum().await?)
+    }
+
+    async fn start(&mut self, id: u64) -> Result<()> {
+        if self.nodes.contains_key(&id) {
+            return Ok(());
+        }
+        let config = self
+            .configs
+            .get(&id)
+            .ok_or_else(|| anyhow!("no node {id} in this cluster"))?
+            .clone();
+        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
+        let node = Self::launch(config, listener).await?;
+        self.nodes.insert(id, node);
+        Ok(())
+    }
+
+    async fn stop(&mut self, id: u64) -> Result<()> {
+        InProcCluster::stop(self, id).await
     }
 }

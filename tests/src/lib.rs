@@ -15,9 +15,12 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use trireme_client::{Client, NodeStatus};
+use trireme_client::{Checksum, Client, NodeStatus};
+
+use crate::harness::Harness;
 
 pub mod checkers;
+pub mod harness;
 pub mod history;
 pub mod hostile;
 pub mod inproc;
@@ -314,44 +317,16 @@ impl Cluster {
         Ok(self.client_only(id)?.status().await?)
     }
 
-    /// Waits until every running node among `ids` agrees on one leader, which is among `ids`.
+    /// Waits until every running node among `ids` agrees on one leader, which is among `ids`
+    /// ([`Harness::wait_leader`]).
     pub async fn wait_leader(&self, ids: &[u64], deadline: Duration) -> Result<u64> {
-        wait_for("a leader every node agrees on", deadline, || async {
-            let mut leader = None;
-            for id in ids {
-                let s = self.status(*id).await?;
-                if s.leader_id == 0
-                    || !ids.contains(&s.leader_id)
-                    || leader.is_some_and(|l| l != s.leader_id)
-                {
-                    return Ok(None);
-                }
-                leader = Some(s.leader_id);
-            }
-            Ok(leader)
-        })
-        .await
+        Harness::wait_leader(self, ids, deadline).await
     }
 
-    /// Waits until nodes `ids` have the same applied seqno and checksum; returns the checksum.
+    /// Waits until nodes `ids` have the same applied seqno, checksum and
+    /// verdict chain; returns the checksum ([`Harness::wait_converged`]).
     pub async fn wait_converged(&self, ids: &[u64], deadline: Duration) -> Result<u64> {
-        wait_for(
-            "every node to reach the same checksum",
-            deadline,
-            || async {
-                let mut seen = None;
-                for id in ids {
-                    let c = self.client_only(*id)?.checksum().await?;
-                    match seen {
-                        None => seen = Some((c.seqno, c.checksum)),
-                        Some(s) if s == (c.seqno, c.checksum) => {}
-                        Some(_) => return Ok(None),
-                    }
-                }
-                Ok(seen.map(|s| s.1))
-            },
-        )
-        .await
+        Ok(Harness::wait_converged(self, ids, deadline).await?.checksum)
     }
 
     /// Runs the `trireme` CLI against every endpoint (node `first` first).
@@ -383,6 +358,54 @@ impl Cluster {
             ));
         }
         out
+    }
+}
+
+/// SIGTERM and SIGKILL by pid, SIGSTOP/SIGCONT; no link cuts on plain loopback.
+impl Harness for Cluster {
+    fn kind(&self) -> &'static str {
+        "loopback"
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    async fn leader_seen_by(&self, id: u64) -> Result<Option<u64>> {
+        let s = self.status(id).await?;
+        Ok((s.leader_id != 0).then_some(s.leader_id))
+    }
+
+    async fn checksum_of(&self, id: u64) -> Result<Checksum> {
+        Ok(self.client_only(id)?.checksum().await?)
+    }
+
+    async fn start(&mut self, id: u64) -> Result<()> {
+        let node = self.node(id);
+        if node.is_running() {
+            return Ok(());
+        }
+        node.spawn()
+    }
+
+    async fn stop(&mut self, id: u64) -> Result<()> {
+        let node = self.node(id);
+        if node.is_running() {
+            node.terminate(Duration::from_secs(20))?;
+        }
+        Ok(())
+    }
+
+    async fn kill(&mut self, id: u64) -> Result<()> {
+        self.node(id).kill()
+    }
+
+    fn pause(&mut self, id: u64) -> Result<()> {
+        self.node(id).signal(19)
+    }
+
+    fn resume(&mut self, id: u64) -> Result<()> {
+        self.node(id).signal(18)
     }
 }
 

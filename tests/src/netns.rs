@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use trireme_client::{Checksum, Client, ClientOptions, NodeStatus};
 
+use crate::harness::Harness;
 use crate::{bin, bin_dir, free_port, wait_for};
 use proxy::ProxyNet;
 
@@ -1078,55 +1079,16 @@ impl NetCluster {
         best.map(|(_, l)| l)
     }
 
-    /// Waits until every node among `ids` agrees on one leader among `ids`.
+    /// Waits until every node among `ids` agrees on one leader among `ids`
+    /// ([`Harness::wait_leader`]).
     pub async fn wait_leader(&self, ids: &[u64], deadline: Duration) -> Result<u64> {
-        wait_for("a leader every node agrees on", deadline, || async {
-            let mut leader = None;
-            for id in ids {
-                let s = self.status(*id).await?;
-                if s.leader_id == 0
-                    || !ids.contains(&s.leader_id)
-                    || leader.is_some_and(|l| l != s.leader_id)
-                {
-                    return Ok(None);
-                }
-                leader = Some(s.leader_id);
-            }
-            Ok(leader)
-        })
-        .await
+        Harness::wait_leader(self, ids, deadline).await
     }
 
     /// Waits until nodes `ids` report the same applied seqno, checksum and
-    /// verdict chain; returns that checksum.
+    /// verdict chain; returns that checksum ([`Harness::wait_converged`]).
     pub async fn wait_converged(&self, ids: &[u64], deadline: Duration) -> Result<Checksum> {
-        let last = Mutex::new(BTreeMap::new());
-        let res = wait_for(
-            "every node to reach the same seqno, checksum and verdict chain",
-            deadline,
-            || async {
-                let mut seen: Option<Checksum> = None;
-                let mut agree = true;
-                for id in ids {
-                    let c = self.checksum(*id).await?;
-                    last.lock().unwrap().insert(*id, c);
-                    match &seen {
-                        None => seen = Some(c),
-                        Some(s) => {
-                            if (s.seqno, s.checksum, s.verdict_chain)
-                                != (c.seqno, c.checksum, c.verdict_chain)
-                            {
-                                agree = false;
-                            }
-                        }
-                    }
-                }
-                Ok(if agree { seen } else { None })
-            },
-        )
-        .await;
-        let last = last.into_inner().unwrap();
-        res.map_err(|e| anyhow!("{e}; last checksums: {last:?}"))
+        Harness::wait_converged(self, ids, deadline).await
     }
 
     /// Blocks every byte from `from` to `to` for each pair (partition).
@@ -1391,6 +1353,70 @@ impl NetCluster {
         if let Some(net) = &self.net {
             net.cleanup();
         }
+    }
+}
+
+/// Every fault: SIGTERM/SIGKILL/SIGSTOP by pid, links cut by iptables in
+/// the namespaces or by the proxies.
+impl Harness for NetCluster {
+    fn kind(&self) -> &'static str {
+        match self.mode {
+            NetMode::Netns => "namespace",
+            NetMode::Proxy => "proxy",
+        }
+    }
+
+    fn ids(&self) -> Vec<u64> {
+        NetCluster::ids(self)
+    }
+
+    async fn leader_seen_by(&self, id: u64) -> Result<Option<u64>> {
+        let s = self.status(id).await?;
+        Ok((s.leader_id != 0).then_some(s.leader_id))
+    }
+
+    async fn checksum_of(&self, id: u64) -> Result<Checksum> {
+        self.checksum(id).await
+    }
+
+    async fn start(&mut self, id: u64) -> Result<()> {
+        self.ensure_running(id).map(|_| ())
+    }
+
+    async fn stop(&mut self, id: u64) -> Result<()> {
+        let Some(pid) = self.node(id).pid() else {
+            return Ok(());
+        };
+        signal(pid, libc::SIGTERM)?;
+        let stopped = wait_for(
+            "the node to exit after SIGTERM",
+            Duration::from_secs(20),
+            || async { Ok((!self.is_running(id)).then_some(())) },
+        )
+        .await;
+        // Whatever happened, the node ends stopped and unpaused.
+        NetCluster::kill(self, id)?;
+        stopped
+    }
+
+    async fn kill(&mut self, id: u64) -> Result<()> {
+        NetCluster::kill(self, id)
+    }
+
+    fn pause(&mut self, id: u64) -> Result<()> {
+        NetCluster::pause(self, id)
+    }
+
+    fn resume(&mut self, id: u64) -> Result<()> {
+        NetCluster::resume(self, id)
+    }
+
+    fn partition(&mut self, links: &[(u64, u64)]) -> Result<()> {
+        self.block_links(links)
+    }
+
+    fn heal(&mut self) -> Result<()> {
+        self.heal_links()
     }
 }
 

@@ -25,8 +25,12 @@
 //!   and at most those plus the indeterminate ones, no two acknowledged
 //!   increments wrote the same value, and linearizable reads of it never go
 //!   back in real time (after a completed increment or read);
-//! - a bank: every serializable snapshot of the accounts sums to the total,
-//!   with no negative balance, during the faults and at the end on every node.
+//! - a bank, by the shared checker (`tests/src/checkers/bank.rs`): each
+//!   transfer also writes a unique ledger entry; every serializable snapshot
+//!   of the accounts sums to the total with no negative balance, and every
+//!   node's final bank does too and equals the initial balances with exactly
+//!   the transfers its ledger shows (no acknowledged transfer missing, no
+//!   failed one visible, no update lost or doubled).
 //!
 //! Seeds run each in a fresh process of this test binary, `TRIREME_SIM_JOBS`
 //! at a time (default: the cores); a failing seed prints the command that
@@ -62,7 +66,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
-use trireme_client::{Client, ClientOptions, Error as ClientError, Isolation, ReadConsistency};
+use trireme_client::{
+    Client, ClientOptions, Error as ClientError, Isolation, ReadConsistency, ScanSpec,
+};
 use trireme_server::blocking::Blocking;
 use trireme_server::group::mem_log::MemLogStore;
 use trireme_server::group::network::Peers;
@@ -70,6 +76,8 @@ use trireme_server::node::Backend;
 use trireme_server::server::serve_incoming;
 use trireme_server::storage::{BatchOp, Engine, MemoryEngine};
 use trireme_server::{Config, Node};
+use trireme_tests::checkers::bank;
+use trireme_tests::history::{History, Op as HistoryOp, OpFn, OpKind, Value};
 
 /// The port every node serves on.
 const PORT: u16 = 7420;
@@ -321,8 +329,15 @@ enum Op {
     Increment { from: u64, outcome: Outcome },
     /// A unique key and its value.
     Put { key: String, outcome: Outcome },
-    /// A serializable transfer between two accounts.
-    Transfer { outcome: Outcome },
+    /// A serializable transfer between two accounts, with the ledger entry
+    /// it writes in the same transaction (`amount`: what it moved, once read).
+    Transfer {
+        from: usize,
+        to: usize,
+        amount: i64,
+        ledger: String,
+        outcome: Outcome,
+    },
     /// A serializable snapshot of every account.
     Balances { balances: Vec<i64> },
 }
@@ -343,6 +358,8 @@ struct Shared {
     violations: Vec<String>,
     /// Each node's final checksum (seqno, checksum, keys, verdict chain).
     finals: Vec<(u64, u64, u64, u64)>,
+    /// Each node's final bank: balances and ledger, read locally after convergence.
+    bank_finals: Vec<FinalBank>,
     /// From every node's final status: the highest term, snapshots installed
     /// and duplicate write sets ignored since its last start.
     terms: u64,
@@ -351,6 +368,9 @@ struct Shared {
 }
 
 type SharedRef = Arc<Mutex<Shared>>;
+
+/// One node's bank at the end: balances by account, ledger key to value.
+type FinalBank = (BTreeMap<u32, i64>, BTreeMap<String, String>);
 
 fn since(origin: Instant) -> u64 {
     origin.elapsed().as_millis() as u64
@@ -454,18 +474,26 @@ async fn workload(
                     pick.shuffle(&mut rng);
                     (pick[0], pick[1])
                 };
-                let amount = rng.gen_range(1..=30);
+                let wanted = rng.gen_range(1..=30);
+                n += 1;
+                let ledger = format!("ledger/{client_index}/{n}");
+                let mut moved = wanted;
                 let r: Result<u64, ClientError> = async {
                     let tx = client.begin(Isolation::Serializable).await?;
                     let va = parse_balance(tx.get(account(a)).await?);
                     let vb = parse_balance(tx.get(account(b)).await?);
-                    let amount = amount.min(va.max(0));
-                    tx.put(account(a), (va - amount).to_string())?;
-                    tx.put(account(b), (vb + amount).to_string())?;
+                    moved = wanted.min(va.max(0));
+                    tx.put(account(a), (va - moved).to_string())?;
+                    tx.put(account(b), (vb + moved).to_string())?;
+                    tx.put(ledger.clone(), ledger_value(a, b, moved))?;
                     tx.commit().await
                 }
                 .await;
                 Some(Op::Transfer {
+                    from: a,
+                    to: b,
+                    amount: moved,
+                    ledger,
                     outcome: outcome(&r),
                 })
             }
@@ -629,25 +657,50 @@ async fn checker(nodes: usize, shared: SharedRef) -> turmoil::Result {
             violations.extend(check_counter(&history, value));
         }
     }
+    // Each node's bank, read locally once converged: checked with the
+    // history by the shared bank checker (see `check_bank`).
+    let mut bank_finals = Vec::new();
     for ep in &eps {
         let one = Client::with_connector(vec![ep.clone()], client_options(0), sim_channel)?;
-        let mut balances = Vec::new();
+        let mut balances = BTreeMap::new();
         for i in 0..ACCOUNTS {
             match one.get(account(i), ReadConsistency::Local).await {
-                Ok(v) => balances.push(parse_balance(v.map(|v| v.value))),
+                Ok(v) => {
+                    balances.insert(i as u32, parse_balance(v.map(|v| v.value)));
+                }
                 Err(e) => violations.push(format!("final read of {} on {ep}: {e}", account(i))),
             }
         }
-        if balances.len() == ACCOUNTS && balances.iter().sum::<i64>() != TOTAL {
-            violations.push(format!(
-                "bank on {ep} at the end: {balances:?} does not sum to {TOTAL}"
-            ));
+        match one
+            .scan(&ScanSpec::prefix("ledger/"), ReadConsistency::Local)
+            .await
+        {
+            Ok((entries, false, _)) => {
+                let ledger = entries
+                    .into_iter()
+                    .map(|v| {
+                        (
+                            String::from_utf8_lossy(&v.key).into_owned(),
+                            String::from_utf8_lossy(&v.value).into_owned(),
+                        )
+                    })
+                    .collect();
+                if balances.len() == ACCOUNTS {
+                    bank_finals.push((balances, ledger));
+                }
+            }
+            Ok((entries, true, _)) => violations.push(format!(
+                "final ledger scan on {ep} stopped after {} entries",
+                entries.len()
+            )),
+            Err(e) => violations.push(format!("final ledger scan on {ep}: {e}")),
         }
     }
     {
         let mut s = shared.lock().unwrap();
         s.violations.extend(violations);
         s.finals = finals;
+        s.bank_finals = bank_finals;
     }
     for ep in &eps {
         if let Ok(st) = client.status_of(ep).await {
@@ -731,21 +784,129 @@ fn check_counter(history: &[Record], final_value: u64) -> Vec<String> {
     v
 }
 
-/// Checks every balance snapshot taken during the run.
-fn check_balances(history: &[Record]) -> Vec<String> {
-    history
-        .iter()
-        .filter_map(|r| match &r.op {
-            Op::Balances { balances }
-                if balances.iter().sum::<i64>() != TOTAL || balances.iter().any(|b| *b < 0) =>
-            {
-                Some(format!(
-                    "bank snapshot {balances:?} breaks the invariant: {r:?}"
-                ))
-            }
-            _ => None,
+/// The ledger value a transfer writes: which accounts, how much it moved.
+fn ledger_value(from: usize, to: usize, amount: i64) -> String {
+    format!("{from}>{to}:{amount}")
+}
+
+/// The run's bank as a [`History`] for the shared bank checker
+/// (`tests/src/checkers/bank.rs`): every account set up at `INITIAL`, each
+/// balance snapshot a read, each transfer with its ledger entry, and each
+/// node's final bank a final read after everything else. The checker then
+/// holds each snapshot and final bank to the total and to non-negative
+/// balances, and each final bank to exactly the transfers its ledger shows
+/// (no acknowledged transfer lost, no failed one visible, no lost or doubled
+/// update). Every anomaly, and an undecided check, is a violation.
+fn check_bank(history: &[Record], finals: &[FinalBank]) -> Vec<String> {
+    let ms = |t: u64| t * 1_000_000;
+    let mut ops = Vec::new();
+    let mut push = |process: u64, kind: OpKind, f: OpFn, value: Value, time_ns: u64| {
+        ops.push(HistoryOp {
+            process,
+            index: ops.len() as u64,
+            kind,
+            f,
+            value,
+            time_ns,
+            node: 0,
+            error: None,
         })
-        .collect()
+    };
+    let initial: BTreeMap<u32, i64> = (0..ACCOUNTS as u32).map(|a| (a, INITIAL)).collect();
+    let setup = u64::MAX - 1;
+    push(
+        setup,
+        OpKind::Invoke,
+        OpFn::Setup,
+        Value::Balances(initial.clone()),
+        0,
+    );
+    push(setup, OpKind::Ok, OpFn::Setup, Value::Balances(initial), 0);
+    let mut end = 0;
+    for r in history {
+        let process = r.client as u64;
+        end = end.max(r.end_ms);
+        match &r.op {
+            Op::Balances { balances } => {
+                let read: BTreeMap<u32, i64> = (0..).zip(balances.iter().copied()).collect();
+                push(
+                    process,
+                    OpKind::Invoke,
+                    OpFn::Read,
+                    Value::Balances(BTreeMap::new()),
+                    ms(r.start_ms),
+                );
+                push(
+                    process,
+                    OpKind::Ok,
+                    OpFn::Read,
+                    Value::Balances(read),
+                    ms(r.end_ms),
+                );
+            }
+            Op::Transfer {
+                from,
+                to,
+                amount,
+                ledger,
+                outcome,
+            } => {
+                let value = Value::Transfer {
+                    from: *from as u32,
+                    to: *to as u32,
+                    amount: *amount,
+                    ledger_key: ledger.clone(),
+                    ledger_value: ledger_value(*from, *to, *amount),
+                };
+                let kind = match outcome {
+                    Outcome::Ok(_) => OpKind::Ok,
+                    Outcome::Failed => OpKind::Fail,
+                    Outcome::Unknown => OpKind::Info,
+                };
+                push(
+                    process,
+                    OpKind::Invoke,
+                    OpFn::Transfer,
+                    value.clone(),
+                    ms(r.start_ms),
+                );
+                push(process, kind, OpFn::Transfer, value, ms(r.end_ms));
+            }
+            _ => {}
+        }
+    }
+    // The final reads began after every client operation had ended.
+    for (i, (balances, ledger)) in finals.iter().enumerate() {
+        let process = u64::MAX - 2 - i as u64;
+        let state = Value::BankState {
+            balances: balances.clone(),
+            ledger: ledger.clone(),
+        };
+        push(
+            process,
+            OpKind::Invoke,
+            OpFn::FinalRead,
+            Value::None,
+            ms(end + 1),
+        );
+        push(process, OpKind::Ok, OpFn::FinalRead, state, ms(end + 2));
+    }
+    let result = bank::check(&History { ops });
+    let mut out: Vec<String> = result
+        .anomalies
+        .iter()
+        .map(|a| format!("bank checker: {a}"))
+        .collect();
+    if result.is_valid() != out.is_empty() {
+        out.push(format!("bank checker: verdict {:?}", result.valid));
+    }
+    if result.stats.get("total") != Some(&(TOTAL as u64)) {
+        out.push(format!(
+            "bank checker saw total {:?}, not {TOTAL}",
+            result.stats.get("total")
+        ));
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------
@@ -1106,19 +1267,19 @@ fn run_seed(p: Params) -> Result<Report, String> {
     }
     let s = shared.lock().unwrap();
     let mut violations = s.violations.clone();
-    violations.extend(check_balances(&s.history));
+    violations.extend(check_bank(&s.history, &s.bank_finals));
     cov.terms = s.terms;
     cov.snapshot_installs = s.snapshot_installs;
     cov.duplicates = s.duplicates;
     for r in &s.history {
         match &r.op {
-            Op::Increment { outcome, .. } | Op::Put { outcome, .. } | Op::Transfer { outcome } => {
-                match outcome {
-                    Outcome::Ok(_) => cov.ok_writes += 1,
-                    Outcome::Unknown => cov.unknown_writes += 1,
-                    Outcome::Failed => cov.aborted_or_failed += 1,
-                }
-            }
+            Op::Increment { outcome, .. }
+            | Op::Put { outcome, .. }
+            | Op::Transfer { outcome, .. } => match outcome {
+                Outcome::Ok(_) => cov.ok_writes += 1,
+                Outcome::Unknown => cov.unknown_writes += 1,
+                Outcome::Failed => cov.aborted_or_failed += 1,
+            },
             Op::Balances { .. } => cov.balance_reads += 1,
             Op::ReadCounter { .. } => {}
         }
@@ -1368,6 +1529,75 @@ fn simulation_seeds() {
 }
 
 /// One seed, run twice in fresh processes: the same history and final state.
+/// `check_bank` passes a consistent run and names each kind of broken one.
+#[test]
+fn the_bank_check_fails_on_a_broken_bank() {
+    let rec = |client, start_ms, end_ms, op| Record {
+        client,
+        start_ms,
+        end_ms,
+        op,
+    };
+    let transfer = |from, to, amount, n: u32, outcome| Op::Transfer {
+        from,
+        to,
+        amount,
+        ledger: format!("ledger/0/{n}"),
+        outcome,
+    };
+    let mut balances = vec![INITIAL; ACCOUNTS];
+    balances[0] -= 30;
+    balances[1] += 30;
+    let history = vec![
+        rec(0, 0, 5, transfer(0, 1, 30, 1, Outcome::Ok(7))),
+        rec(0, 6, 9, transfer(2, 3, 10, 2, Outcome::Failed)),
+        rec(
+            1,
+            1,
+            8,
+            Op::Balances {
+                balances: balances.clone(),
+            },
+        ),
+    ];
+    let ledger = BTreeMap::from([("ledger/0/1".to_string(), ledger_value(0, 1, 30))]);
+    let as_map = |b: &[i64]| -> BTreeMap<u32, i64> { (0..).zip(b.iter().copied()).collect() };
+    let good = (as_map(&balances), ledger.clone());
+    assert_eq!(
+        check_bank(&history, &[good.clone(), good.clone()]),
+        Vec::<String>::new()
+    );
+
+    // No final read at all: undecided, which fails.
+    assert!(check_bank(&history, &[])
+        .iter()
+        .any(|v| v.contains("no ok final read")));
+    // The acknowledged transfer is gone from one node.
+    let lost = (as_map(&[INITIAL; ACCOUNTS]), BTreeMap::new());
+    assert!(check_bank(&history, &[good.clone(), lost])
+        .iter()
+        .any(|v| v.contains("lost-transfer")));
+    // A snapshot that does not sum to the total.
+    let mut torn = history.clone();
+    torn.push(rec(
+        1,
+        9,
+        10,
+        Op::Balances {
+            balances: vec![INITIAL - 1; ACCOUNTS],
+        },
+    ));
+    assert!(check_bank(&torn, std::slice::from_ref(&good))
+        .iter()
+        .any(|v| v.contains("wrong-total")));
+    // The failed transfer's ledger entry is visible.
+    let mut leaked = good.clone();
+    leaked.1.insert("ledger/0/2".into(), ledger_value(2, 3, 10));
+    assert!(check_bank(&history, &[leaked])
+        .iter()
+        .any(|v| v.contains("aborted-transfer-visible")));
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     if std::env::var("TRIREME_SIM_CHILD").is_ok() {

@@ -1,7 +1,6 @@
 //! The `Kv` service: reads, writes and transactions on any node.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 use trireme_proto::v1 as pb;
@@ -24,77 +23,10 @@ impl KvService {
     }
 }
 
+/// Each call is timed by [`super::latency`], wrapped around the whole service.
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn begin(
-        &self,
-        req: Request<pb::BeginRequest>,
-    ) -> Result<Response<pb::BeginResponse>, Status> {
-        let start = Instant::now();
-        let result = self.begin_inner(req).await;
-        self.node
-            .requests
-            .observe("begin", start.elapsed(), result.is_ok());
-        result
-    }
-
-    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
-        let start = Instant::now();
-        let result = self.get_inner(req).await;
-        self.node
-            .requests
-            .observe("get", start.elapsed(), result.is_ok());
-        result
-    }
-
-    async fn scan(
-        &self,
-        req: Request<pb::ScanRequest>,
-    ) -> Result<Response<pb::ScanResponse>, Status> {
-        let start = Instant::now();
-        let result = self.scan_inner(req).await;
-        self.node
-            .requests
-            .observe("scan", start.elapsed(), result.is_ok());
-        result
-    }
-
-    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let start = Instant::now();
-        let result = self.put_inner(req).await;
-        self.node
-            .requests
-            .observe("put", start.elapsed(), result.is_ok());
-        result
-    }
-
-    async fn delete(
-        &self,
-        req: Request<pb::DeleteRequest>,
-    ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let start = Instant::now();
-        let result = self.delete_inner(req).await;
-        self.node
-            .requests
-            .observe("delete", start.elapsed(), result.is_ok());
-        result
-    }
-
-    async fn commit(
-        &self,
-        req: Request<pb::CommitRequest>,
-    ) -> Result<Response<pb::CommitResponse>, Status> {
-        let start = Instant::now();
-        let result = self.commit_inner(req).await;
-        self.node
-            .requests
-            .observe("commit", start.elapsed(), result.is_ok());
-        result
-    }
-}
-
-impl KvService {
-    async fn begin_inner(
         &self,
         req: Request<pb::BeginRequest>,
     ) -> Result<Response<pb::BeginResponse>, Status> {
@@ -103,10 +35,7 @@ impl KvService {
         Ok(Response::new(pb::BeginResponse { snapshot }))
     }
 
-    async fn get_inner(
-        &self,
-        req: Request<pb::GetRequest>,
-    ) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let req = req.into_inner();
         let opts = convert::read_options(req.read).map_err(to_status)?;
         let (found, seqno) = self.node.get(&req.key, opts).await.map_err(to_status)?;
@@ -124,7 +53,7 @@ impl KvService {
         }))
     }
 
-    async fn scan_inner(
+    async fn scan(
         &self,
         req: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
@@ -147,10 +76,7 @@ impl KvService {
         Ok(Response::new(pb::ScanResponse { kvs, seqno, more }))
     }
 
-    async fn put_inner(
-        &self,
-        req: Request<pb::PutRequest>,
-    ) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let req = req.into_inner();
         let ws = convert::single(
             Mutation::Put {
@@ -163,7 +89,7 @@ impl KvService {
         Ok(Response::new(pb::PutResponse { seqno }))
     }
 
-    async fn delete_inner(
+    async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
@@ -173,7 +99,7 @@ impl KvService {
         Ok(Response::new(pb::DeleteResponse { seqno }))
     }
 
-    async fn commit_inner(
+    async fn commit(
         &self,
         req: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {

@@ -34,6 +34,15 @@
 //! CAVEATS: read-set versions are not compared directly; rule 5 makes that
 //! unnecessary, because a key read at `S` whose newest version is still `<= S`
 //! at certification still holds the version that was read.
+//!
+//! What it owns: the rules above, the [`Abort`] reasons and their stable
+//! names (metrics and the wire use them), and the [`History`] view the
+//! caller fills from storage. What it may import: `txn` (the write set it
+//! decides) and the standard library. What it must never import: anything
+//! with I/O or time (`storage`, `group`, `node`, tokio, sled, openraft,
+//! tonic); the state machine reads storage and hands the certifier a
+//! `History`, never the other way round. The golden scripts in `testscripts`
+//! pin every rule; a change to a verdict changes a script.
 
 #[cfg(test)]
 mod tests;

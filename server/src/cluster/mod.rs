@@ -18,6 +18,21 @@
 //!
 //! CAVEATS: liveness is judged by each node on its own (no gossip); eviction
 //! and promotion are decided by the current leader only.
+//!
+//! What it owns: every decision about the membership and the node's health
+//! as the cluster sees it, and the loops that act on them (spawned by the
+//! node at start). It reaches Raft only through openraft's public API
+//! (metrics, `change_membership`) and its peers only through the `Cluster`
+//! gRPC service's ping.
+//!
+//! What it must never import: `api` (protobuf stays at the edge: a `pb::`
+//! type here is a debt, not a pattern), `storage` or `certify`, and the
+//! replication internals of `group` beyond the applied watermark and the log
+//! types. Today it takes `&Node` and reads its fields, and `node` spawns it:
+//! the one import cycle left in `server/src` (see
+//! `server/tests/module_cycles.rs`). The decisions are to become pure
+//! functions over a snapshot of the cluster with a fake-able view of Raft,
+//! so that `node` imports `cluster` and never the reverse.
 
 pub mod flow;
 pub mod health;

@@ -12,6 +12,22 @@
 //! - [`submit`]: batching write sets into log entries, forwarding from followers.
 //! - [`reads`]: linearizable read indexes, coalesced.
 //! - [`replay`]: arbitrary bytes through decode, certify and apply (fuzzing).
+//!
+//! What it owns: two things, to be split into two folders. The openraft
+//! adapter (`types`, `log_store`, `mem_log`, `network`): the log's format on
+//! disk and on the wire, its durability contract (an entry is acknowledged
+//! only once `fdatasync` covers it) and openraft's storage and network
+//! traits. The replication service (`submit`, `reads`, `applied`,
+//! `state_machine`): batching write sets into entries, read indexes, the
+//! applied watermark with the origin's waiters, and certify-then-apply.
+//!
+//! What it may import: `txn`, `certify`, `storage`, `error`, `blocking`.
+//! What it must never import: `api` or protobuf types (the log carries
+//! bincode records of the crate's own types, so the wire API can change
+//! apart from the log), `node`, and `cluster`. Today `submit` asks
+//! `cluster::flow` how long a batch waits, which closes the import cycle;
+//! flow control is to reach the batcher as a small `Throttle` trait that
+//! `cluster` implements, so that this folder depends on nothing above it.
 
 pub mod applied;
 pub mod log_store;

@@ -90,7 +90,7 @@ impl Peers {
             .map_err(|e| Error::InvalidInput(format!("bad peer address {addr:?}: {e}")))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
-            // Without keepalive a channel stayed stuck after a partition healed (STACK.md).
+            // Without HTTP/2 keepalive a tonic channel stayed stuck on a dead connection after a partition healed.
             .http2_keep_alive_interval(Duration::from_millis(500))
             .keep_alive_timeout(Duration::from_secs(1))
             .keep_alive_while_idle(true);

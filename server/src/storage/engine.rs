@@ -48,7 +48,8 @@ pub trait Engine: Send + Sync + 'static {
 }
 
 /// sled 0.34 as an [`Engine`]. `sync` flushes sled and then fdatasyncs its data
-/// file, because sled's own `flush()` only calls `sync_file_range` (STACK.md).
+/// file, because sled 0.34's own `flush()` only calls `sync_file_range`,
+/// which does not make the data durable.
 pub struct SledEngine {
     db: sled::Db,
     tree: sled::Tree,

@@ -13,6 +13,17 @@
 //! CAVEATS: the applied state is made durable lazily (the Raft log is the
 //! durable record; replay repairs a store that lost its tail in a crash), and
 //! explicitly with [`Mvcc::sync`] before the log is purged.
+//!
+//! What it owns: the MVCC key encoding ([`keycode`]), the engine seam
+//! (`engine`: sled in production, memory in the simulation), the versions,
+//! tombstones, applied log id, write-set ids and snapshot streams stored in
+//! it, and garbage collection. It knows nothing of Raft or certification: it
+//! stores what apply hands it, atomically, and reads at a seqno.
+//!
+//! What it may import: `txn` (keys and mutations) and `error`. What it must
+//! never import: `group`, `certify`, `cluster`, `node` or `api`: everything
+//! above reads and writes through [`Mvcc`], and the certifier gets its
+//! history from the state machine, not from here.
 
 mod engine;
 pub mod keycode;

@@ -11,6 +11,15 @@
 //!
 //! CAVEATS: ranges are byte ranges over user keys; there is no predicate read
 //! set finer than a range.
+//!
+//! What it owns: [`WriteSet`] and its parts, node ids and seqnos, and the
+//! [`Limits`] every write set is checked against before it is ordered. It
+//! is the vocabulary of the whole crate: nearly every module imports it.
+//!
+//! What it must never import: anything else in the crate but `error` (a
+//! dependency here would be a dependency of everything), nor tonic, prost,
+//! sled or openraft: the replicated payload must not change shape when a
+//! library does.
 
 mod limits;
 mod structure;
