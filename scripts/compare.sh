@@ -22,7 +22,8 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 WARMUP=${WARMUP:-2}
 SYSTEMS=${SYSTEMS:-etcd trireme}
-# name:clients:read-ratio:reads
+# name:clients:read-ratio:reads[:batch]; a batch above 1 (Trireme only) makes
+# each operation one Client::put_many of that many pairs.
 CELLS=${CELLS:-w1:1:0:linearizable w16:16:0:linearizable w64:64:0:linearizable rw64:64:0.5:linearizable local64:64:0.5:local}
 
 if [[ " $SYSTEMS " == *" etcd "* ]] && ! command -v etcd >/dev/null 2>&1; then
@@ -129,11 +130,13 @@ for system in $SYSTEMS; do
   wait_ready "$system"
   pids=$(IFS=,; echo "${PIDS[*]}")
   for cell in $CELLS; do
-    IFS=: read -r name clients ratio reads <<<"$cell"
+    IFS=: read -r name clients ratio reads batch <<<"$cell"
+    batch=${batch:-1}
+    if [ "$batch" != 1 ] && [ "$system" != trireme ]; then continue; fi
     load=$(cut -d' ' -f1 /proc/loadavg)
     "$DRIVER" --system "$system" --endpoints "$EP" --clients "$clients" --keys 100000 \
       --value-size 100 --read-ratio "$ratio" --reads "$reads" --warmup "$WARMUP" \
-      --duration "$DURATION" --pids "$pids" --clk-tck "$CLK_TCK" |
+      --batch "$batch" --duration "$DURATION" --pids "$pids" --clk-tck "$CLK_TCK" |
       python3 -c "import json,sys; w=json.load(sys.stdin); w['cell']='$name'; w['load']=$load; print(json.dumps(w))" \
       >>"$RESULTS"
     echo "$system $name done" >&2

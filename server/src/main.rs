@@ -71,6 +71,9 @@ struct Args {
     /// Most bytes of log entries kept (the gcache size); 0: no byte bound.
     #[arg(long, env = "TRIREME_LOG_RETAIN_BYTES")]
     log_retain_bytes: Option<u64>,
+    /// Tokio worker threads serving requests and Raft (0: one per core).
+    #[arg(long, env = "TRIREME_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -135,12 +138,26 @@ impl Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // Named failpoints from the FAILPOINTS environment variable (fault-injection builds only).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let args = Args::parse();
+    // The worker count is a process setting, not part of the node's
+    // configuration: several nodes on one small machine each get fewer
+    // workers than cores, to spend less on wake-ups and hand-offs.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        runtime.worker_threads(args.worker_threads);
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = args.config()?;
     if args.print_config {
         print!("{}", toml::to_string(&config)?);

@@ -74,6 +74,11 @@ struct Args {
     /// Seconds measured.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Trireme only: each operation is `Client::put_many` of this many pairs
+    /// (all in flight at once on the worker's connection); its latency is
+    /// the whole batch's, and each pair counts as one operation.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Comma-separated pids of the server processes, for their CPU time.
     #[arg(long, value_delimiter = ',')]
     pids: Vec<u32>,
@@ -133,6 +138,27 @@ impl Backend {
         Ok(())
     }
 
+    /// Writes `n` random keys at once; returns how many were acknowledged.
+    async fn put_many(
+        &mut self,
+        rng: &mut StdRng,
+        keys: u64,
+        n: usize,
+        value: &[u8],
+    ) -> Result<u64> {
+        match self {
+            Backend::Trireme(c) => {
+                let pairs: Vec<(String, Vec<u8>)> = (0..n)
+                    .map(|_| (format!("k/{:08}", rng.gen_range(0..keys)), value.to_vec()))
+                    .collect();
+                let results = c.put_many(pairs, n).await;
+                Ok(results.iter().filter(|r| r.is_ok()).count() as u64)
+            }
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => bail!("--batch is for Trireme's put_many only"),
+        }
+    }
+
     /// Reads `key`.
     async fn get(&mut self, key: String, reads: Reads) -> Result<()> {
         match self {
@@ -184,20 +210,24 @@ async fn worker(
             return Ok(m);
         }
         let key = format!("k/{:08}", rng.gen_range(0..args.keys));
-        let result = if rng.gen_bool(args.read_ratio) {
-            backend.get(key, args.reads).await
+        let result = if args.batch > 1 {
+            backend
+                .put_many(&mut rng, args.keys, args.batch, &value)
+                .await
+        } else if rng.gen_bool(args.read_ratio) {
+            backend.get(key, args.reads).await.map(|()| 1)
         } else {
-            backend.put(key, &value).await
+            backend.put(key, &value).await.map(|()| 1)
         };
         let done = Instant::now();
         if began < start || done > end {
             continue;
         }
         match result {
-            Ok(()) => {
+            Ok(acknowledged) => {
                 let us = u64::try_from((done - began).as_micros()).unwrap_or(u64::MAX);
                 m.latency_us.saturating_record(us.max(1));
-                m.ok += 1;
+                m.ok += acknowledged;
             }
             Err(_) => m.errors += 1,
         }
@@ -211,6 +241,7 @@ struct Workload {
     value_size: usize,
     read_ratio: f64,
     reads: Reads,
+    batch: usize,
 }
 
 /// User plus system CPU ticks of each pid, summed.
@@ -219,19 +250,25 @@ fn cpu_ticks(pids: &[u32]) -> Result<u64> {
     for pid in pids {
         let path = format!("/proc/{pid}/stat");
         let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        // The command name may hold spaces; the fields after it do not.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .with_context(|| format!("{path} has no ')' after the command name"))?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After ")": state is field 3 of stat(5), utime 14 and stime 15.
-        let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else {
-            bail!("{path} has fewer fields than stat(5) describes");
-        };
-        total += utime.parse::<u64>().context("utime")? + stime.parse::<u64>().context("stime")?;
+        total += stat_ticks(&stat).with_context(|| format!("parsing {path}"))?;
     }
     Ok(total)
+}
+
+/// utime + stime of one `/proc/PID/stat` line (fields 14 and 15 of proc(5)).
+fn stat_ticks(stat: &str) -> Result<u64> {
+    // The command name, in parentheses, may hold spaces and ')'; the fields
+    // after its last ')' do not.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("no ')' after the command name")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is the state (field 3), so utime (14) is fields[11].
+    let (Some(utime), Some(stime)) = (fields.get(11), fields.get(12)) else {
+        bail!("fewer fields than proc(5) describes");
+    };
+    Ok(utime.parse::<u64>().context("utime")? + stime.parse::<u64>().context("stime")?)
 }
 
 #[tokio::main]
@@ -239,6 +276,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     if args.clients == 0 || args.keys == 0 || !(0.0..=1.0).contains(&args.read_ratio) {
         bail!("need at least one client and one key, and a read ratio between 0 and 1");
+    }
+    if args.batch > 1 && (args.system != System::Trireme || args.read_ratio > 0.0) {
+        bail!("--batch is for write-only runs against Trireme (Client::put_many)");
     }
     let mut backends = Vec::with_capacity(args.clients);
     for i in 0..args.clients {
@@ -254,6 +294,7 @@ async fn main() -> Result<()> {
         value_size: args.value_size,
         read_ratio: args.read_ratio,
         reads: args.reads,
+        batch: args.batch,
     };
     let start = Instant::now() + Duration::from_secs_f64(args.warmup);
     let end = start + Duration::from_secs_f64(args.duration);
@@ -289,6 +330,7 @@ async fn main() -> Result<()> {
         "clients": args.clients,
         "read_ratio": args.read_ratio,
         "reads": format!("{:?}", args.reads).to_lowercase(),
+        "batch": args.batch,
         "ok": ok,
         "errors": errors,
         "ops_per_sec": ok as f64 / secs,
@@ -300,4 +342,19 @@ async fn main() -> Result<()> {
     });
     println!("{line}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_ticks_adds_utime_and_stime_after_an_odd_command_name() {
+        // A command name with a space and a ')' must not shift the fields.
+        let line =
+            "4242 (odd) name) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 9 0 100 0 0";
+        assert_eq!(stat_ticks(line).expect("a valid line"), 1234 + 567);
+        let err = stat_ticks("4242 (short) S 1 2").expect_err("too few fields");
+        assert!(err.to_string().contains("fewer fields"), "{err}");
+    }
 }
