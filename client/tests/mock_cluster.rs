@@ -171,6 +171,41 @@ async fn session_reads_send_the_highest_seqno_seen() -> TestResult {
 }
 
 #[tokio::test]
+async fn put_many_returns_each_outcome_in_order() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = client(&cluster)?;
+    let mut pairs: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("m/{i:02}"), format!("v{i}")))
+        .collect();
+    // One bad pair in the middle fails alone; the others still commit.
+    pairs[17].0 = "m/a-key-over-sixteen-bytes".into();
+    let results = client.put_many(pairs.clone(), 8).await;
+    assert_eq!(results.len(), 40);
+    let mut seqnos = Vec::new();
+    for (i, r) in results.iter().enumerate() {
+        match (i, r) {
+            (17, Err(Error::InvalidInput(m))) => assert!(m.contains("16 bytes"), "{m}"),
+            (17, other) => panic!("pair 17 should be refused, got {other:?}"),
+            (_, Ok(seqno)) => seqnos.push(*seqno),
+            (_, Err(e)) => panic!("pair {i} failed: {e}"),
+        }
+    }
+    seqnos.sort_unstable();
+    seqnos.dedup();
+    assert_eq!(seqnos.len(), 39, "each write is its own commit");
+    assert_eq!(cluster.nodes[0].count("put"), 40);
+    for (i, (key, value)) in pairs.iter().enumerate().filter(|(i, _)| *i != 17) {
+        let got = client.get(key, ReadConsistency::Local).await?;
+        assert_eq!(
+            got.map(|v| v.value),
+            Some(value.clone().into_bytes()),
+            "pair {i}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn scans_and_deletes() -> TestResult {
     let cluster = MockCluster::start(1).await?;
     let client = client(&cluster)?;

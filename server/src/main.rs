@@ -27,17 +27,34 @@ struct Args {
     /// Settings given as flags or `TRIREME_*` variables (see `config.rs`).
     #[command(flatten)]
     overrides: Overrides,
+    /// Tokio worker threads serving requests and Raft (0: one per core).
+    #[arg(long, env = "TRIREME_WORKER_THREADS", default_value_t = 0)]
+    worker_threads: usize,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     // Named failpoints from the FAILPOINTS environment variable (fault-injection builds only).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
     let args = Args::parse();
+    // The worker count is a process setting, not part of the node's
+    // configuration: several nodes on one small machine each get fewer
+    // workers than cores, to spend less on wake-ups and hand-offs.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.worker_threads > 0 {
+        runtime.worker_threads(args.worker_threads);
+    }
+    runtime
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = Config::layered(args.config.as_deref(), &args.overrides)?;
     if args.print_config {
         print!("{}", toml::to_string(&config)?);
