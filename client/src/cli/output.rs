@@ -187,6 +187,17 @@ mod tests {
         };
         let text = status_text("n2:7420", &s);
         assert!(text.contains("leader           none"));
+        assert!(text.contains("cluster health   (ask the leader)"), "{text}");
+        let degraded = NodeStatus {
+            cluster_health: "DEGRADED".into(),
+            unreplicated_voters: vec![3],
+            ..s.clone()
+        };
+        let text_degraded = status_text("n2:7420", &degraded);
+        assert!(
+            text_degraded.contains("cluster health   DEGRADED (no replication progress to [3])"),
+            "{text_degraded}"
+        );
         assert!(
             text.contains("cert failures    1 (write_conflict=1)"),
             "{text}"
