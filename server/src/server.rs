@@ -63,10 +63,24 @@ where
 {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<KvServer<KvService>>().await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(trireme_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
+    // grpcurl and older tools still ask the v1alpha service.
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
     Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             KvServer::new(KvService::new(node.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
