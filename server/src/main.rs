@@ -26,6 +26,14 @@ struct Args {
     /// This node's id (unique, not 0).
     #[arg(long, env = "TRIREME_NODE_ID")]
     node_id: Option<u64>,
+    /// Take the node id from the hostname's trailing ordinal plus 1 (a
+    /// StatefulSet pod `trireme-0` is node 1), for images without a shell.
+    #[arg(
+        long,
+        env = "TRIREME_NODE_ID_FROM_HOSTNAME",
+        conflicts_with = "node_id"
+    )]
+    node_id_from_hostname: bool,
     /// Address to listen on for clients and peers (HOST:PORT; port 0 picks a free one).
     #[arg(long, env = "TRIREME_LISTEN")]
     listen: Option<String>,
@@ -84,6 +92,12 @@ impl Args {
         };
         if let Some(v) = self.node_id {
             c.node_id = v;
+        }
+        if self.node_id_from_hostname {
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .context("--node-id-from-hostname: cannot read the hostname")?;
+            c.node_id = trireme_server::config::node_id_from_hostname(&hostname)?;
         }
         if let Some(v) = &self.listen {
             c.listen = v.clone();
