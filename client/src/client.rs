@@ -315,6 +315,17 @@ impl Client {
         spec: &ScanSpec,
         consistency: ReadConsistency,
     ) -> Result<(Vec<Versioned>, bool, u64)> {
+        self.scan_pinned(spec, consistency, None).await
+    }
+
+    /// [`Client::scan`] at snapshot seqno `snapshot` when given (e.g. the
+    /// seqno of a first page, so that every page reads the same state).
+    pub async fn scan_pinned(
+        &self,
+        spec: &ScanSpec,
+        consistency: ReadConsistency,
+        snapshot: Option<u64>,
+    ) -> Result<(Vec<Versioned>, bool, u64)> {
         let (start, end, prefix) = match &spec.range {
             KeyRange::All => (Vec::new(), Vec::new(), Vec::new()),
             KeyRange::Prefix(p) => (Vec::new(), Vec::new(), p.clone()),
@@ -325,7 +336,10 @@ impl Client {
             end,
             prefix,
             limit: spec.limit,
-            read: Some(self.read_options(consistency)),
+            read: Some(proto::ReadOptions {
+                snapshot,
+                ..self.read_options(consistency)
+            }),
             keys_only: spec.keys_only,
         };
         let response = self.scan_request(request).await?;

@@ -9,3 +9,6 @@
 pub mod v1 {
     tonic::include_proto!("trireme.v1");
 }
+
+/// The encoded `FileDescriptorSet` of trireme.v1, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("trireme_descriptor");

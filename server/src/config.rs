@@ -491,6 +491,24 @@ fn members_table<S: serde::Serializer>(
         Some(m) => members_to_table(m, serializer),
         None => serializer.serialize_none(),
     }
+/// The node id of a StatefulSet pod from its hostname: the ordinal after the
+/// last `-`, plus 1 (ids start at 1), e.g. `trireme-0` is node 1.
+pub fn node_id_from_hostname(hostname: &str) -> Result<NodeId> {
+    let hostname = hostname.trim();
+    let ordinal = hostname
+        .rsplit_once('-')
+        .map(|(_, n)| n)
+        .and_then(|n| n.parse::<NodeId>().ok())
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "hostname {hostname:?} does not end in -<ordinal> (as a StatefulSet pod's does)"
+            ))
+        })?;
+    ordinal.checked_add(1).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "hostname {hostname:?}: ordinal {ordinal} is too large"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -524,6 +542,21 @@ mod tests {
             .expect_err("self missing")
             .to_string()
             .contains("node's id 1"));
+    }
+
+    #[test]
+    fn node_ids_come_from_pod_ordinals() {
+        assert_eq!(node_id_from_hostname("trireme-0\n").expect("ordinal"), 1);
+        assert_eq!(node_id_from_hostname("my-db-12").expect("ordinal"), 13);
+        for bad in [
+            "trireme",
+            "trireme-",
+            "trireme-x",
+            "",
+            "t-18446744073709551615",
+        ] {
+            assert!(node_id_from_hostname(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -30,6 +30,10 @@ struct Args {
     /// Tokio worker threads serving requests and Raft (0: one per core).
     #[arg(long, env = "TRIREME_WORKER_THREADS", default_value_t = 0)]
     worker_threads: usize,
+    /// Take the node id from the hostname's trailing ordinal plus 1 (a
+    /// StatefulSet pod `trireme-0` is node 1), for images without a shell.
+    #[arg(long, env = "TRIREME_NODE_ID_FROM_HOSTNAME")]
+    node_id_from_hostname: bool,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -56,6 +60,16 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = Config::layered(args.config.as_deref(), &args.overrides)?;
+    if args.node_id_from_hostname {
+        if args.overrides.node_id.is_some() {
+            anyhow::bail!("--node-id and --node-id-from-hostname both name the node id: give one");
+        }
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .context("--node-id-from-hostname: cannot read the hostname")?;
+        config.node_id = trireme_server::config::node_id_from_hostname(&hostname)?;
+        config.validate()?;
+    }
     if args.print_config {
         print!("{}", toml::to_string(&config)?);
         return Ok(());

@@ -1,15 +1,27 @@
-//! Prometheus metrics: request latency histograms and the status fields, in
-//! the text exposition format on `--metrics-listen` at `/metrics`.
+//! Prometheus metrics: request latency, commit latency, batch size and apply
+//! lag histograms and the status fields, in the OpenMetrics text format on
+//! `--metrics-listen` at `/metrics`.
 //!
-//! The HTTP side is deliberately tiny (HTTP/1.1, one GET per connection):
-//! scrapers need nothing more, and it keeps a web framework out of the node.
+//! Encoding is prometheus-client's; HTTP is hyper's (already in the tree
+//! through tonic). The status fields are read from the node at each scrape;
+//! the histograms are observed as things happen.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use crate::node::Node;
@@ -19,104 +31,193 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
 ];
 
+/// Upper bounds of the batch-size buckets, in write sets per log entry.
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
+/// Upper bounds of the apply-lag buckets, in log entries.
+const LAG_BUCKETS: [f64; 10] = [
+    0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0,
+];
+
+/// How often the apply lag is sampled into its histogram.
+const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(100);
+
 /// The client-API methods whose latency is measured.
 pub const METHODS: [&str; 6] = ["get", "scan", "put", "delete", "commit", "begin"];
 
-/// A latency histogram of one method.
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    errors: AtomicU64,
-    sum_us: AtomicU64,
+/// The methods whose successful requests are commits (a certified write set).
+const WRITE_METHODS: [&str; 3] = ["put", "delete", "commit"];
+
+/// Labels of a per-method series.
+type MethodLabels = Vec<(&'static str, &'static str)>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-/// Latency histograms of the client API, one per method.
-#[derive(Debug, Default)]
+/// Latency histograms of the client API, one per method, and the other
+/// histograms the node observes.
+#[derive(Debug)]
 pub struct RequestMetrics {
-    methods: [Histogram; METHODS.len()],
+    duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    errors: Family<MethodLabels, Counter>,
+    commit_latency: Histogram,
+    apply_lag: Histogram,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let errors = Family::<MethodLabels, Counter>::default();
+        // Every method has its series from the start, so a scrape shows zeros
+        // rather than missing lines.
+        for method in METHODS {
+            let _ = duration.get_or_create(&vec![("method", method)]);
+            let _ = errors.get_or_create(&vec![("method", method)]);
+        }
+        RequestMetrics {
+            duration,
+            errors,
+            commit_latency: latency_histogram(),
+            apply_lag: Histogram::new(LAG_BUCKETS),
+        }
+    }
 }
 
 impl RequestMetrics {
-    /// Records one request of `method` that took `elapsed`.
+    /// Records one request of `method` that took `elapsed`; a write that
+    /// succeeded is also a commit, observed in the commit latency.
     pub fn observe(&self, method: &str, elapsed: Duration, ok: bool) {
-        let Some(i) = METHODS.iter().position(|m| *m == method) else {
+        let Some(method) = METHODS.iter().find(|m| **m == method) else {
             return;
         };
-        let h = &self.methods[i];
+        let labels = vec![("method", *method)];
         let secs = elapsed.as_secs_f64();
-        for (b, bound) in h.buckets.iter().zip(BUCKETS) {
-            if secs <= bound {
-                b.fetch_add(1, Ordering::Relaxed);
+        self.duration.get_or_create(&labels).observe(secs);
+        if !ok {
+            self.errors.get_or_create(&labels).inc();
+        } else if WRITE_METHODS.contains(method) {
+            self.commit_latency.observe(secs);
+        }
+    }
+
+    /// Records one sample of the apply lag, in log entries.
+    pub fn observe_apply_lag(&self, entries: u64) {
+        self.apply_lag.observe(entries as f64);
+    }
+}
+
+/// Write sets per log entry, observed as batches are applied.
+#[derive(Debug, Clone)]
+pub struct BatchSizes(Histogram);
+
+impl Default for BatchSizes {
+    fn default() -> Self {
+        BatchSizes(Histogram::new(BATCH_BUCKETS))
+    }
+}
+
+impl BatchSizes {
+    /// Records a batch of `write_sets` write sets.
+    pub fn observe(&self, write_sets: usize) {
+        self.0.observe(write_sets as f64);
+    }
+}
+
+/// A sample value: whole numbers stay whole in the exposition.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+/// One metric family read from the node at scrape time.
+#[derive(Debug)]
+struct Family0 {
+    /// The name without the `trireme_` prefix (and, for counters, without `_total`).
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    /// Extra labels (after `node`) and the value of each series.
+    samples: Vec<(Vec<(&'static str, String)>, Value)>,
+}
+
+/// The status fields of a node at one scrape.
+#[derive(Debug, Default)]
+struct StatusFields(Vec<Family0>);
+
+impl StatusFields {
+    fn push(&mut self, name: &'static str, help: &'static str, kind: MetricType, v: Value) {
+        self.0.push(Family0 {
+            name,
+            help,
+            kind,
+            samples: vec![(Vec::new(), v)],
+        });
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &'static str, v: u64) {
+        self.push(name, help, MetricType::Gauge, Value::Int(v));
+    }
+
+    fn counter(&mut self, name: &'static str, help: &'static str, v: u64) {
+        self.push(name, help, MetricType::Counter, Value::Int(v));
+    }
+}
+
+impl Collector for StatusFields {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for family in &self.0 {
+            let mut metric =
+                encoder.encode_descriptor(family.name, family.help, None, family.kind)?;
+            for (labels, value) in &family.samples {
+                let series = metric.encode_family(labels)?;
+                match (family.kind, value) {
+                    (MetricType::Counter, Value::Int(v)) => ConstCounter::new(*v).encode(series)?,
+                    (MetricType::Counter, Value::Float(v)) => {
+                        ConstCounter::new(*v).encode(series)?
+                    }
+                    (_, Value::Int(v)) => ConstGauge::new(*v).encode(series)?,
+                    (_, Value::Float(v)) => ConstGauge::new(*v).encode(series)?,
+                }
             }
         }
-        h.count.fetch_add(1, Ordering::Relaxed);
-        h.sum_us
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        if !ok {
-            h.errors.fetch_add(1, Ordering::Relaxed);
-        }
+        Ok(())
     }
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, kind: &str, samples: &[(String, f64)]) {
-    let _ = writeln!(out, "# HELP trireme_{name} {help}");
-    let _ = writeln!(out, "# TYPE trireme_{name} {kind}");
-    for (labels, v) in samples {
-        let _ = writeln!(out, "trireme_{name}{labels} {v}");
-    }
-}
-
-/// The whole exposition for `node`.
-pub fn render(node: &Node) -> String {
-    let mut out = String::new();
+/// Reads the status fields of `node`.
+fn status_fields(node: &Node) -> StatusFields {
+    let mut f = StatusFields::default();
     let m = node.raft.metrics().borrow().clone();
     let stats = &node.applied.stats;
-    let n = format!("{{node=\"{}\"}}", node.id());
-    let one = |v: u64| vec![(n.clone(), v as f64)];
     let applied = node.applied.seqno();
     let last_log = m.last_log_index.unwrap_or(0);
-    gauge(
-        &mut out,
+    f.gauge(
         "applied_seqno",
-        "Highest seqno applied on this node.",
-        "gauge",
-        &one(applied),
+        "Highest seqno applied on this node",
+        applied,
     );
-    gauge(
-        &mut out,
+    f.gauge(
         "committed_seqno",
-        "Highest seqno in this node's log.",
-        "gauge",
-        &one(last_log.max(applied)),
+        "Highest seqno in this node's log",
+        last_log.max(applied),
     );
-    gauge(
-        &mut out,
+    f.gauge(
         "apply_lag",
-        "Log entries held but not yet applied.",
-        "gauge",
-        &one(last_log.saturating_sub(applied)),
+        "Log entries held but not yet applied",
+        last_log.saturating_sub(applied),
     );
-    gauge(
-        &mut out,
-        "raft_term",
-        "Current Raft term.",
-        "gauge",
-        &one(m.current_term),
-    );
-    gauge(
-        &mut out,
+    f.gauge("raft_term", "Current Raft term", m.current_term);
+    f.gauge(
         "is_leader",
-        "1 if this node leads.",
-        "gauge",
-        &one(u64::from(m.current_leader == Some(node.id()))),
+        "1 if this node leads",
+        u64::from(m.current_leader == Some(node.id())),
     );
-    gauge(
-        &mut out,
-        "leader_changes_total",
-        "Leader changes seen by this node.",
-        "counter",
-        &one(node.leader_changes.load(Ordering::Relaxed)),
+    f.counter(
+        "leader_changes",
+        "Leader changes seen by this node",
+        node.leader_changes.load(Ordering::Relaxed),
     );
     gauge(
         &mut out,
@@ -128,223 +229,213 @@ pub fn render(node: &Node) -> String {
     let members = crate::cluster::membership::members(node);
     let voters = members.iter().filter(|m| m.role == "voter").count() as u64;
     let up = members.iter().filter(|m| m.up).count() as u64;
-    gauge(
-        &mut out,
-        "cluster_size",
-        "Voters in the membership.",
-        "gauge",
-        &one(voters),
-    );
-    gauge(
-        &mut out,
+    f.gauge("cluster_size", "Voters in the membership", voters);
+    f.gauge(
         "members_up",
-        "Members this node sees up (itself included).",
-        "gauge",
-        &one(up),
+        "Members this node sees up (itself included)",
+        up,
     );
     let (state, _) = crate::cluster::state::node_state(node);
-    let states: Vec<(String, f64)> = ["SYNCED", "JOINING", "DONOR", "JOINED", "NON_PRIMARY"]
-        .iter()
-        .map(|s| {
-            (
-                format!("{{node=\"{}\",state=\"{s}\"}}", node.id()),
-                f64::from(u8::from(*s == state)),
-            )
-        })
-        .collect();
-    gauge(
-        &mut out,
-        "state",
-        "Galera-like node state (1 for the current one).",
-        "gauge",
-        &states,
+    f.0.push(Family0 {
+        name: "state",
+        help: "Galera-like node state (1 for the current one)",
+        kind: MetricType::Gauge,
+        samples: ["SYNCED", "JOINING", "DONOR", "JOINED", "NON_PRIMARY"]
+            .iter()
+            .map(|s| {
+                (
+                    vec![("state", s.to_string())],
+                    Value::Int(u64::from(*s == state)),
+                )
+            })
+            .collect(),
+    });
+    f.counter(
+        "commits",
+        "Write sets certified and committed",
+        stats.commits.load(Ordering::Relaxed),
     );
-    gauge(
-        &mut out,
-        "commits_total",
-        "Write sets certified and committed.",
-        "counter",
-        &one(stats.commits.load(Ordering::Relaxed)),
+    f.0.push(Family0 {
+        name: "cert_failures",
+        help: "Write sets aborted by certification, by reason",
+        kind: MetricType::Counter,
+        samples: crate::certify::Abort::KINDS
+            .iter()
+            .zip(&stats.aborts)
+            .map(|(k, c)| {
+                (
+                    vec![("reason", k.to_string())],
+                    Value::Int(c.load(Ordering::Relaxed)),
+                )
+            })
+            .collect(),
+    });
+    f.counter(
+        "server_retries",
+        "Conflicting write sets the server retried",
+        stats.server_retries.load(Ordering::Relaxed),
     );
-    let reasons: Vec<(String, f64)> = crate::certify::Abort::KINDS
-        .iter()
-        .zip(&stats.aborts)
-        .map(|(k, c)| {
-            (
-                format!("{{node=\"{}\",reason=\"{k}\"}}", node.id()),
-                c.load(Ordering::Relaxed) as f64,
-            )
-        })
-        .collect();
-    gauge(
-        &mut out,
-        "cert_failures_total",
-        "Write sets aborted by certification, by reason.",
-        "counter",
-        &reasons,
+    f.counter(
+        "duplicates",
+        "Resubmitted write sets ignored",
+        stats.duplicates.load(Ordering::Relaxed),
     );
-    gauge(
-        &mut out,
-        "server_retries_total",
-        "Conflicting write sets the server retried.",
-        "counter",
-        &one(stats.server_retries.load(Ordering::Relaxed)),
+    f.counter(
+        "batches",
+        "Log entries carrying write-set batches",
+        stats.batches.load(Ordering::Relaxed),
     );
-    gauge(
-        &mut out,
-        "duplicates_total",
-        "Resubmitted write sets ignored.",
-        "counter",
-        &one(stats.duplicates.load(Ordering::Relaxed)),
+    f.counter(
+        "snapshots_sent",
+        "State transfers sent",
+        node.peers.transfers.sent.load(Ordering::Relaxed),
     );
-    gauge(
-        &mut out,
-        "batches_total",
-        "Log entries carrying write-set batches.",
-        "counter",
-        &one(stats.batches.load(Ordering::Relaxed)),
+    f.counter(
+        "snapshots_received",
+        "State transfers installed",
+        stats.snapshots_received.load(Ordering::Relaxed),
     );
-    gauge(
-        &mut out,
-        "snapshots_sent_total",
-        "State transfers sent.",
-        "counter",
-        &one(node.peers.transfers.sent.load(Ordering::Relaxed)),
+    f.counter(
+        "log_fsyncs",
+        "fdatasyncs of the Raft log",
+        node.log_stats().fsyncs.load(Ordering::Relaxed),
     );
-    gauge(
-        &mut out,
-        "snapshots_received_total",
-        "State transfers installed.",
-        "counter",
-        &one(stats.snapshots_received.load(Ordering::Relaxed)),
+    f.counter(
+        "log_records",
+        "Records written to the Raft log",
+        node.log_stats().records.load(Ordering::Relaxed),
     );
-    gauge(
-        &mut out,
-        "log_fsyncs_total",
-        "fdatasyncs of the Raft log.",
-        "counter",
-        &one(node.log_stats().fsyncs.load(Ordering::Relaxed)),
-    );
-    gauge(
-        &mut out,
-        "log_records_total",
-        "Records written to the Raft log.",
-        "counter",
-        &one(node.log_stats().records.load(Ordering::Relaxed)),
-    );
-    gauge(
-        &mut out,
+    f.gauge(
         "log_retained",
-        "Log entries retained.",
-        "gauge",
-        &one(last_log.saturating_sub(m.purged.map_or(0, |p| p.index))),
+        "Log entries retained",
+        last_log.saturating_sub(m.purged.map_or(0, |p| p.index)),
     );
-    gauge(
-        &mut out,
+    f.gauge(
         "log_retained_bytes",
-        "Bytes of the log entries retained.",
-        "gauge",
-        &one(node.log_bytes()),
+        "Bytes of the log entries retained",
+        node.log_bytes(),
     );
-    gauge(
-        &mut out,
-        "flow_control_paused_seconds_total",
-        "Time writers were slowed by flow control.",
-        "counter",
-        &[(
-            n.clone(),
-            node.flow.paused_us.load(Ordering::Relaxed) as f64 / 1e6,
-        )],
+    f.push(
+        "flow_control_paused_seconds",
+        "Time writers were slowed by flow control",
+        MetricType::Counter,
+        Value::Float(node.flow.paused_us.load(Ordering::Relaxed) as f64 / 1e6),
     );
-    gauge(
-        &mut out,
-        "evictions_total",
-        "Voters evicted by this node as leader.",
-        "counter",
-        &one(stats.evictions.load(Ordering::Relaxed)),
+    f.counter(
+        "evictions",
+        "Voters evicted by this node as leader",
+        stats.evictions.load(Ordering::Relaxed),
     );
+    f
+}
 
-    let _ = writeln!(
-        out,
-        "# HELP trireme_request_duration_seconds Client API request latency."
+/// The whole exposition for `node` (OpenMetrics text, ending in `# EOF`).
+pub fn render(node: &Node) -> String {
+    let mut registry = Registry::with_prefix_and_labels(
+        "trireme",
+        [("node".into(), node.id().to_string().into())].into_iter(),
     );
-    let _ = writeln!(out, "# TYPE trireme_request_duration_seconds histogram");
-    for (method, h) in METHODS.iter().zip(&node.requests.methods) {
-        let labels = format!("node=\"{}\",method=\"{method}\"", node.id());
-        for (b, bound) in h.buckets.iter().zip(BUCKETS) {
-            let _ = writeln!(
-                out,
-                "trireme_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
-                b.load(Ordering::Relaxed)
-            );
-        }
-        let count = h.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "trireme_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "trireme_request_duration_seconds_sum{{{labels}}} {}",
-            h.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "trireme_request_duration_seconds_count{{{labels}}} {count}"
-        );
+    registry.register_collector(Box::new(status_fields(node)));
+    let r = &node.requests;
+    registry.register(
+        "request_duration_seconds",
+        "Client API request latency",
+        r.duration.clone(),
+    );
+    registry.register(
+        "request_errors",
+        "Client API requests that failed",
+        r.errors.clone(),
+    );
+    registry.register(
+        "commit_latency_seconds",
+        "Time from a write request's arrival to its commit verdict (put, delete, commit that committed)",
+        r.commit_latency.clone(),
+    );
+    registry.register(
+        "batch_size",
+        "Write sets per applied log entry",
+        node.applied.stats.batch_sizes.0.clone(),
+    );
+    registry.register(
+        "apply_lag_entries",
+        "Log entries held but not yet applied, sampled every 100 ms",
+        r.apply_lag.clone(),
+    );
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "cannot encode the metrics");
     }
-    let errors: Vec<(String, f64)> = METHODS
-        .iter()
-        .zip(&node.requests.methods)
-        .map(|(method, h)| {
-            (
-                format!("{{node=\"{}\",method=\"{method}\"}}", node.id()),
-                h.errors.load(Ordering::Relaxed) as f64,
-            )
-        })
-        .collect();
-    gauge(
-        &mut out,
-        "request_errors_total",
-        "Client API requests that failed.",
-        "counter",
-        &errors,
-    );
     out
 }
 
+/// The content type of the exposition.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Answers one HTTP request: the exposition at `GET /metrics`, 404 elsewhere.
+fn respond(node: &Weak<Node>, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let node = node.upgrade();
+    let (status, ctype, body) = match (req.method(), req.uri().path(), node) {
+        (&Method::GET, "/metrics", Some(node)) => (StatusCode::OK, CONTENT_TYPE, render(&node)),
+        (_, _, None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "the node is shutting down\n".to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "only GET /metrics is served here\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(ctype),
+    );
+    response
+}
+
 /// Serves `/metrics` on `listener` until the node is dropped.
-pub async fn serve_metrics(node: std::sync::Weak<Node>, listener: TcpListener) {
+pub async fn serve_metrics(node: Weak<Node>, listener: TcpListener) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let Some(n) = node.upgrade() else { return };
+        if node.strong_count() == 0 {
+            return;
+        }
+        let node = node.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
-            let Ok(Ok(len)) = read else { return };
-            let request = String::from_utf8_lossy(&buf[..len]);
-            let path = request.split_whitespace().nth(1).unwrap_or("");
-            let (status, body, ctype) = if request.starts_with("GET ")
-                && (path == "/metrics" || path.starts_with("/metrics?"))
-            {
-                ("200 OK", render(&n), "text/plain; version=0.0.4")
-            } else {
-                (
-                    "404 Not Found",
-                    "only GET /metrics is served here\n".to_string(),
-                    "text/plain",
-                )
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let service = hyper::service::service_fn(move |req| {
+                let response = respond(&node, &req);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            // One request per connection: scrapers reconnect anyway, and a
+            // closed connection ends clients that read to the end.
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "metrics connection");
+            }
         });
+    }
+}
+
+/// Samples the apply lag into its histogram until the node is dropped.
+async fn sample_apply_lag(node: Weak<Node>) {
+    let mut tick = tokio::time::interval(LAG_SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(node) = node.upgrade() else { return };
+        let last_log = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        let lag = last_log.saturating_sub(node.applied.seqno());
+        node.requests.observe_apply_lag(lag);
     }
 }
 
@@ -355,5 +446,6 @@ pub async fn start(node: &Arc<Node>, addr: &str) -> crate::Result<std::net::Sock
     })?;
     let local = listener.local_addr()?;
     tokio::spawn(serve_metrics(Arc::downgrade(node), listener));
+    tokio::spawn(sample_apply_lag(Arc::downgrade(node)));
     Ok(local)
 }

@@ -70,11 +70,25 @@ where
     let timed = node.clone();
     health.set_serving::<KvServer<KvService>>().await;
     let client_message_bytes = node.config.max_client_message_bytes();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(trireme_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
+    // grpcurl and older tools still ask the v1alpha service.
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
     Server::builder()
         .layer(AdmissionLayer::new(node.admission.clone()))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             LatencyLayer::new(move |method, elapsed, ok| {
                 timed.requests.observe(method, elapsed, ok)

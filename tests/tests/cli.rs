@@ -460,3 +460,106 @@ async fn shell_on_a_pipe_and_bench() -> Result<()> {
     );
     Ok(())
 }
+
+/// `scan` pages through the whole range (the server's page is 3 pairs here),
+/// `--limit` caps it, and `--json` keeps bytes that are not UTF-8 (base64 in
+/// `key_b64`/`value_b64`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_pages_through_everything_and_json_is_binary_safe() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("small-pages.toml");
+    std::fs::write(&config, "[limits]\nmax_scan_limit = 3\n")?;
+    let config = config.display().to_string();
+    let cluster = Cluster::start(3, &["--config", &config])?;
+    cluster.wait_leader(&[1, 2, 3], READY).await?;
+    let client = cluster.client(1)?;
+    let mut expected = String::new();
+    for i in 0..10 {
+        let (k, v) = (format!("p/{i:02}"), format!("v{i}"));
+        client.put(k.as_bytes(), v.as_bytes()).await?;
+        expected.push_str(&format!("{k} {v}\n"));
+    }
+    // Sorts after p/09; neither key nor value is UTF-8.
+    client.put(&b"p/\xff\x00"[..], &b"\x80bin"[..]).await?;
+    client.put("q/x", "outside").await?;
+
+    // Simple: every pair, in key order, raw bytes, across four pages.
+    let out = cli(&cluster, 2, &["scan", "--prefix", "p/"]).await?;
+    expect_code(&out, 0, "scan of 11 pairs over 3-pair pages")?;
+    let mut want = expected.clone().into_bytes();
+    want.extend_from_slice(b"p/\xff\x00 \x80bin\n");
+    ensure!(out.stdout == want, "{:?}", stdout(&out));
+    ensure!(out.stderr.is_empty(), "{}", stderr(&out));
+
+    // The whole key space without bounds: 12 pairs, q/x last.
+    let out = cli(&cluster, 3, &["scan", "--keys-only"]).await?;
+    expect_code(&out, 0, "scan of everything")?;
+    let lines: Vec<&[u8]> = out.stdout.split(|b| *b == b'\n').collect();
+    ensure!(
+        lines.len() == 13 && lines[11] == b"q/x" && lines[12].is_empty(),
+        "{:?}",
+        stdout(&out)
+    );
+
+    // --limit caps the total, across pages, and says so.
+    let out = cli(&cluster, 1, &["scan", "--prefix", "p/", "--limit", "5"]).await?;
+    expect_code(&out, 0, "scan --limit 5")?;
+    ensure!(
+        stdout(&out)
+            == expected
+                .lines()
+                .take(5)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>(),
+        "{:?}",
+        stdout(&out)
+    );
+    ensure!(stderr(&out).contains("--limit 5"), "{}", stderr(&out));
+
+    // JSON: UTF-8 as text, the rest base64, order kept, no "more".
+    let out = cli(&cluster, 1, &["scan", "--prefix", "p/", "--json"]).await?;
+    expect_code(&out, 0, "scan --json")?;
+    let v = json(&out)?;
+    let kvs = v["kvs"].as_array().context("kvs")?;
+    ensure!(kvs.len() == 11 && v["more"] == false, "{v}");
+    ensure!(kvs[0]["key"] == "p/00" && kvs[0]["value"] == "v0", "{v}");
+    ensure!(kvs[9]["key"] == "p/09", "{v}");
+    // base64 of b"p/\xff\x00" and b"\x80bin".
+    ensure!(
+        kvs[10]["key_b64"] == "cC//AA==" && kvs[10]["value_b64"] == "gGJpbg==",
+        "{}",
+        kvs[10]
+    );
+    ensure!(kvs[10].get("key").is_none() && kvs[10].get("value").is_none());
+    let out = cli(&cluster, 1, &["get", "q/x", "--output", "json"]).await?;
+    ensure!(json(&out)?["value"] == "outside", "{}", stdout(&out));
+
+    // Table: a header and aligned columns, escaped bytes.
+    let out = cli(
+        &cluster,
+        2,
+        &["scan", "--from", "p/08", "--to", "q/y", "-w", "table"],
+    )
+    .await?;
+    expect_code(&out, 0, "scan --output table")?;
+    let text = stdout(&out);
+    let rows: Vec<&str> = text.lines().collect();
+    ensure!(rows.len() == 5, "{text}");
+    ensure!(
+        rows[0].starts_with("KEY") && rows[0].contains("VALUE") && rows[0].ends_with("VERSION"),
+        "{text}"
+    );
+    ensure!(
+        rows[1].starts_with("p/08") && rows[1].contains("v8"),
+        "{text}"
+    );
+    ensure!(
+        rows[3].starts_with("p/\\xff\\x00") && rows[3].contains("\\x80bin"),
+        "{text}"
+    );
+    ensure!(
+        rows[4].starts_with("q/x") && rows[4].contains("outside"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -390,6 +390,13 @@ async fn metrics_are_served_in_prometheus_format() -> Result<()> {
         "trireme_cert_failures_total{node=\"1\",reason=\"write_conflict\"} 0",
         "trireme_leader_changes_total",
         "# TYPE trireme_request_duration_seconds histogram",
+        // The histograms prometheus-client adds: one committed put so far.
+        "# TYPE trireme_commit_latency_seconds histogram",
+        "trireme_commit_latency_seconds_count{node=\"1\"} 1",
+        "# TYPE trireme_batch_size histogram",
+        "trireme_batch_size_bucket{node=\"1\",le=\"1.0\"}",
+        "# TYPE trireme_apply_lag_entries histogram",
+        "trireme_request_errors_total{node=\"1\",method=\"get\"} 0",
     ] {
         ensure!(body.contains(needle), "/metrics lacks {needle:?}:\n{body}");
     }

@@ -1,15 +1,26 @@
 //! `get`, `put`, `del`, `scan`.
 
 use serde_json::json;
-use trireme_client::{Client, Result, ScanSpec, Versioned};
+use trireme_client::{prefix_end, Client, Error, KeyRange, Result, ScanSpec, Versioned};
 
-use super::output::{json_line, kv_json, lossy};
+use super::output::{bytes_json, json_line, kv_json, kv_table, Format};
 use super::{DelArgs, GetArgs, PutArgs, Reply, ScanArgs, EXIT_NOT_FOUND};
 
 /// `get`: the value alone and a newline; exit 1 when the key is absent.
-pub async fn get(client: &Client, args: &GetArgs, json: bool) -> Result<Reply> {
+pub async fn get(client: &Client, args: &GetArgs, format: Format) -> Result<Reply> {
     let found = client.get(&args.key, args.read.consistency()).await?;
-    Ok(render_get(args.key.as_bytes(), found.as_ref(), json))
+    if format == Format::Table {
+        let mut reply = Reply::ok(kv_table(found.as_slice(), false));
+        if found.is_none() {
+            reply.code = EXIT_NOT_FOUND;
+        }
+        return Ok(reply);
+    }
+    Ok(render_get(
+        args.key.as_bytes(),
+        found.as_ref(),
+        format == Format::Json,
+    ))
 }
 
 /// The reply for a `get` result.
@@ -58,7 +69,8 @@ pub fn render_seqno(seqno: u64, json: bool) -> Reply {
     }
 }
 
-/// The scan the arguments describe.
+/// The scan the arguments describe (one request: `--limit` 0 lets the server
+/// choose its page size).
 pub fn scan_spec(args: &ScanArgs) -> ScanSpec {
     let spec = match (&args.prefix, &args.from, &args.to) {
         (Some(prefix), _, _) => ScanSpec::prefix(prefix.as_bytes()),
@@ -76,40 +88,102 @@ pub fn scan_spec(args: &ScanArgs) -> ScanSpec {
     }
 }
 
-/// `scan`: `key value` lines (keys only with `--keys-only`).
-pub async fn scan(client: &Client, args: &ScanArgs, json: bool) -> Result<Reply> {
-    let (kvs, more, seqno) = client
-        .scan(&scan_spec(args), args.read.consistency())
-        .await?;
-    if json {
-        let items: Vec<_> = kvs
-            .iter()
-            .map(|kv| {
-                if args.keys_only {
-                    json!({ "key": lossy(&kv.key), "version": kv.version })
-                } else {
-                    kv_json(&kv.key, Some(&kv.value), kv.version)
-                }
-            })
-            .collect();
-        return Ok(Reply::ok(json_line(
-            &json!({ "kvs": items, "more": more, "seqno": seqno }),
-        )));
+/// The scan that continues `spec` after `last`, the last key returned.
+pub fn next_page(spec: &ScanSpec, last: &[u8]) -> ScanSpec {
+    let mut start = last.to_vec();
+    start.push(0);
+    let end = match &spec.range {
+        KeyRange::All => Vec::new(),
+        KeyRange::Prefix(prefix) => prefix_end(prefix),
+        KeyRange::Range { end, .. } => end.clone(),
+    };
+    ScanSpec {
+        range: KeyRange::Range { start, end },
+        ..spec.clone()
     }
-    let mut out = Vec::new();
-    for kv in &kvs {
-        out.extend_from_slice(&kv.key);
-        if !args.keys_only {
-            out.push(b' ');
-            out.extend_from_slice(&kv.value);
+}
+
+/// Reads the whole scan, page after page, every page at the first page's
+/// seqno (one consistent state); stops after `args.limit` pairs when it is
+/// not 0. Returns the pairs, whether the limit cut the range short, and the
+/// seqno.
+pub async fn scan_all(client: &Client, args: &ScanArgs) -> Result<(Vec<Versioned>, bool, u64)> {
+    let cap = args.limit as usize;
+    let mut spec = scan_spec(args).with_limit(0);
+    let mut pairs: Vec<Versioned> = Vec::new();
+    let mut at = None;
+    // Whether to ask for the pairs still wanted, or for the server's page
+    // (after a server refused a limit over its max_scan_limit).
+    let mut ask_remaining = cap != 0;
+    loop {
+        let remaining = cap.saturating_sub(pairs.len());
+        let limit = if ask_remaining { remaining as u32 } else { 0 };
+        let page = client
+            .scan_pinned(&spec.clone().with_limit(limit), args.read.consistency(), at)
+            .await;
+        let (page, mut more, seqno) = match page {
+            Err(Error::InvalidInput(m)) if ask_remaining && m.contains("max_scan_limit") => {
+                ask_remaining = false;
+                continue;
+            }
+            other => other?,
+        };
+        at = Some(seqno);
+        let progress = !page.is_empty();
+        pairs.extend(page);
+        if cap != 0 && pairs.len() >= cap {
+            more |= pairs.len() > cap;
+            pairs.truncate(cap);
+            return Ok((pairs, more, seqno));
         }
-        out.push(b'\n');
+        match pairs.last() {
+            // A server that says "more" without a pair would loop forever.
+            Some(last) if more && progress => spec = next_page(&spec, &last.key),
+            _ => return Ok((pairs, more, seqno)),
+        }
     }
+}
+
+/// `scan`: the whole range by default, `key value` lines (keys only with
+/// `--keys-only`), a JSON object, or a table.
+pub async fn scan(client: &Client, args: &ScanArgs, format: Format) -> Result<Reply> {
+    let (kvs, more, seqno) = scan_all(client, args).await?;
+    let out = match format {
+        Format::Json => {
+            let items: Vec<_> = kvs
+                .iter()
+                .map(|kv| {
+                    if args.keys_only {
+                        let mut object = bytes_json("key", &kv.key);
+                        object.insert("version".into(), json!(kv.version));
+                        serde_json::Value::Object(object)
+                    } else {
+                        kv_json(&kv.key, Some(&kv.value), kv.version)
+                    }
+                })
+                .collect();
+            json_line(&json!({ "kvs": items, "more": more, "seqno": seqno }))
+        }
+        Format::Table => kv_table(&kvs, args.keys_only).into_bytes(),
+        Format::Simple => {
+            let mut out = Vec::new();
+            for kv in &kvs {
+                out.extend_from_slice(&kv.key);
+                if !args.keys_only {
+                    out.push(b' ');
+                    out.extend_from_slice(&kv.value);
+                }
+                out.push(b'\n');
+            }
+            out
+        }
+    };
     let mut reply = Reply::ok(out);
     if more {
         reply.note = Some(format!(
-            "(more keys follow the {} shown; raise --limit or scan --from after the last key)",
-            kvs.len()
+            "(more keys follow the {} shown: --limit {} cut the range short)",
+            kvs.len(),
+            args.limit
         ));
     }
     Ok(reply)
@@ -118,7 +192,6 @@ pub async fn scan(client: &Client, args: &ScanArgs, json: bool) -> Result<Reply>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trireme_client::KeyRange;
 
     #[test]
     fn get_prints_the_raw_value_or_exits_1() {
@@ -131,10 +204,16 @@ mod tests {
             render_get(b"k", Some(&v), false),
             Reply::ok(b"v\xff\n".to_vec())
         );
+        // Not UTF-8: base64 in `value_b64`, no `value`; a UTF-8 key stays text.
         let json = render_get(b"k", Some(&v), true);
         assert_eq!(
             String::from_utf8_lossy(&json.out),
-            "{\"key\":\"k\",\"value\":\"v\u{fffd}\",\"version\":3}\n"
+            "{\"key\":\"k\",\"value_b64\":\"dv8=\",\"version\":3}\n"
+        );
+        let json = render_get(b"\x00\xfe", None, true);
+        assert_eq!(
+            String::from_utf8_lossy(&json.out),
+            "{\"key_b64\":\"AP4=\",\"value\":null,\"version\":0}\n"
         );
         let missing = render_get(b"k", None, false);
         assert_eq!((missing.code, missing.out.len()), (EXIT_NOT_FOUND, 0));

@@ -15,6 +15,7 @@
 
 mod admin;
 mod bench;
+mod demo;
 mod kv;
 mod line;
 mod output;
@@ -25,6 +26,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use output::Format;
 use trireme_client::{Client, ClientOptions, Error, Isolation, ReadConsistency};
 
 /// Success.
@@ -68,12 +70,27 @@ pub struct GlobalArgs {
         default_value = "127.0.0.1:7420"
     )]
     pub endpoints: Vec<String>,
-    /// Print JSON instead of text.
-    #[arg(long, global = true)]
+    /// Print JSON instead of text (same as `--output json`).
+    #[arg(long, global = true, conflicts_with = "output")]
     pub json: bool,
+    /// How `get` and `scan` print: simple (raw bytes), json (binary-safe:
+    /// non-UTF-8 keys and values as base64 in `key_b64`/`value_b64`), or
+    /// table; every other command prints JSON for `json` and text otherwise.
+    #[arg(long, short = 'w', global = true, value_enum)]
+    pub output: Option<Format>,
     /// Deadline of each request, failover included (e.g. 500ms, 10s, 1m).
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+impl GlobalArgs {
+    /// The output format `--json` or `--output` asks for.
+    pub fn format(&self) -> Format {
+        match (self.json, self.output) {
+            (true, _) => Format::Json,
+            (false, format) => format.unwrap_or_default(),
+        }
+    }
 }
 
 /// The commands.
@@ -86,7 +103,8 @@ pub enum Command {
     /// Delete a key (prints `OK <seqno>`).
     #[command(alias = "delete")]
     Del(DelArgs),
-    /// Print the keys (and values) of a range, one `key value` per line.
+    /// Print the keys (and values) of a range, one `key value` per line; the
+    /// whole range unless `--limit` caps it.
     Scan(ScanArgs),
     /// Show each endpoint's node status and its view of the members.
     Status,
@@ -107,6 +125,10 @@ pub enum Command {
     Txn(TxnArgs),
     /// Interactive shell.
     Shell,
+    /// Start a local 3-node cluster in a temporary directory and open the
+    /// shell on it; on exit (or Ctrl-C) the nodes are stopped and the
+    /// directory removed.
+    Demo,
 }
 
 /// `join NODE_ID ADDRESS`.
@@ -184,7 +206,8 @@ pub struct ScanArgs {
     /// End key (exclusive).
     #[arg(long, value_name = "B")]
     pub to: Option<String>,
-    /// At most N pairs (0: the server's limit).
+    /// At most N pairs (0: no limit: the whole range, fetched page by page
+    /// at one seqno).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub limit: u32,
     /// Print keys only.
@@ -360,12 +383,13 @@ pub fn run(cli: Cli) -> u8 {
         Ok(client) => client,
         Err(e) => return report(Err(e)),
     };
-    let json = global.json;
+    let format = global.format();
+    let json = format == Format::Json;
     match cli.command {
         Command::Put(args) => report(runtime.block_on(kv::put(&client, &args, json))),
-        Command::Get(args) => report(runtime.block_on(kv::get(&client, &args, json))),
+        Command::Get(args) => report(runtime.block_on(kv::get(&client, &args, format))),
         Command::Del(args) => report(runtime.block_on(kv::del(&client, &args, json))),
-        Command::Scan(args) => report(runtime.block_on(kv::scan(&client, &args, json))),
+        Command::Scan(args) => report(runtime.block_on(kv::scan(&client, &args, format))),
         Command::Status => report(runtime.block_on(admin::status(&client, json))),
         Command::Checksum => report(runtime.block_on(admin::checksum(&client, json))),
         Command::Members => report(runtime.block_on(admin::members(&client, json))),
@@ -380,6 +404,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Bench(args) => report(runtime.block_on(bench::run(&global, &args))),
         Command::Txn(args) => txn::run(&runtime, &client, args.isolation.into(), json),
         Command::Shell => shell::run(&runtime, &client, json),
+        Command::Demo => demo::run(&runtime, json),
     }
 }
 

@@ -2,12 +2,94 @@
 
 use std::fmt::Write as _;
 
-use serde_json::{json, Value};
-use trireme_client::{Checksum, Error, NodeStatus};
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use trireme_client::{Checksum, Error, NodeStatus, Versioned};
 
-/// Bytes as text, invalid UTF-8 replaced (keys and values in JSON and tables).
+/// How `get` and `scan` print their results (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Raw bytes: the value for `get`, `key value` lines for `scan`.
+    #[default]
+    Simple,
+    /// One JSON object; keys and values binary-safe (see [`put_bytes`]).
+    Json,
+    /// An aligned table with a header: KEY, VALUE, VERSION.
+    Table,
+}
+
+impl Format {
+    /// `Json` when `json` is set, else `Simple` (for the callers that only
+    /// know `--json`).
+    pub fn from_json(json: bool) -> Format {
+        if json {
+            Format::Json
+        } else {
+            Format::Simple
+        }
+    }
+}
+
+/// Bytes as text, invalid UTF-8 replaced (human-readable text only: JSON
+/// uses [`put_bytes`]).
 pub fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Sets `field` in `object` to `bytes` without loss: the string itself when
+/// the bytes are valid UTF-8, otherwise `<field>_b64` with standard base64
+/// (padded) and no `field` at all.
+pub fn put_bytes(object: &mut Map<String, Value>, field: &str, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => object.insert(field.to_string(), json!(text)),
+        Err(_) => object.insert(
+            format!("{field}_b64"),
+            json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    };
+}
+
+/// A JSON object holding `field` as [`put_bytes`] writes it.
+pub fn bytes_json(field: &str, bytes: &[u8]) -> Map<String, Value> {
+    let mut object = Map::new();
+    put_bytes(&mut object, field, bytes);
+    object
+}
+
+/// Bytes for a table cell: text with control characters and invalid UTF-8
+/// escaped, so that one pair stays on one line.
+pub fn cell(bytes: &[u8]) -> String {
+    bytes.escape_ascii().to_string()
+}
+
+/// `pairs` as a table: KEY, VALUE (unless `keys_only`), VERSION.
+pub fn kv_table(pairs: &[Versioned], keys_only: bool) -> String {
+    let rows: Vec<[String; 3]> = pairs
+        .iter()
+        .map(|kv| [cell(&kv.key), cell(&kv.value), kv.version.to_string()])
+        .collect();
+    let width = |i: usize, title: &str| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(title.len())
+    };
+    let (wk, wv) = (width(0, "KEY"), width(1, "VALUE"));
+    let mut out = String::new();
+    let mut line = |k: &str, v: &str, ver: &str| {
+        let text = if keys_only {
+            format!("{k:<wk$}  {ver}")
+        } else {
+            format!("{k:<wk$}  {v:<wv$}  {ver}")
+        };
+        let _ = writeln!(out, "{}", text.trim_end());
+    };
+    line("KEY", "VALUE", "VERSION");
+    for [k, v, ver] in &rows {
+        line(k, v, ver);
+    }
+    out
 }
 
 /// A JSON line: the value and a newline.
@@ -17,13 +99,18 @@ pub fn json_line(value: &Value) -> Vec<u8> {
     out
 }
 
-/// `{"key":..,"value":..,"version":N}`; `value` is null when absent.
+/// `{"key":..,"value":..,"version":N}`; `value` is null when absent; keys
+/// and values that are not UTF-8 become `key_b64`/`value_b64`.
 pub fn kv_json(key: &[u8], value: Option<&[u8]>, version: u64) -> Value {
-    json!({
-        "key": lossy(key),
-        "value": value.map(lossy),
-        "version": version,
-    })
+    let mut object = bytes_json("key", key);
+    match value {
+        Some(value) => put_bytes(&mut object, "value", value),
+        None => {
+            object.insert("value".into(), Value::Null);
+        }
+    }
+    object.insert("version".into(), json!(version));
+    Value::Object(object)
 }
 
 /// The JSON object for an error: its message and kind, and for aborts the
@@ -31,7 +118,11 @@ pub fn kv_json(key: &[u8], value: Option<&[u8]>, version: u64) -> Value {
 pub fn error_json(err: &Error) -> Value {
     let mut value = json!({ "error": err.to_string(), "kind": err.kind_name() });
     if let Error::Aborted { key, seqno, .. } = err {
-        value["conflict_key"] = json!(key.as_deref().map(lossy));
+        if let (Some(key), Value::Object(object)) = (key, &mut value) {
+            put_bytes(object, "conflict_key", key);
+        } else {
+            value["conflict_key"] = Value::Null;
+        }
         value["conflict_seqno"] = json!(seqno);
     }
     value

@@ -219,9 +219,11 @@ impl Shell<'_> {
                 Err(message) => self.fail(EXIT_OTHER, &format!("error: {message}")),
             },
             ShellCommand::Get(args) => {
-                let result = self
-                    .runtime
-                    .block_on(kv::get(self.client, &args, self.json));
+                let result = self.runtime.block_on(kv::get(
+                    self.client,
+                    &args,
+                    super::Format::from_json(self.json),
+                ));
                 match result {
                     Ok(reply) if reply.code != EXIT_OK && reply.out.is_empty() => {
                         println!("(nil)")
@@ -246,7 +248,7 @@ impl Shell<'_> {
             ShellCommand::Scan(args) => self.reply(self.runtime.block_on(kv::scan(
                 self.client,
                 &args,
-                self.json,
+                super::Format::from_json(self.json),
             ))),
         }
         true

@@ -20,7 +20,7 @@ use tokio::runtime::Runtime;
 use trireme_client::{Client, Error, Isolation, Transaction};
 
 use super::line::split_words;
-use super::output::{error_json, lossy};
+use super::output::{bytes_json, error_json, lossy, put_bytes};
 use super::{exit_code, EXIT_ABORTED, EXIT_OK, EXIT_OTHER};
 
 /// One command of the transaction protocol.
@@ -232,14 +232,18 @@ impl TxnSession {
                 message,
             }) => Step {
                 line: if json {
-                    json!({
+                    let mut v = json!({
                         "committed": false,
                         "aborted": kind,
-                        "conflict_key": key.as_deref().map(lossy),
+                        "conflict_key": null,
                         "conflict_seqno": seqno,
                         "error": message,
-                    })
-                    .to_string()
+                    });
+                    if let (Some(key), serde_json::Value::Object(object)) = (&key, &mut v) {
+                        object.remove("conflict_key");
+                        put_bytes(object, "conflict_key", key);
+                    }
+                    v.to_string()
                 } else {
                     format!("aborted: {kind}: {}", escape(message.as_bytes()))
                 },
@@ -311,7 +315,16 @@ pub fn escape(bytes: &[u8]) -> String {
 /// The response to `get`.
 pub fn render_get(key: &[u8], value: Option<&[u8]>, json: bool) -> String {
     match (value, json) {
-        (_, true) => json!({ "key": lossy(key), "value": value.map(lossy) }).to_string(),
+        (_, true) => {
+            let mut object = bytes_json("key", key);
+            match value {
+                Some(value) => put_bytes(&mut object, "value", value),
+                None => {
+                    object.insert("value".into(), serde_json::Value::Null);
+                }
+            }
+            serde_json::Value::Object(object).to_string()
+        }
         (Some(v), false) => escape(v),
         (None, false) => "(nil)".into(),
     }
@@ -330,7 +343,11 @@ pub fn render_scan(pairs: &[(Vec<u8>, Vec<u8>)], json: bool) -> String {
     if json {
         let kvs: Vec<_> = pairs
             .iter()
-            .map(|(k, v)| json!({ "key": lossy(k), "value": lossy(v) }))
+            .map(|(k, v)| {
+                let mut object = bytes_json("key", k);
+                put_bytes(&mut object, "value", v);
+                serde_json::Value::Object(object)
+            })
             .collect();
         return json!({ "count": pairs.len(), "kvs": kvs }).to_string();
     }

@@ -29,6 +29,8 @@ pub struct ApplyStats {
     pub snapshots_received: AtomicU64,
     /// Voters this node evicted as leader.
     pub evictions: AtomicU64,
+    /// Write sets per batch, for `/metrics`.
+    pub batch_sizes: crate::metrics::BatchSizes,
 }
 
 impl ApplyStats {

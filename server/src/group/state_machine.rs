@@ -358,6 +358,7 @@ impl StateMachine {
                         .stats
                         .batches
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.stats.batch_sizes.observe(write_sets.len());
                     let horizon = self.certifier.horizon(seqno);
                     for ws in write_sets {
                         let dup = match seen.get(&ws.id) {
