@@ -15,7 +15,9 @@
 #
 # SYSTEMS="trireme" runs one system only; CELLS narrows the matrix (see
 # below); BIN_DIR=DIR runs trireme-server and compare from DIR (an A/B build);
-# RESULTS=FILE keeps the raw JSON lines. Every process started here is
+# RESULTS=FILE keeps the raw JSON lines. (`cargo bench -p trireme-benches`
+# rebuilds target/release/compare without the etcd backend: with BIN_DIR,
+# make sure compare was built with --features etcd.) Every process started here is
 # stopped by its pid, also when the script fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,8 +110,9 @@ start_trireme() {
 wait_ready() {
   local system=$1
   for _ in $(seq 1 100); do
-    if "$DRIVER" --system "$system" --endpoints "$EP" --clients 3 --warmup 0 --duration 0.3 \
-      2>/dev/null | python3 -c 'import json,sys; w=json.load(sys.stdin); sys.exit(0 if w["ok"]>0 and w["errors"]==0 else 1)' 2>/dev/null; then
+    if "$DRIVER" --system "$system" --endpoints "$EP" --clients 3 --warmup 0 --duration 0.5 \
+      2>>"$DIR/ready.log" | tee -a "$DIR/ready.log" |
+      python3 -c 'import json,sys; w=json.load(sys.stdin); sys.exit(0 if w["ok"]>0 else 1)' 2>/dev/null; then
       return 0
     fi
     sleep 0.2

@@ -91,9 +91,10 @@ struct Args {
 enum Backend {
     /// A Trireme client starting at one endpoint.
     Trireme(trireme_client::Client),
-    /// An etcd KV client connected to one endpoint.
+    /// An etcd KV client connected to one endpoint (boxed: it is large, and
+    /// there is one per worker).
     #[cfg(feature = "etcd")]
-    Etcd(etcd_client::KvClient),
+    Etcd(Box<etcd_client::KvClient>),
 }
 
 impl Backend {
@@ -121,7 +122,7 @@ impl Backend {
                 let client = etcd_client::Client::connect([url], None)
                     .await
                     .with_context(|| format!("cannot connect to etcd at {endpoint}"))?;
-                Ok(Backend::Etcd(client.kv_client()))
+                Ok(Backend::Etcd(Box::new(client.kv_client())))
             }
             #[cfg(not(feature = "etcd"))]
             System::Etcd => bail!("this build has no etcd backend: build with --features etcd"),
