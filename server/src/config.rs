@@ -491,6 +491,8 @@ fn members_table<S: serde::Serializer>(
         Some(m) => members_to_table(m, serializer),
         None => serializer.serialize_none(),
     }
+}
+
 /// The node id of a StatefulSet pod from its hostname: the ordinal after the
 /// last `-`, plus 1 (ids start at 1), e.g. `trireme-0` is node 1.
 pub fn node_id_from_hostname(hostname: &str) -> Result<NodeId> {
