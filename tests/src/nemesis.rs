@@ -1119,7 +1119,6 @@ impl Nemesis {
         }
     }
 
-
     /// Starts a [`LargeValueBurst`] through every node; installed once one
     /// of its writes is acknowledged.
     pub async fn large_value_burst(&mut self) {

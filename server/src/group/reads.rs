@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::network::{decode, encode, Peers};
 use super::peer_error::PeerError;
 use super::types::Raft;
-use crate::cluster::primary::Primary;
 use crate::admission::Limiter;
+use crate::cluster::primary::Primary;
 use crate::error::{Error, Result};
 use crate::txn::{NodeId, Seqno};
 
