@@ -30,7 +30,7 @@
 //! The test prints its final line as `N passed, N failed`; a scenario whose
 //! prerequisite is missing prints `skipped: <reason>` and is counted as
 //! skipped, never as passed, and the final line then says the run was
-//! incomplete. Under `CI=true`, where `.ci/run` installs faketime and
+//! incomplete (never a bare `0 failed`). Under `CI=true`, where `.ci/run` installs faketime and
 //! fiu-utils, a scenario that needs them and finds them missing fails
 //! instead: CI can never pass having checked less than it says.
 
@@ -1177,7 +1177,8 @@ async fn chaos_tier() -> Result<()> {
             // Never a bare "0 failed" when something did not run.
             let _ = writeln!(
                 out,
-                "INCOMPLETE RUN: {skipped} scenario(s) skipped, see above; {passed} passed, {failed} failed"
+                "INCOMPLETE RUN: {skipped} of {} scenario(s) skipped, not checked (see above); {passed} passed, {failed} failing",
+                reports.len()
             );
         } else {
             let _ = writeln!(out, "{passed} passed, {failed} failed");
