@@ -219,12 +219,10 @@ fn status_fields(node: &Node) -> StatusFields {
         "Leader changes seen by this node",
         node.leader_changes.load(Ordering::Relaxed),
     );
-    gauge(
-        &mut out,
+    f.gauge(
         "unreplicated_voters",
-        "Voters this leader has not replicated to for down_after_ms while behind.",
-        "gauge",
-        &one(node.replication.unreplicated().len() as u64),
+        "Voters this leader has not replicated to for down_after_ms while behind",
+        node.replication.unreplicated().len() as u64,
     );
     let members = crate::cluster::membership::members(node);
     let voters = members.iter().filter(|m| m.role == "voter").count() as u64;
