@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 image=${1:-trireme:latest}
 triple=x86_64-unknown-linux-gnu
 
-RUSTFLAGS='-C target-feature=+crt-static' \
+# No debug info: the image gets stripped binaries anyway, and this second
+# release build then has less to generate and link.
+RUSTFLAGS='-C target-feature=+crt-static' CARGO_PROFILE_RELEASE_DEBUG=0 \
   cargo build --release --locked --target "$triple" \
   -p trireme-server -p trireme-client --bins
 

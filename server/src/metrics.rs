@@ -32,7 +32,6 @@ const BUCKETS: [f64; 12] = [
 ];
 
 /// Upper bounds of the batch-size buckets, in write sets per log entry.
-const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
 
 /// Upper bounds of the apply-lag buckets, in log entries.
 const LAG_BUCKETS: [f64; 10] = [
@@ -104,23 +103,6 @@ impl RequestMetrics {
     /// Records one sample of the apply lag, in log entries.
     pub fn observe_apply_lag(&self, entries: u64) {
         self.apply_lag.observe(entries as f64);
-    }
-}
-
-/// Write sets per log entry, observed as batches are applied.
-#[derive(Debug, Clone)]
-pub struct BatchSizes(Histogram);
-
-impl Default for BatchSizes {
-    fn default() -> Self {
-        BatchSizes(Histogram::new(BATCH_BUCKETS))
-    }
-}
-
-impl BatchSizes {
-    /// Records a batch of `write_sets` write sets.
-    pub fn observe(&self, write_sets: usize) {
-        self.0.observe(write_sets as f64);
     }
 }
 
@@ -353,7 +335,7 @@ pub fn render(node: &Node) -> String {
     registry.register(
         "batch_size",
         "Write sets per applied log entry",
-        node.applied.stats.batch_sizes.0.clone(),
+        node.applied.stats.batch_sizes.histogram(),
     );
     registry.register(
         "apply_lag_entries",

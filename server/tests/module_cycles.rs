@@ -25,6 +25,11 @@ const ALLOWED: &[(&str, &str)] = &[
     ("cluster::manage", "cluster::membership"),
     ("cluster::manage", "node"),
     ("cluster::membership", "node"),
+    // The replicated parameters' bootstrap loop and the replication watch
+    // (issue 8) follow the same pattern as `cluster::health`: spawned by
+    // `node`, holding a `Weak<Node>`.
+    ("cluster::params", "node"),
+    ("cluster::replication", "node"),
     ("cluster::state", "node"),
     ("group::submit", "cluster::flow"),
     ("metrics", "cluster::membership"),
@@ -34,6 +39,8 @@ const ALLOWED: &[(&str, &str)] = &[
     ("node", "cluster::health"),
     ("node", "cluster::manage"),
     ("node", "cluster::membership"),
+    ("node", "cluster::params"),
+    ("node", "cluster::replication"),
     ("node", "group::submit"),
     ("node", "metrics"),
 ];

@@ -4,7 +4,9 @@
 //! tier's crafted-peer-message nemesis.
 //!
 //! `Forward` asks the leader to order write sets: every crafted one is
-//! refused whole with INVALID_ARGUMENT (nothing of its batch is ordered).
+//! refused whole, nothing of its batch ordered: a batch that decodes gets the
+//! typed peer error `Invalid` naming the problem, bytes that do not decode
+//! get INVALID_ARGUMENT.
 //! `AppendEntries` carries a vote older than the cluster's (a spoof that
 //! reuses the live leader's vote would be a Byzantine peer, which Raft does
 //! not claim to survive): the node answers with its higher vote and stores
@@ -17,6 +19,7 @@ use tonic::Code;
 use trireme_proto::v1::raft_client::RaftClient;
 use trireme_proto::v1::RaftMessage;
 use trireme_server::group::network::{decode, encode};
+use trireme_server::group::peer_error::PeerError;
 use trireme_server::group::types::{Entry, Request, TypeConfig};
 use trireme_server::txn::{KeyRange, Mutation, WriteSet};
 
@@ -241,6 +244,16 @@ pub async fn send(addr: &str, c: &Crafted) -> Answer {
             match answer {
                 Ok(Ok(AppendEntriesResponse::HigherVote(_))) => Answer::Refused,
                 other => wrong(format!("accepted ({other:?})")),
+            }
+        }
+        // A well-formed Forward is answered in band: a typed peer error.
+        (Ok(reply), Some(want)) if c.rpc == Rpc::Forward => {
+            let answer: trireme_server::Result<Result<(), PeerError>> = decode(reply.get_ref());
+            match answer {
+                Ok(Err(PeerError::Invalid(why))) if why.contains(want) => Answer::Refused,
+                other => wrong(format!(
+                    "{other:?}, want a refusal as invalid naming {want:?}"
+                )),
             }
         }
         (Ok(reply), Some(want)) => wrong(format!(

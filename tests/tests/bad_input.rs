@@ -37,13 +37,13 @@ async fn over_limit_requests_are_rejected_and_change_nothing() -> Result<()> {
     client.put("existing", "value").await?;
     let before = client.checksum().await?;
 
-    expect_invalid(client.put("", "v").await, "key is empty")?;
+    expect_invalid(client.put("", "v").await, "empty key")?;
     expect_invalid(client.put(vec![b'k'; 4097], "v").await, "max_key_bytes")?;
     expect_invalid(
         client.put("k", vec![0u8; (1 << 20) + 1]).await,
         "max_value_bytes",
     )?;
-    expect_invalid(client.delete("", None).await, "key is empty")?;
+    expect_invalid(client.delete("", None).await, "empty key")?;
 
     let too_many = CommitRequest {
         mutations: (0..1001)

@@ -30,7 +30,7 @@ pub struct ApplyStats {
     /// Voters this node evicted as leader.
     pub evictions: AtomicU64,
     /// Write sets per batch, for `/metrics`.
-    pub batch_sizes: crate::metrics::BatchSizes,
+    pub batch_sizes: BatchSizes,
 }
 
 impl ApplyStats {
@@ -241,5 +241,34 @@ mod tests {
         assert!(rx.await.expect("resolved").is_err());
         drop(guard);
         assert_eq!(applied.waiting(), 0);
+    }
+}
+
+/// Buckets of [`BatchSizes`]: write sets per log entry.
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0];
+
+/// Write sets per log entry, observed as batches are applied. It lives with
+/// the apply counters (not in `metrics`) so that `group` never imports the
+/// layer that renders it.
+#[derive(Debug, Clone)]
+pub struct BatchSizes(prometheus_client::metrics::histogram::Histogram);
+
+impl Default for BatchSizes {
+    fn default() -> Self {
+        BatchSizes(prometheus_client::metrics::histogram::Histogram::new(
+            BATCH_BUCKETS,
+        ))
+    }
+}
+
+impl BatchSizes {
+    /// Records a batch of `write_sets` write sets.
+    pub fn observe(&self, write_sets: usize) {
+        self.0.observe(write_sets as f64);
+    }
+
+    /// The histogram, for `/metrics` (a clone shares the same counts).
+    pub fn histogram(&self) -> prometheus_client::metrics::histogram::Histogram {
+        self.0.clone()
     }
 }
