@@ -335,12 +335,18 @@ impl Config {
         Duration::from_millis(self.commit_timeout_ms)
     }
 
-    /// The largest client request a node decodes: a write set at
+    /// The largest client request a node decodes: twice a write set at
     /// `limits.max_write_set_bytes`, plus protobuf framing for each of its
-    /// operations and reads (a few bytes each beyond what `size_bytes` counts).
+    /// operations and reads. The margin lets a request somewhat over the
+    /// limit reach the write-set check, whose error names the setting
+    /// (`max_write_set_bytes`); anything larger is cut off by the transport
+    /// before it is held in memory.
     pub fn max_client_message_bytes(&self) -> usize {
         let framing = 32 * (self.limits.max_ops + self.limits.max_reads) + (64 << 10);
-        self.limits.max_write_set_bytes.saturating_add(framing)
+        self.limits
+            .max_write_set_bytes
+            .saturating_mul(2)
+            .saturating_add(framing)
     }
 
     /// The read timeout as a duration.

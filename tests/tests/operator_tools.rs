@@ -106,16 +106,30 @@ async fn reflection_lists_and_describes_the_services() -> Result<()> {
         put.input_type()
     );
 
-    // An unknown symbol is an error answer, not a hang or a crash.
-    match ask(
-        &mut client,
-        MessageRequest::FileContainingSymbol("no.such.Service".into()),
-    )
-    .await?
-    {
-        MessageResponse::ErrorResponse(e) => {
+    // An unknown symbol is an error answer, not a hang or a crash: in the
+    // stream (an error response) or as the stream's status, both NOT_FOUND.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol(
+            "no.such.Service".into(),
+        )),
+    };
+    let outcome = match client.server_reflection_info(one_request(request)).await {
+        Err(status) => Err(status),
+        Ok(answers) => answers
+            .into_inner()
+            .message()
+            .await
+            .map(|m| m.and_then(|m| m.message_response)),
+    };
+    match outcome {
+        Ok(Some(MessageResponse::ErrorResponse(e))) => {
             ensure!(e.error_code == tonic::Code::NotFound as i32, "{e:?}")
         }
+        Err(status) => ensure!(
+            status.code() == tonic::Code::NotFound && status.message().contains("no.such.Service"),
+            "an unknown symbol answered {status:?}"
+        ),
         other => bail!("an unknown symbol answered {other:?}"),
     }
     Ok(())
