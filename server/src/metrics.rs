@@ -31,8 +31,6 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
 ];
 
-/// Upper bounds of the batch-size buckets, in write sets per log entry.
-
 /// Upper bounds of the apply-lag buckets, in log entries.
 const LAG_BUCKETS: [f64; 10] = [
     0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0,
