@@ -163,17 +163,7 @@ pub async fn leader_read_index(raft: &Raft, primary: &Primary) -> Result<Seqno, 
         let m = metrics.borrow();
         (m.id, m.last_log_index.unwrap_or(0))
     };
-    match primary.check() {
-        Ok(l) if l == me => {}
-        Ok(l) => return Err(PeerError::NotLeader { leader: Some(l) }),
-        Err(e) => {
-            let leader = raft.metrics().borrow().current_leader;
-            return Err(match leader {
-                Some(l) if l == me => PeerError::NonPrimary(e.to_string()),
-                other => PeerError::NotLeader { leader: other },
-            });
-        }
-    }
+    super::submit::refuse_unless_primary_leader(raft, primary, me)?;
     match raft.get_read_log_id().await {
         Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index).max(last_log)),
         Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {

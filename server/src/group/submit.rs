@@ -313,17 +313,7 @@ pub async fn order_forwarded(
     wss: Vec<WriteSet>,
 ) -> Result<(), PeerError> {
     let me = raft.metrics().borrow().id;
-    match primary.check() {
-        Ok(l) if l == me => {}
-        Ok(l) => return Err(PeerError::NotLeader { leader: Some(l) }),
-        Err(e) => {
-            let leader = raft.metrics().borrow().current_leader;
-            return Err(match leader {
-                Some(l) if l == me => PeerError::NonPrimary(e.to_string()),
-                other => PeerError::NotLeader { leader: other },
-            });
-        }
-    }
+    refuse_unless_primary_leader(raft, primary, me)?;
     let append = async {
         flow.throttle().await;
         raft.client_write(Request::Batch(wss)).await
@@ -339,5 +329,26 @@ pub async fn order_forwarded(
         e = primary.lost() => Err(PeerError::Indeterminate(format!(
             "the leader left the primary component while the batch was replicating ({e})"
         ))),
+    }
+}
+
+/// `Ok` when `me` is the leader and in the primary component; otherwise the
+/// typed refusal a peer gets: `NotLeader` (naming the leader it knows) or
+/// `NonPrimary` (this leader has lost its quorum). Nothing is appended.
+pub(crate) fn refuse_unless_primary_leader(
+    raft: &Raft,
+    primary: &Primary,
+    me: NodeId,
+) -> Result<(), PeerError> {
+    match primary.check() {
+        Ok(l) if l == me => Ok(()),
+        Ok(l) => Err(PeerError::NotLeader { leader: Some(l) }),
+        Err(e) => {
+            let leader = raft.metrics().borrow().current_leader;
+            Err(match leader {
+                Some(l) if l == me => PeerError::NonPrimary(e.to_string()),
+                other => PeerError::NotLeader { leader: other },
+            })
+        }
     }
 }
