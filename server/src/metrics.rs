@@ -16,93 +16,18 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
+use crate::cluster::snapshot::{NodeState, Role};
 use crate::node::Node;
-
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
-];
-
-/// Upper bounds of the apply-lag buckets, in log entries.
-const LAG_BUCKETS: [f64; 10] = [
-    0.0, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0,
-];
+pub use crate::request_metrics::{RequestMetrics, METHODS};
 
 /// How often the apply lag is sampled into its histogram.
 const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(100);
-
-/// The client-API methods whose latency is measured.
-pub const METHODS: [&str; 6] = ["get", "scan", "put", "delete", "commit", "begin"];
-
-/// The methods whose successful requests are commits (a certified write set).
-const WRITE_METHODS: [&str; 3] = ["put", "delete", "commit"];
-
-/// Labels of a per-method series.
-type MethodLabels = Vec<(&'static str, &'static str)>;
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(BUCKETS)
-}
-
-/// Latency histograms of the client API, one per method, and the other
-/// histograms the node observes.
-#[derive(Debug)]
-pub struct RequestMetrics {
-    duration: Family<MethodLabels, Histogram, fn() -> Histogram>,
-    errors: Family<MethodLabels, Counter>,
-    commit_latency: Histogram,
-    apply_lag: Histogram,
-}
-
-impl Default for RequestMetrics {
-    fn default() -> Self {
-        let duration = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
-        let errors = Family::<MethodLabels, Counter>::default();
-        // Every method has its series from the start, so a scrape shows zeros
-        // rather than missing lines.
-        for method in METHODS {
-            let _ = duration.get_or_create(&vec![("method", method)]);
-            let _ = errors.get_or_create(&vec![("method", method)]);
-        }
-        RequestMetrics {
-            duration,
-            errors,
-            commit_latency: latency_histogram(),
-            apply_lag: Histogram::new(LAG_BUCKETS),
-        }
-    }
-}
-
-impl RequestMetrics {
-    /// Records one request of `method` that took `elapsed`; a write that
-    /// succeeded is also a commit, observed in the commit latency.
-    pub fn observe(&self, method: &str, elapsed: Duration, ok: bool) {
-        let Some(method) = METHODS.iter().find(|m| **m == method) else {
-            return;
-        };
-        let labels = vec![("method", *method)];
-        let secs = elapsed.as_secs_f64();
-        self.duration.get_or_create(&labels).observe(secs);
-        if !ok {
-            self.errors.get_or_create(&labels).inc();
-        } else if WRITE_METHODS.contains(method) {
-            self.commit_latency.observe(secs);
-        }
-    }
-
-    /// Records one sample of the apply lag, in log entries.
-    pub fn observe_apply_lag(&self, entries: u64) {
-        self.apply_lag.observe(entries as f64);
-    }
-}
 
 /// A sample value: whole numbers stay whole in the exposition.
 #[derive(Debug, Clone, Copy)]
@@ -202,10 +127,10 @@ fn status_fields(node: &Node) -> StatusFields {
     f.gauge(
         "unreplicated_voters",
         "Voters this leader has not replicated to for down_after_ms while behind",
-        node.replication.unreplicated().len() as u64,
+        node.cluster.replication.unreplicated().len() as u64,
     );
-    let members = crate::cluster::membership::members(node);
-    let voters = members.iter().filter(|m| m.role == "voter").count() as u64;
+    let members = crate::cluster::membership::members(&node.cluster);
+    let voters = members.iter().filter(|m| m.role == Role::Voter).count() as u64;
     let up = members.iter().filter(|m| m.up).count() as u64;
     f.gauge("cluster_size", "Voters in the membership", voters);
     f.gauge(
@@ -213,16 +138,16 @@ fn status_fields(node: &Node) -> StatusFields {
         "Members this node sees up (itself included)",
         up,
     );
-    let (state, _) = crate::cluster::state::node_state(node);
+    let (state, _) = crate::cluster::state::node_state(&node.cluster);
     f.0.push(Family0 {
         name: "state",
         help: "Galera-like node state (1 for the current one)",
         kind: MetricType::Gauge,
-        samples: ["SYNCED", "JOINING", "DONOR", "JOINED", "NON_PRIMARY"]
+        samples: NodeState::ALL
             .iter()
             .map(|s| {
                 (
-                    vec![("state", s.to_string())],
+                    vec![("state", s.as_str().to_string())],
                     Value::Int(u64::from(*s == state)),
                 )
             })
@@ -297,7 +222,7 @@ fn status_fields(node: &Node) -> StatusFields {
         "flow_control_paused_seconds",
         "Time writers were slowed by flow control",
         MetricType::Counter,
-        Value::Float(node.flow.paused_us.load(Ordering::Relaxed) as f64 / 1e6),
+        Value::Float(node.cluster.flow.paused_us.load(Ordering::Relaxed) as f64 / 1e6),
     );
     f.counter(
         "evictions",

@@ -27,6 +27,7 @@ use crate::certify::{Abort, Certifier, Verdict};
 use crate::cluster::flow::Flow;
 use crate::cluster::health::Health;
 use crate::cluster::primary::Primary;
+use crate::cluster::snapshot::Limits;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::applied::Applied;
@@ -89,16 +90,13 @@ pub struct Node {
     log_stats: Arc<crate::group::log_store::LogStats>,
     /// The in-memory view of the segment-file log (retention by bytes).
     log_reader: Option<crate::group::log_store::LogReader>,
-    /// The failure detector.
-    pub health: Arc<Health>,
-    /// Flow control (on the leader).
-    pub flow: Arc<Flow>,
     /// Whether this node is in the primary component.
     pub primary: Arc<Primary>,
-    /// Voters the leader cannot replicate to.
-    pub replication: Arc<crate::cluster::replication::ReplicationWatch>,
+    /// The membership layer's handle (failure detector, flow control,
+    /// replication watch); its loops hold it weakly.
+    pub cluster: Arc<crate::cluster::Handle>,
     /// Client API latency histograms.
-    pub requests: crate::metrics::RequestMetrics,
+    pub requests: crate::request_metrics::RequestMetrics,
     /// Leader changes seen by this node.
     pub leader_changes: std::sync::atomic::AtomicU64,
     /// Where scans, checksums and garbage collection run.
@@ -275,16 +273,13 @@ impl Node {
             );
         }
 
-        let health = Arc::new(Health::new(
-            Duration::from_millis(config.down_after_ms),
-            Duration::from_millis(config.stall_after_ms),
-        ));
+        let health = Arc::new(Health::new());
         let flow = Arc::new(Flow::new(
             config.node_id,
             raft.clone(),
             health.clone(),
             applied.clone(),
-            config.fc_limit,
+            Limits::from_config(&config),
         ));
         let primary = Arc::new(Primary::new(
             config.node_id,
@@ -324,9 +319,18 @@ impl Node {
             config.max_requests_in_flight,
             "client requests in flight (max_requests_in_flight)",
         );
-        let replication = Arc::new(crate::cluster::replication::ReplicationWatch::new(
-            Duration::from_millis(config.down_after_ms),
-        ));
+        let cluster = Arc::new(crate::cluster::Handle {
+            config: config.clone(),
+            raft: raft.clone(),
+            applied: applied.clone(),
+            peers: peers.clone(),
+            health,
+            flow,
+            primary: primary.clone(),
+            replication: Arc::new(crate::cluster::replication::ReplicationWatch::new(
+                Duration::from_millis(config.down_after_ms),
+            )),
+        });
         let node = Arc::new(Node {
             config,
             raft,
@@ -336,10 +340,8 @@ impl Node {
             submitter,
             reads,
             log_stats,
-            health,
-            flow,
             primary,
-            replication,
+            cluster,
             requests: Default::default(),
             leader_changes: Default::default(),
             blocking,
@@ -353,21 +355,7 @@ impl Node {
         if node.config.log_retain_bytes > 0 && node.log_reader.is_some() {
             tokio::spawn(retention_loop(Arc::downgrade(&node)));
         }
-        tokio::spawn(crate::cluster::health::ping_loop(Arc::downgrade(&node)));
-        tokio::spawn(crate::cluster::manage::manage_loop(Arc::downgrade(&node)));
-        tokio::spawn(crate::cluster::replication::watch_loop(Arc::downgrade(
-            &node,
-        )));
-        tokio::spawn(crate::cluster::params::bootstrap_loop(Arc::downgrade(
-            &node,
-        )));
-        if let Some(target) = join_target {
-            tracing::info!(%target, "joining an existing cluster");
-            tokio::spawn(crate::cluster::membership::join_at_start(
-                Arc::downgrade(&node),
-                target,
-            ));
-        }
+        node.cluster.spawn_loops(join_target);
         Ok(node)
     }
 

@@ -4,46 +4,23 @@
 //! unit (re-exporting a child and a child using its parent are not layers),
 //! so every cycle printed here crosses files that should be layered.
 //!
-//! The issue wants none. Today's cycles are listed, edge by edge, in
-//! [`ALLOWED`]: the test fails on any edge that closes a cycle and is not
-//! listed, and prints the listed edges that no longer do, so the list only
-//! shrinks. Run it with `--nocapture` to see the graph's cycles.
+//! The issue wants none, and there are none: [`ALLOWED`] is empty, and the
+//! test fails on any edge that closes a cycle and is not listed (and on a
+//! listed edge that no longer does, so the list only shrinks). Run it with
+//! `--nocapture` to see the graph's cycles.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// The edges of today's one cycle, the eight files issue 10 names: `node`
-/// wires and spawns `cluster/*`, which take `&Node` back; `metrics` renders
-/// `Node` and `node` holds the request metrics; `group::submit` asks
-/// `cluster::flow` for the delay. Private `Node` fields behind narrow
-/// handles, a `Throttle` trait for flow control, and the membership
-/// decisions as pure functions (issue 10 items 1-3) remove them; then this
-/// list is empty.
-const ALLOWED: &[(&str, &str)] = &[
-    ("cluster::flow", "cluster::health"),
-    ("cluster::health", "node"),
-    ("cluster::manage", "cluster::membership"),
-    ("cluster::manage", "node"),
-    ("cluster::membership", "node"),
-    // The replicated parameters' bootstrap loop and the replication watch
-    // (issue 8) follow the same pattern as `cluster::health`: spawned by
-    // `node`, holding a `Weak<Node>`.
-    ("cluster::params", "node"),
-    ("cluster::replication", "node"),
-    ("cluster::state", "node"),
-    ("group::submit", "cluster::flow"),
-    ("metrics", "cluster::membership"),
-    ("metrics", "cluster::state"),
-    ("metrics", "node"),
-    ("node", "cluster::flow"),
-    ("node", "cluster::health"),
-    ("node", "cluster::manage"),
-    ("node", "cluster::membership"),
-    ("node", "cluster::params"),
-    ("node", "cluster::replication"),
-    ("node", "group::submit"),
-    ("node", "metrics"),
-];
+/// Import edges allowed to close a cycle: none. Issue 10 removed the one
+/// cycle of eight files (`node` spawning `cluster/*`, which took `&Node`
+/// back; `metrics` rendering `Node` while `node` held the request metrics;
+/// `group::submit` asking `cluster::flow` for the delay): `cluster` now gets
+/// a `cluster::Handle` instead of the node, the request histograms live in
+/// `request_metrics`, and flow control and the primary check reach `group`
+/// through the traits of `group::gate`. Any edge that closes a cycle again
+/// fails the test below.
+const ALLOWED: &[(&str, &str)] = &[];
 
 /// Module path (`cluster::flow`, `node`) of every source file.
 fn modules(src: &Path) -> BTreeMap<String, String> {
@@ -315,14 +292,38 @@ fn no_import_cycle_outside_the_allow_list() {
             }
         }
     }
-    for stale in allowed.difference(&in_cycles) {
-        println!("allow-listed edge no longer in a cycle (remove it from ALLOWED): {stale:?}");
-    }
+    let stale: Vec<_> = allowed.difference(&in_cycles).collect();
+    assert!(
+        stale.is_empty(),
+        "allow-listed edges no longer in a cycle (remove them from ALLOWED): {stale:?}"
+    );
     let new: Vec<_> = in_cycles.difference(&allowed).collect();
     assert!(
         new.is_empty(),
         "imports that close a cycle in server/src and are not in ALLOWED: {new:?}"
     );
+}
+
+/// The rules the folders' essays state, beyond "no cycle": `group` never
+/// imports `cluster`, `node` or `api`; `cluster` never imports `node`,
+/// `api` or `metrics`.
+#[test]
+fn the_layers_hold() {
+    let g = graph();
+    let rules: &[(&str, &[&str])] = &[
+        ("group", &["cluster", "node", "api", "metrics"]),
+        ("cluster", &["node", "api", "metrics", "storage", "certify"]),
+    ];
+    for (folder, never) in rules {
+        for (module, targets) in g.iter().filter(|(m, _)| unit_of(m) == *folder) {
+            for to in targets {
+                assert!(
+                    !never.contains(&unit_of(to)),
+                    "{module} imports {to}: {folder} must never import {never:?}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

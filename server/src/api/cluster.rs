@@ -8,8 +8,9 @@ use tonic::{Request, Response, Status};
 use trireme_proto::v1 as pb;
 use trireme_proto::v1::cluster_server::Cluster;
 
+use super::convert;
 use super::status::to_status;
-use crate::cluster::{membership, params, state};
+use crate::cluster::{health, membership, params, state};
 use crate::node::Node;
 
 /// The admin API.
@@ -43,17 +44,17 @@ impl Cluster for ClusterService {
         let last_log = m.last_log_index.unwrap_or(0);
         // Exact on the leader; elsewhere the log this node holds bounds it.
         let committed = last_log.max(applied);
-        let (state, state_reason) = state::node_state(node);
+        let (state, state_reason) = state::node_state(&node.cluster);
         let stats = &node.applied.stats;
         Ok(Response::new(pb::StatusResponse {
             node_id: m.id,
             role: role.into(),
             leader_id: m.current_leader.unwrap_or(0),
-            members: membership::members(node),
+            members: convert::members(&membership::members(&node.cluster)),
             applied_seqno: applied,
             committed_seqno: committed,
             term: m.current_term,
-            state: state.into(),
+            state: state.as_str().into(),
             commits: stats.commits.load(Ordering::Relaxed),
             cert_failures: stats.cert_failures(),
             server_retries: stats.server_retries.load(Ordering::Relaxed),
@@ -71,14 +72,19 @@ impl Cluster for ClusterService {
             snapshots_sent: node.peers.transfers.sent.load(Ordering::Relaxed),
             snapshots_received: stats.snapshots_received.load(Ordering::Relaxed),
             log_retained: last_log.saturating_sub(m.purged.map_or(0, |p| p.index)),
-            flow_control_paused_ms: node.flow.paused_us.load(Ordering::Relaxed) / 1000,
+            flow_control_paused_ms: node.cluster.flow.paused_us.load(Ordering::Relaxed) / 1000,
             evictions: stats.evictions.load(Ordering::Relaxed),
             state_reason,
             last_log_index: last_log,
             log_first_index: m.purged.map_or(0, |p| p.index) + 1,
             log_retained_bytes: node.log_bytes(),
-            unreplicated_voters: node.replication.unreplicated(),
-            cluster_health: node.replication.cluster_health().into(),
+            unreplicated_voters: node.cluster.replication.unreplicated(),
+            cluster_health: node
+                .cluster
+                .replication
+                .cluster_health()
+                .map_or("", |h| h.as_str())
+                .into(),
         }))
     }
 
@@ -100,10 +106,13 @@ impl Cluster for ClusterService {
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
         let req = req.into_inner();
-        let resp = membership::join(&self.node, req.node_id, req.address)
+        let (leader_id, members) = membership::join(&self.node.cluster, req.node_id, req.address)
             .await
             .map_err(to_status)?;
-        Ok(Response::new(resp))
+        Ok(Response::new(pb::JoinResponse {
+            leader_id,
+            members: convert::members(&members),
+        }))
     }
 
     async fn leave(
@@ -114,8 +123,12 @@ impl Cluster for ClusterService {
             0 => self.node.id(),
             id => id,
         };
-        let resp = membership::leave(&self.node, id).await.map_err(to_status)?;
-        Ok(Response::new(resp))
+        let members = membership::leave(&self.node.cluster, id)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LeaveResponse {
+            members: convert::members(&members),
+        }))
     }
 
     async fn members(
@@ -131,7 +144,7 @@ impl Cluster for ClusterService {
             .unwrap_or(0);
         Ok(Response::new(pb::MembersResponse {
             leader_id,
-            members: membership::members(&self.node),
+            members: convert::members(&membership::members(&self.node.cluster)),
         }))
     }
 
@@ -139,7 +152,7 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<pb::GetConfigRequest>,
     ) -> Result<Response<pb::ClusterConfig>, Status> {
-        Ok(Response::new(params::get(&self.node)))
+        Ok(Response::new(params::get(&self.node.cluster)))
     }
 
     async fn set_config(
@@ -147,7 +160,7 @@ impl Cluster for ClusterService {
         req: Request<pb::SetConfigRequest>,
     ) -> Result<Response<pb::ClusterConfig>, Status> {
         let req = req.into_inner();
-        let resp = params::set(&self.node, &req.name, &req.value)
+        let resp = params::set(&self.node.cluster, &req.name, &req.value)
             .await
             .map_err(to_status)?;
         Ok(Response::new(resp))
@@ -158,20 +171,7 @@ impl Cluster for ClusterService {
         req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
         let from = req.into_inner().from;
-        let node = &self.node;
-        let (leader_id, term) = {
-            let metrics = node.raft.metrics();
-            let m = metrics.borrow();
-            (m.current_leader.unwrap_or(0), m.current_term)
-        };
-        Ok(Response::new(pb::PingResponse {
-            node_id: node.id(),
-            applied_seqno: node.applied.seqno(),
-            leader_id,
-            term,
-            members: membership::members(node),
-            from_departed: node.applied.is_departed(from),
-            leader_with_quorum: node.primary.is_leader_with_quorum(),
-        }))
+        let answer = health::answer(&self.node.cluster, from);
+        Ok(Response::new(convert::ping_response(answer)))
     }
 }

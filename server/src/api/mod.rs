@@ -14,9 +14,11 @@
 //! service) the replication types of `group`. What it must never import:
 //! `storage` or `certify` internals (a handler that reads sled or decides a
 //! verdict bypasses ordering), and nothing under `server/src` may import
-//! `api`: it is the outermost ring, reached only from `server.rs`. Today
-//! `api::cluster` still reads `cluster::membership` and `cluster::state`
-//! directly; the narrow node handle of issue 10 replaces that.
+//! `api`: it is the outermost ring, reached only from `server.rs`. `api::cluster`
+//! calls `cluster::membership`, `cluster::state` and `cluster::params` on the
+//! node's `cluster::Handle` and turns their `Member`, `PingAnswer`,
+//! `NodeState` and `Role` into protobuf here (`convert`); the narrower node
+//! handle of issue 10 is still to come.
 
 pub mod cluster;
 mod convert;

@@ -70,13 +70,13 @@ impl RaftRpc for RaftService {
         if let Err(e) = node.config.limits.check_forwarded(&wss) {
             return reply(&Err::<(), PeerError>(PeerError::Invalid(e.to_string())));
         }
-        reply(&submit::order_forwarded(&node.raft, &node.primary, &node.flow, wss).await)
+        reply(&submit::order_forwarded(&node.raft, &*node.primary, &*node.cluster.flow, wss).await)
     }
 
     async fn read_index(
         &self,
         _req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        reply(&reads::leader_read_index(&self.node.raft, &self.node.primary).await)
+        reply(&reads::leader_read_index(&self.node.raft, &*self.node.primary).await)
     }
 }

@@ -4,43 +4,20 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use openraft::{BasicNode, ChangeMembers};
-use trireme_proto::v1 as pb;
-use trireme_proto::v1::cluster_client::ClusterClient;
 
+use super::snapshot::{Member, PingAnswer};
+use super::{decide, rpc, Handle};
 use crate::error::{Error, Result};
 use crate::group::types::Request;
-use crate::node::Node;
 use crate::txn::NodeId;
 
 /// The membership as `Member`s (role, and `up` from this node's failure detector).
-pub fn members(node: &Node) -> Vec<pb::Member> {
-    let metrics = node.raft.metrics();
-    let m = metrics.borrow();
-    let membership = m.membership_config.membership();
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let head = node.applied.seqno();
-    membership
-        .nodes()
-        .map(|(id, n)| {
-            let me = *id == node.id();
-            pb::Member {
-                id: *id,
-                address: n.addr.clone(),
-                role: if voters.contains(id) {
-                    "voter"
-                } else {
-                    "learner"
-                }
-                .into(),
-                up: me || node.health.is_up(*id),
-                stalled: !me && node.health.is_stalled(*id, head),
-            }
-        })
-        .collect()
+pub fn members(handle: &Handle) -> Vec<Member> {
+    decide::members(&handle.snapshot())
 }
 
-fn leader_addr(node: &Node) -> Result<(NodeId, String)> {
-    let metrics = node.raft.metrics();
+fn leader_addr(handle: &Handle) -> Result<(NodeId, String)> {
+    let metrics = handle.raft.metrics();
     let m = metrics.borrow();
     let leader = m.current_leader.ok_or_else(|| {
         Error::Unavailable(
@@ -56,16 +33,10 @@ fn leader_addr(node: &Node) -> Result<(NodeId, String)> {
     Ok((leader, addr))
 }
 
-fn forward_err(s: tonic::Status) -> Error {
-    match s.code() {
-        tonic::Code::InvalidArgument => Error::InvalidInput(s.message().to_string()),
-        _ => Error::Unavailable(format!("leader: {}", s.message())),
-    }
-}
-
-/// Adds node `id` at `addr` as a learner (the leader promotes it once caught up).
-/// Idempotent for a node already a member at the same address.
-pub async fn join(node: &Node, id: NodeId, addr: String) -> Result<pb::JoinResponse> {
+/// Adds node `id` at `addr` as a learner (the leader promotes it once caught
+/// up); returns the leader and the membership. Idempotent for a node already
+/// a member at the same address.
+pub async fn join(handle: &Handle, id: NodeId, addr: String) -> Result<(NodeId, Vec<Member>)> {
     if id == 0 {
         return Err(Error::InvalidInput("node id 0 is not valid".into()));
     }
@@ -74,25 +45,17 @@ pub async fn join(node: &Node, id: NodeId, addr: String) -> Result<pb::JoinRespo
             "join address {addr:?} is not IP:PORT"
         )));
     }
-    if node.applied.is_departed(id) {
+    if handle.applied.is_departed(id) {
         return Err(Error::InvalidInput(format!(
             "node id {id} left the cluster for good; start a new node with a fresh data directory and a new id"
         )));
     }
-    let (leader, leader_addr) = leader_addr(node)?;
-    if leader != node.id() {
-        let mut client = ClusterClient::new(node.peers.channel(&leader_addr)?);
-        let resp = client
-            .join(pb::JoinRequest {
-                node_id: id,
-                address: addr,
-            })
-            .await
-            .map_err(forward_err)?;
-        return Ok(resp.into_inner());
+    let (leader, leader_addr) = leader_addr(handle)?;
+    if leader != handle.id() {
+        return rpc::join(handle, &leader_addr, id, addr).await;
     }
     let existing = {
-        let metrics = node.raft.metrics();
+        let metrics = handle.raft.metrics();
         let m = metrics.borrow();
         m.membership_config
             .membership()
@@ -108,32 +71,25 @@ pub async fn join(node: &Node, id: NodeId, addr: String) -> Result<pb::JoinRespo
         Some(_) => {}
         None => {
             tracing::info!(node = id, %addr, "adding a node as a learner");
-            node.raft
+            handle
+                .raft
                 .add_learner(id, BasicNode::new(&addr), false)
                 .await
                 .map_err(|e| Error::Unavailable(format!("adding node {id}: {e}")))?;
         }
     }
-    Ok(pb::JoinResponse {
-        leader_id: leader,
-        members: members(node),
-    })
+    Ok((leader, members(handle)))
 }
 
 /// Removes node `id` for good: records its departure (so it can never
-/// rejoin), then removes it from the membership.
-pub async fn leave(node: &Node, id: NodeId) -> Result<pb::LeaveResponse> {
-    let (leader, leader_addr) = leader_addr(node)?;
-    if leader != node.id() {
-        let mut client = ClusterClient::new(node.peers.channel(&leader_addr)?);
-        let resp = client
-            .leave(pb::LeaveRequest { node_id: id })
-            .await
-            .map_err(forward_err)?;
-        return Ok(resp.into_inner());
+/// rejoin), then removes it from the membership. Returns the membership.
+pub async fn leave(handle: &Handle, id: NodeId) -> Result<Vec<Member>> {
+    let (leader, leader_addr) = leader_addr(handle)?;
+    if leader != handle.id() {
+        return rpc::leave(handle, &leader_addr, id).await;
     }
     let (is_member, voters) = {
-        let metrics = node.raft.metrics();
+        let metrics = handle.raft.metrics();
         let m = metrics.borrow();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -148,7 +104,8 @@ pub async fn leave(node: &Node, id: NodeId) -> Result<pb::LeaveResponse> {
         )));
     }
     tracing::info!(node = id, "node leaving the cluster");
-    node.raft
+    handle
+        .raft
         .client_write(Request::Depart(id))
         .await
         .map_err(|e| Error::Unavailable(format!("recording the departure of node {id}: {e}")))?;
@@ -157,36 +114,24 @@ pub async fn leave(node: &Node, id: NodeId) -> Result<pb::LeaveResponse> {
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    node.raft
+    handle
+        .raft
         .change_membership(change, false)
         .await
         .map_err(|e| Error::Unavailable(format!("removing node {id}: {e}")))?;
-    Ok(pb::LeaveResponse {
-        members: members(node),
-    })
+    Ok(members(handle))
 }
 
 /// For a node started with `--join` on a fresh data directory: asks `target`
 /// to add it, retrying until it is added (or the node is dropped).
-pub async fn join_at_start(node: std::sync::Weak<Node>, target: String) {
+pub async fn join_at_start(handle: std::sync::Weak<Handle>, target: String) {
     let mut logged = false;
     loop {
-        let Some(n) = node.upgrade() else { return };
-        let req = pb::JoinRequest {
-            node_id: n.id(),
-            address: n.config.advertise_addr().to_string(),
-        };
-        let result = async {
-            let mut client = ClusterClient::new(n.peers.channel(&target)?);
-            client
-                .join(req)
-                .await
-                .map_err(|s| Error::Unavailable(s.message().to_string()))
-        }
-        .await;
-        match result {
-            Ok(resp) => {
-                tracing::info!(%target, leader = resp.get_ref().leader_id, "joined the cluster as a learner");
+        let Some(h) = handle.upgrade() else { return };
+        let address = h.config.advertise_addr().to_string();
+        match rpc::join(&h, &target, h.id(), address).await {
+            Ok((leader, _)) => {
+                tracing::info!(%target, leader, "joined the cluster as a learner");
                 return;
             }
             Err(e) => {
@@ -196,16 +141,16 @@ pub async fn join_at_start(node: std::sync::Weak<Node>, target: String) {
                 }
             }
         }
-        drop(n);
+        drop(h);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
 /// Rejoins automatically after an eviction: when a peer that knows a leader
 /// no longer lists this node, ask it to add this node back as a learner.
-pub async fn rejoin_if_evicted(node: &Node) {
-    let me = node.id();
-    let candidates: Vec<pb::PingResponse> = node
+pub async fn rejoin_if_evicted(handle: &Handle) {
+    let me = handle.id();
+    let candidates: Vec<PingAnswer> = handle
         .health
         .views()
         .into_iter()
@@ -230,13 +175,8 @@ pub async fn rejoin_if_evicted(node: &Node) {
         leader = view.leader_id,
         "no longer a member (evicted?): asking to rejoin"
     );
-    let req = pb::JoinRequest {
-        node_id: me,
-        address: node.config.advertise_addr().to_string(),
-    };
-    if let Ok(channel) = node.peers.channel(&addr) {
-        if let Err(s) = ClusterClient::new(channel).join(req).await {
-            tracing::warn!(error = %s.message(), "rejoin failed; will retry");
-        }
+    let address = handle.config.advertise_addr().to_string();
+    if let Err(e) = rpc::join(handle, &addr, me, address).await {
+        tracing::warn!(error = %e, "rejoin failed; will retry");
     }
 }

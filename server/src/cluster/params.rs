@@ -9,17 +9,17 @@ use openraft::ServerState;
 use trireme_proto::v1 as pb;
 use trireme_proto::v1::cluster_client::ClusterClient;
 
+use super::Handle;
 use crate::error::{Error, Result};
 use crate::group::params::ParamsChange;
 use crate::group::types::Request;
-use crate::node::Node;
 
 /// The parameters `trireme config set` accepts.
 pub const NAMES: &[&str] = &["cert_window"];
 
 /// Until the cluster has parameters: whenever this node leads, propose its own
 /// configured values as the bootstrap (the first one applied wins).
-pub async fn bootstrap_loop(node: Weak<Node>) {
+pub async fn bootstrap_loop(node: Weak<Handle>) {
     loop {
         let Some(n) = node.upgrade() else { return };
         if n.applied.params().is_some() {
@@ -50,7 +50,7 @@ pub async fn bootstrap_loop(node: Weak<Node>) {
 }
 
 /// The parameters as this node has applied them.
-pub fn get(node: &Node) -> pb::ClusterConfig {
+pub fn get(node: &Handle) -> pb::ClusterConfig {
     let params = node.applied.params();
     pb::ClusterConfig {
         cert_window: node.applied.certifier().window,
@@ -62,7 +62,7 @@ pub fn get(node: &Node) -> pb::ClusterConfig {
 
 /// Sets parameter `name` to `value` through the log (on the leader; forwarded
 /// there from any other node). Returns the parameters once applied here.
-pub async fn set(node: &Node, name: &str, value: &str) -> Result<pb::ClusterConfig> {
+pub async fn set(node: &Handle, name: &str, value: &str) -> Result<pb::ClusterConfig> {
     let change = match name {
         "cert_window" => ParamsChange {
             cert_window: value.trim().parse().map_err(|_| {

@@ -27,6 +27,8 @@
 //!
 //! [`PeerError::NonPrimary`]: crate::group::peer_error::PeerError::NonPrimary
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::group::gate::PrimaryCheck;
 use crate::group::types::Raft;
 use crate::txn::NodeId;
 
@@ -42,22 +45,110 @@ use crate::txn::NodeId;
 pub struct Primary {
     id: NodeId,
     raft: Raft,
-    /// How long a leader may go without a quorum's acknowledgement.
-    leader_bound: Duration,
-    /// How long a follower trusts its last word that the leader is primary.
-    follower_bound: Duration,
+    bounds: Bounds,
     word: Mutex<Word>,
 }
 
+/// How long each role may go without word of a quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// How long a leader may go without a quorum's acknowledgement.
+    pub leader: Duration,
+    /// How long a follower trusts its last word that the leader is primary.
+    pub follower: Duration,
+}
+
 /// What a follower last heard about its leader's quorum.
-#[derive(Debug)]
-struct Word {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Word {
     /// The leader this is about (`None`: no leader seen yet).
-    leader: Option<NodeId>,
+    pub leader: Option<NodeId>,
     /// Last moment the leader was known to have a quorum.
-    confirmed: Instant,
+    pub confirmed: Instant,
     /// When and why the leader last said it had none.
-    refused: Option<(Instant, String)>,
+    pub refused: Option<(Instant, String)>,
+}
+
+impl Word {
+    /// No leader seen yet, at `now`.
+    pub fn new(now: Instant) -> Self {
+        Word {
+            leader: None,
+            confirmed: now,
+            refused: None,
+        }
+    }
+
+    /// Starts a fresh word when the leader changed: a new leader just won a
+    /// quorum's votes, so seeing it (at `now`) counts as confirmation.
+    pub fn follow(&mut self, leader: NodeId, now: Instant) {
+        if self.leader != Some(leader) {
+            *self = Word {
+                leader: Some(leader),
+                confirmed: now,
+                refused: None,
+            };
+        }
+    }
+
+    /// `leader` answered, at `now`, a request sent at `sent`: with a quorum
+    /// (confirmed as of `sent`) or without (refused from now on).
+    pub fn hear(&mut self, leader: NodeId, sent: Instant, with_quorum: bool, now: Instant) {
+        self.follow(leader, now);
+        if with_quorum {
+            self.confirmed = self.confirmed.max(sent);
+        } else {
+            self.refused = Some((now, "says it has no quorum".into()));
+        }
+    }
+
+    /// `leader` refused a request, at `now`, because it is not primary.
+    pub fn refuse(&mut self, leader: NodeId, why: &str, now: Instant) {
+        self.follow(leader, now);
+        self.refused = Some((now, format!("refused: {why}")));
+    }
+}
+
+/// Whether node `me` is in the primary component at `now`: the leader, or
+/// why not. `leader` and `quorum_ack_ms` are Raft's (the leader it knows,
+/// and on a leader the time since a quorum acknowledged it); `word` is what
+/// this node last heard of its leader's quorum, already following `leader`
+/// (see [`Word::follow`]).
+pub fn decide(
+    me: NodeId,
+    leader: Option<NodeId>,
+    quorum_ack_ms: Option<u64>,
+    word: &Word,
+    bounds: Bounds,
+    now: Instant,
+) -> std::result::Result<NodeId, String> {
+    match leader {
+        None => Err(
+            "not in the primary component: no leader (this node cannot reach a quorum, or an election is under way)"
+                .into(),
+        ),
+        Some(l) if l == me => match quorum_ack_ms {
+            Some(ms) if ms > bounds.leader.as_millis() as u64 => Err(format!(
+                "not in the primary component: this leader has not heard from a quorum for {ms} ms"
+            )),
+            _ => Ok(l),
+        },
+        Some(l) => {
+            if let Some((at, why)) = &word.refused {
+                if *at >= word.confirmed {
+                    return Err(format!("not in the primary component: leader {l} {why}"));
+                }
+            }
+            let silent = now.saturating_duration_since(word.confirmed);
+            if silent > bounds.follower {
+                return Err(format!(
+                    "not in the primary component: no word for {} ms that leader {l} has a quorum",
+                    silent.as_millis()
+                ));
+            }
+            Ok(l)
+        }
+    }
 }
 
 impl Primary {
@@ -66,19 +157,17 @@ impl Primary {
         Primary {
             id,
             raft,
-            leader_bound,
-            follower_bound,
-            word: Mutex::new(Word {
-                leader: None,
-                confirmed: Instant::now(),
-                refused: None,
-            }),
+            bounds: Bounds {
+                leader: leader_bound,
+                follower: follower_bound,
+            },
+            word: Mutex::new(Word::new(Instant::now())),
         }
     }
 
     /// How long a follower trusts its last word that its leader is primary.
     pub fn follower_bound(&self) -> Duration {
-        self.follower_bound
+        self.bounds.follower
     }
 
     /// The leader, if this node is in the primary component; otherwise why not.
@@ -88,39 +177,19 @@ impl Primary {
             let m = metrics.borrow();
             (m.current_leader, m.millis_since_quorum_ack)
         };
-        match leader {
-            None => Err(Error::Unavailable(
-                "not in the primary component: no leader (this node cannot reach a quorum, or an election is under way)"
-                    .into(),
-            )),
-            Some(l) if l == self.id => match quorum_ack_ms {
-                Some(ms) if ms > self.leader_bound.as_millis() as u64 => {
-                    Err(Error::Unavailable(format!(
-                        "not in the primary component: this leader has not heard from a quorum for {ms} ms"
-                    )))
-                }
-                _ => Ok(l),
-            },
-            Some(l) => {
-                let mut word = self.word.lock().expect("primary lock");
-                follow(&mut word, l);
-                if let Some((at, why)) = &word.refused {
-                    if *at >= word.confirmed {
-                        return Err(Error::Unavailable(format!(
-                            "not in the primary component: leader {l} {why}"
-                        )));
-                    }
-                }
-                let silent = word.confirmed.elapsed();
-                if silent > self.follower_bound {
-                    return Err(Error::Unavailable(format!(
-                        "not in the primary component: no word for {} ms that leader {l} has a quorum",
-                        silent.as_millis()
-                    )));
-                }
-                Ok(l)
-            }
+        let mut word = self.word.lock().expect("primary lock");
+        if let Some(l) = leader.filter(|l| *l != self.id) {
+            word.follow(l, Instant::now());
         }
+        decide(
+            self.id,
+            leader,
+            quorum_ack_ms,
+            &word,
+            self.bounds,
+            Instant::now(),
+        )
+        .map_err(Error::Unavailable)
     }
 
     /// Whether this node is the leader and has a quorum (what it answers pings with).
@@ -135,12 +204,7 @@ impl Primary {
             return;
         }
         let mut word = self.word.lock().expect("primary lock");
-        follow(&mut word, leader);
-        if with_quorum {
-            word.confirmed = word.confirmed.max(sent);
-        } else {
-            word.refused = Some((Instant::now(), "says it has no quorum".into()));
-        }
+        word.hear(leader, sent, with_quorum, Instant::now());
     }
 
     /// Records that `leader` refused a request because it is not primary.
@@ -149,8 +213,7 @@ impl Primary {
             return;
         }
         let mut word = self.word.lock().expect("primary lock");
-        follow(&mut word, leader);
-        word.refused = Some((Instant::now(), format!("refused: {why}")));
+        word.refuse(leader, why, Instant::now());
     }
 
     /// Resolves once this node is not primary, with the reason.
@@ -164,14 +227,20 @@ impl Primary {
     }
 }
 
-/// Starts a fresh word when the leader changed: a new leader just won a
-/// quorum's votes, so seeing it counts as confirmation.
-fn follow(word: &mut Word, leader: NodeId) {
-    if word.leader != Some(leader) {
-        *word = Word {
-            leader: Some(leader),
-            confirmed: Instant::now(),
-            refused: None,
-        };
+impl PrimaryCheck for Primary {
+    fn check(&self) -> Result<NodeId> {
+        Primary::check(self)
+    }
+
+    fn heard(&self, leader: NodeId, sent: Instant, with_quorum: bool) {
+        Primary::heard(self, leader, sent, with_quorum)
+    }
+
+    fn refused(&self, leader: NodeId, why: &str) {
+        Primary::refused(self, leader, why)
+    }
+
+    fn lost(&self) -> Pin<Box<dyn Future<Output = Error> + Send + '_>> {
+        Box::pin(Primary::lost(self))
     }
 }

@@ -1,33 +1,28 @@
-//! The Galera-like state a node reports.
+//! The Galera-like state a node reports: gathered here, decided by
+//! [`decide::node_state`].
 
-use std::collections::BTreeSet;
+use super::decide;
+use super::snapshot::{NodeState, Standing};
+use super::Handle;
 
-use crate::node::Node;
-use crate::txn::NodeId;
-
-/// The node's state name and, for NON_PRIMARY, why.
-pub fn node_state(node: &Node) -> (&'static str, String) {
-    let stopped = node.raft.metrics().borrow().running_state.clone();
-    if let Err(fatal) = stopped {
-        return ("NON_PRIMARY", format!("raft stopped: {fatal}"));
-    }
-    if let Err(e) = node.check_primary() {
-        return ("NON_PRIMARY", e.to_string());
-    }
-    let (is_voter, last_log) = {
-        let metrics = node.raft.metrics();
-        let m = metrics.borrow();
-        let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
-        (voters.contains(&node.id()), m.last_log_index.unwrap_or(0))
+/// The node's state and, for NON_PRIMARY, why.
+pub fn node_state(handle: &Handle) -> (NodeState, String) {
+    let stopped = handle
+        .raft
+        .metrics()
+        .borrow()
+        .running_state
+        .as_ref()
+        .err()
+        .map(|fatal| fatal.to_string());
+    let standing = Standing {
+        // Raft stopped decides alone: the primary check is not asked then.
+        primary: match stopped {
+            Some(_) => Err(String::new()),
+            None => handle.primary.check().map_err(|e| e.to_string()),
+        },
+        stopped,
+        donor: handle.peers.transfers.is_donor(),
     };
-    if !is_voter {
-        return ("JOINING", String::new());
-    }
-    if node.peers.transfers.is_donor() {
-        return ("DONOR", String::new());
-    }
-    if last_log.saturating_sub(node.applied.seqno()) > node.config.synced_lag_entries {
-        return ("JOINED", String::new());
-    }
-    ("SYNCED", String::new())
+    decide::node_state(&handle.snapshot(), &standing)
 }

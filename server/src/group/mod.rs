@@ -8,6 +8,8 @@
 //! - [`applied`]: the applied watermark and the origin's verdict waiters.
 //! - [`network`]: openraft's RPCs over tonic.
 //! - [`params`]: the replicated parameters that decide verdicts (`cert_window`).
+//! - [`gate`]: what the batcher and the read index ask of the membership
+//!   layer (flow control, the primary check), as traits it implements.
 //! - [`peer_error`]: typed errors of the peer wire; what a failed call proves.
 //! - [`submit`]: batching write sets into log entries, forwarding from followers.
 //! - [`reads`]: linearizable read indexes, coalesced.
@@ -24,12 +26,13 @@
 //! What it may import: `txn`, `certify`, `storage`, `error`, `blocking`.
 //! What it must never import: `api` or protobuf types (the log carries
 //! bincode records of the crate's own types, so the wire API can change
-//! apart from the log), `node`, and `cluster`. Today `submit` asks
-//! `cluster::flow` how long a batch waits, which closes the import cycle;
-//! flow control is to reach the batcher as a small `Throttle` trait that
-//! `cluster` implements, so that this folder depends on nothing above it.
+//! apart from the log), `node`, and `cluster`: flow control and the
+//! primary check reach the batcher and the read index as the traits of
+//! [`gate`] (`Throttle`, `PrimaryCheck`), which `cluster` implements, so
+//! this folder depends on nothing above it.
 
 pub mod applied;
+pub mod gate;
 pub mod log_store;
 pub mod mem_log;
 pub mod network;

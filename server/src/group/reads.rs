@@ -8,7 +8,7 @@
 //! leader for the index over `ReadIndex`, then waits until it has applied it.
 //! A leader without a quorum refuses `ReadIndex` with a typed
 //! [`PeerError::NonPrimary`]; a round in flight ends as soon as this node is
-//! not in the primary component ([`Primary`]).
+//! not in the primary component ([`PrimaryCheck`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +16,11 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
+use super::gate::PrimaryCheck;
 use super::network::{decode, encode, Peers};
 use super::peer_error::PeerError;
 use super::types::Raft;
 use crate::admission::Limiter;
-use crate::cluster::primary::Primary;
 use crate::error::{Error, Result};
 use crate::txn::{NodeId, Seqno};
 
@@ -39,7 +39,7 @@ impl ReadIndex {
         id: NodeId,
         raft: Raft,
         peers: Peers,
-        primary: Arc<Primary>,
+        primary: Arc<dyn PrimaryCheck>,
         timeout: Duration,
         limiter: Limiter,
     ) -> ReadIndex {
@@ -69,7 +69,7 @@ async fn run(
     id: NodeId,
     raft: Raft,
     peers: Peers,
-    primary: Arc<Primary>,
+    primary: Arc<dyn PrimaryCheck>,
     timeout: Duration,
     mut queue_rx: mpsc::UnboundedReceiver<Waiter>,
 ) {
@@ -84,7 +84,7 @@ async fn run(
             continue;
         }
         let started = std::time::Instant::now();
-        let round = tokio::time::timeout(timeout, fetch(id, &raft, &peers, &primary));
+        let round = tokio::time::timeout(timeout, fetch(id, &raft, &peers, &*primary));
         let result = tokio::select! {
             r = round => match r {
                 Ok(r) => r,
@@ -106,7 +106,12 @@ async fn run(
     }
 }
 
-async fn fetch(id: NodeId, raft: &Raft, peers: &Peers, primary: &Primary) -> Result<Seqno, String> {
+async fn fetch(
+    id: NodeId,
+    raft: &Raft,
+    peers: &Peers,
+    primary: &dyn PrimaryCheck,
+) -> Result<Seqno, String> {
     let leader = raft.metrics().borrow().current_leader;
     match leader {
         Some(l) if l == id => leader_read_index(raft, primary)
@@ -157,7 +162,10 @@ async fn fetch(id: NodeId, raft: &Raft, peers: &Peers, primary: &Primary) -> Res
 /// entry is in the leader's log, so its last index covers them all.
 ///
 /// A leader without a quorum refuses at once ([`PeerError::NonPrimary`]).
-pub async fn leader_read_index(raft: &Raft, primary: &Primary) -> Result<Seqno, PeerError> {
+pub async fn leader_read_index(
+    raft: &Raft,
+    primary: &dyn PrimaryCheck,
+) -> Result<Seqno, PeerError> {
     let (me, last_log) = {
         let metrics = raft.metrics();
         let m = metrics.borrow();

@@ -18,7 +18,7 @@
 //! connection was never made ([`never_sent`]), proves it did not.
 //!
 //! The batcher gives up at once, instead of at the deadline, when the node is
-//! not in the primary component ([`Primary`]): before a batch is sent, and
+//! not in the primary component ([`PrimaryCheck`]): before a batch is sent, and
 //! while it is in flight (a `Forward` or the leader's own append that waits
 //! on a quorum that is gone).
 
@@ -31,12 +31,11 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
 use super::applied::Applied;
+use super::gate::{PrimaryCheck, Throttle};
 use super::network::{decode, encode, Peers};
 use super::peer_error::{never_sent, PeerError};
 use super::types::{Raft, Request};
 use crate::admission::{Limiter, Slot};
-use crate::cluster::flow::Flow;
-use crate::cluster::primary::Primary;
 use crate::error::Error;
 use crate::txn::{NodeId, WriteSet};
 
@@ -68,11 +67,11 @@ pub struct Submitter {
     id: NodeId,
     raft: Raft,
     peers: Peers,
-    primary: Arc<Primary>,
+    primary: Arc<dyn PrimaryCheck>,
     applied: Arc<Applied>,
     queue_tx: mpsc::UnboundedSender<Pending>,
     config: BatchConfig,
-    flow: Arc<Flow>,
+    flow: Arc<dyn Throttle>,
     limiter: Limiter,
 }
 
@@ -86,10 +85,10 @@ impl Submitter {
         id: NodeId,
         raft: Raft,
         peers: Peers,
-        primary: Arc<Primary>,
+        primary: Arc<dyn PrimaryCheck>,
         applied: Arc<Applied>,
         config: BatchConfig,
-        flow: Arc<Flow>,
+        flow: Arc<dyn Throttle>,
         limiter: Limiter,
     ) -> Arc<Submitter> {
         let (queue_tx, queue_rx) = mpsc::unbounded_channel();
@@ -308,8 +307,8 @@ impl Submitter {
 /// soon as it loses the quorum while the entry is replicating.
 pub async fn order_forwarded(
     raft: &Raft,
-    primary: &Primary,
-    flow: &Flow,
+    primary: &dyn PrimaryCheck,
+    flow: &dyn Throttle,
     wss: Vec<WriteSet>,
 ) -> Result<(), PeerError> {
     let me = raft.metrics().borrow().id;
@@ -337,7 +336,7 @@ pub async fn order_forwarded(
 /// `NonPrimary` (this leader has lost its quorum). Nothing is appended.
 pub(crate) fn refuse_unless_primary_leader(
     raft: &Raft,
-    primary: &Primary,
+    primary: &dyn PrimaryCheck,
     me: NodeId,
 ) -> Result<(), PeerError> {
     match primary.check() {
