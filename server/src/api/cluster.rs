@@ -174,4 +174,14 @@ impl Cluster for ClusterService {
             leader_with_quorum: node.primary.is_leader_with_quorum(),
         }))
     }
+
+    async fn campaign(
+        &self,
+        req: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let from = req.into_inner().from;
+        Ok(Response::new(
+            crate::cluster::drain::campaign(&self.node, from).await,
+        ))
+    }
 }

@@ -15,6 +15,8 @@
 //!   with a quorum, or a follower with recent word that its leader has one).
 //! - [`state`]: SYNCED / JOINING / DONOR / JOINED / NON_PRIMARY.
 //! - [`replication`]: the leader's report of voters it cannot replicate to.
+//! - [`drain`]: a node asked to stop takes nothing new, finishes what it
+//!   took and, as leader, hands its leadership over before it exits.
 //!
 //! CAVEATS: liveness is judged by each node on its own (no gossip); eviction
 //! and promotion are decided by the current leader only.
@@ -34,6 +36,7 @@
 //! functions over a snapshot of the cluster with a fake-able view of Raft,
 //! so that `node` imports `cluster` and never the reverse.
 
+pub mod drain;
 pub mod flow;
 pub mod health;
 pub mod manage;
