@@ -2,8 +2,9 @@
 //! 4 writers (the client library, every endpoint known) writing unique keys
 //! without pause; each node in turn gets SIGTERM by pid, must exit 0, is
 //! started again with the same command line and must report SYNCED before the
-//! next one goes. The leader of the moment goes first, so a leader's drain
-//! (hand leadership over, finish what is in flight) is always exercised.
+//! next one goes; two rounds. Each round starts with the leader of the moment
+//! and then takes a follower, so both a leader's drain (hand leadership over,
+//! finish what is in flight) and a follower's are exercised.
 //!
 //! Required: zero failed requests (no UNAVAILABLE, no "outcome unknown"),
 //! every acknowledged write present with its value on every node at the end,
@@ -24,6 +25,8 @@ const READY: Duration = Duration::from_secs(30);
 /// From SIGTERM to exit: the drain default (10 s) plus start-up margin.
 const EXIT_WITHIN: Duration = Duration::from_secs(25);
 const WRITERS: usize = 4;
+/// Every node is restarted this many times.
+const ROUNDS: usize = 2;
 /// Writes acknowledged after a node is back before the next one stops, so
 /// every restart happens under load.
 const WRITES_BETWEEN: u64 = 100;
@@ -65,10 +68,14 @@ async fn writer(w: usize, client: Client, stop: Arc<AtomicBool>, out: Arc<Outcom
 
 /// Waits until node `id` answers SYNCED and follows a leader.
 async fn wait_synced(cluster: &Cluster, id: u64) -> Result<()> {
-    wait_for(&format!("node {id} SYNCED with a leader"), READY, || async {
-        let s = cluster.status(id).await?;
-        Ok((s.state == "SYNCED" && s.leader_id != 0).then_some(()))
-    })
+    wait_for(
+        &format!("node {id} SYNCED with a leader"),
+        READY,
+        || async {
+            let s = cluster.status(id).await?;
+            Ok((s.state == "SYNCED" && s.leader_id != 0).then_some(()))
+        },
+    )
     .await
 }
 
@@ -130,15 +137,35 @@ async fn a_rolling_restart_under_load_fails_no_request_and_loses_no_write() -> R
     }
     wait_progress(&out, WRITES_BETWEEN).await?;
 
-    // The leader first, then the two others.
-    let mut order = vec![leader];
-    order.extend((1..=3).filter(|id| *id != leader));
+    // Each round restarts every node once: the leader first, then a
+    // follower (a leader hands over to some voter, so the order is decided
+    // as it goes), then the last one, whatever it is by then.
     let mut leaders_restarted = 0;
+    let mut followers_restarted = 0;
     let mut report = Vec::new();
     let run = async {
-        for id in order {
-            let was_leader = cluster.status(id).await?.role == "leader";
+        for step in 0..3 * ROUNDS {
+            let done_this_round: Vec<u64> = report
+                .iter()
+                .skip(step / 3 * 3)
+                .map(|(id, _)| *id)
+                .collect();
+            let mut left = Vec::new();
+            for id in (1..=3u64).filter(|id| !done_this_round.contains(id)) {
+                left.push((id, cluster.status(id).await?.role == "leader"));
+            }
+            let want_leader = step % 3 == 0;
+            let (id, was_leader) = left
+                .iter()
+                .find(|(_, leads)| *leads == want_leader)
+                .or(left.first())
+                .copied()
+                .ok_or_else(|| anyhow!("no node left to restart"))?;
+            if step == 0 {
+                ensure!(id == leader && was_leader, "the first node restarted leads");
+            }
             leaders_restarted += u32::from(was_leader);
+            followers_restarted += u32::from(!was_leader);
             let t = Instant::now();
             let node = cluster.node(id);
             let status = tokio::task::block_in_place(|| node.terminate(EXIT_WITHIN))?;
@@ -149,10 +176,13 @@ async fn a_rolling_restart_under_load_fails_no_request_and_loses_no_write() -> R
             );
             Harness::start(&mut cluster, id).await?;
             wait_synced(&cluster, id).await?;
-            report.push(format!(
-                "node {id}{}: exited 0 {drained:?} after SIGTERM, SYNCED again {:?} after it",
-                if was_leader { " (leader)" } else { "" },
-                t.elapsed()
+            report.push((
+                id,
+                format!(
+                    "node {id} ({}): exited 0 {drained:?} after SIGTERM, SYNCED again {:?} after it",
+                    if was_leader { "leader" } else { "follower" },
+                    t.elapsed()
+                ),
             ));
             wait_progress(&out, WRITES_BETWEEN).await?;
         }
@@ -166,6 +196,7 @@ async fn a_rolling_restart_under_load_fails_no_request_and_loses_no_write() -> R
     ran.with_context(|| cluster.logs())?;
     let failed = out.failed.lock().expect("lock").clone();
     let acked = out.acked.lock().expect("lock").clone();
+    let report: Vec<String> = report.into_iter().map(|(_, r)| r).collect();
     println!(
         "{} writes acknowledged, {} failed, slowest {} ms; {}",
         acked.len(),
@@ -174,8 +205,8 @@ async fn a_rolling_restart_under_load_fails_no_request_and_loses_no_write() -> R
         report.join("; ")
     );
     ensure!(
-        leaders_restarted >= 1,
-        "no restarted node was the leader when it got SIGTERM: {report:?}"
+        leaders_restarted >= ROUNDS as u32 && followers_restarted >= ROUNDS as u32,
+        "each round restarts the leader and a follower: {report:?}"
     );
     if !failed.is_empty() {
         bail!(
