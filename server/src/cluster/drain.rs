@@ -20,8 +20,11 @@
 //!    dates from its election, so the leader grants the vote of a candidate
 //!    whose log is at least as long as its own, steps down, and the
 //!    candidate wins with two votes of three at once, without an election
-//!    timeout. (With five voters or more the candidate needs a voter whose
-//!    lease ran out, so the hand-over waits for one election timeout.)
+//!    timeout. A leader elected less than `election_timeout_max_ms` ago
+//!    waits until then first: a refused candidate would depose it anyway
+//!    (its higher term) and cost an election. (With five voters or more the
+//!    candidate also needs a voter whose lease ran out, so the hand-over
+//!    takes about one election timeout.)
 //! 4. The node waits until what the hand-over left (a request that was
 //!    waiting for its local apply) is done.
 //!
