@@ -786,6 +786,50 @@ mod tests {
         Ok(())
     }
 
+    /// A raw HTTP/2 server that resets every stream it gets with `reason`.
+    async fn resetting_server(reason: h2::Reason) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(socket).await else {
+                        return;
+                    };
+                    while let Some(Ok((_request, mut respond))) = conn.accept().await {
+                        respond.send_reset(reason);
+                    }
+                });
+            }
+        });
+        (addr, task)
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_unprocessed_moves_on_but_a_reset_one_is_unknown() -> Result<()> {
+        let closed = closed_port().await;
+        // REFUSED_STREAM: the server did not process it; the next endpoint is tried.
+        let (refusing, task) = resetting_server(h2::Reason::REFUSED_STREAM).await;
+        let client = Client::with_options(vec![refusing.clone(), closed.clone()], quick())?;
+        match client.put("k", "v").await.expect_err("nobody takes it") {
+            Error::Unavailable(m) => {
+                assert!(m.contains("refused the request unprocessed"), "{m}");
+                assert!(m.contains(&closed), "the next endpoint was tried: {m}");
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+        task.abort();
+        // Any other reset after the request was sent: the outcome is unknown.
+        let (resetting, task) = resetting_server(h2::Reason::INTERNAL_ERROR).await;
+        let client = Client::with_options(vec![resetting, closed], quick())?;
+        let err = client.put("k", "v").await.expect_err("reset");
+        assert!(matches!(err, Error::Indeterminate(_)), "{err:?}");
+        task.abort();
+        Ok(())
+    }
+
     #[tokio::test]
     async fn session_reads_carry_the_session_seqno() -> Result<()> {
         let client = Client::new(vec!["127.0.0.1:1".into()])?;

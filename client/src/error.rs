@@ -103,10 +103,22 @@ pub(crate) struct Failure {
 
 /// Maps a status from `endpoint` to an error, following the server contract.
 ///
+/// What moves a write to the next endpoint is proof that this one never
+/// ordered it, and the proof is typed, never read from a message's words:
+///
+/// - a connection that was never made ([`tonic::ConnectError`]: refused,
+///   connect timed out): the request never left;
+/// - an HTTP/2 stream the server refused unprocessed: a graceful GOAWAY
+///   whose last stream id is below ours, or RST_STREAM with REFUSED_STREAM
+///   (RFC 9113 §8.7: "not processed");
+/// - UNAVAILABLE sent by the server: the contract says nothing was applied
+///   (no quorum, "not ordered", "node is shutting down"), and
+///   RESOURCE_EXHAUSTED: refused at admission.
+///
 /// A status that tonic produced locally (it has an error source: the
 /// connection failed or broke) is told apart from one the server sent (no
-/// source). A failed connect never sent the request, so it is retryable even
-/// for writes; a connection that broke later leaves a write's outcome unknown.
+/// source); any other local failure after the request was sent leaves a
+/// write's outcome unknown, and so do DEADLINE_EXCEEDED and CANCELLED.
 pub(crate) fn classify(status: &Status, op: OpKind, endpoint: &str) -> Failure {
     let local = status.source().is_some();
     let message = describe(status);
@@ -117,6 +129,13 @@ pub(crate) fn classify(status: &Status, op: OpKind, endpoint: &str) -> Failure {
                 Error::Unavailable(format!(
                     "{endpoint}: cannot connect: {}",
                     root_cause(status)
+                )),
+                true,
+            )
+        } else if is_refused_unprocessed(status) {
+            fail(
+                Error::Unavailable(format!(
+                    "{endpoint}: the server refused the request unprocessed (it is going away): {message}"
                 )),
                 true,
             )
@@ -239,6 +258,25 @@ fn root_cause(status: &Status) -> String {
         cause = err.source();
     }
     last
+}
+
+/// Whether the server refused the HTTP/2 stream before processing it: a
+/// graceful GOAWAY (NO_ERROR) from the server ends only the streams it never
+/// took (those above its last stream id, and any opened after it), and
+/// REFUSED_STREAM means "not processed" by definition.
+fn is_refused_unprocessed(status: &Status) -> bool {
+    let mut cause = status.source();
+    while let Some(err) = cause {
+        if let Some(h2) = err.downcast_ref::<h2::Error>() {
+            let graceful_go_away =
+                h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
+            let refused =
+                h2.is_reset() && h2.is_remote() && h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            return graceful_go_away || refused;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 fn is_connect_failure(status: &Status) -> bool {

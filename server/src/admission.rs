@@ -34,6 +34,8 @@ pub struct Limiter {
     /// What is counted and the setting that bounds it, for the refusal.
     what: &'static str,
     refused: Arc<AtomicU64>,
+    /// Set once the node drains: every new request is refused with this.
+    closed: Arc<std::sync::OnceLock<String>>,
 }
 
 /// A taken slot; dropping it gives the slot back.
@@ -48,11 +50,23 @@ impl Limiter {
             limit,
             what,
             refused: Arc::default(),
+            closed: Arc::default(),
         }
     }
 
-    /// Takes a slot at once, or refuses with [`Error::Overloaded`] naming the bound.
+    /// Refuses every later [`Limiter::try_take`] with [`Error::Unavailable`]
+    /// and `why` (a draining node takes nothing new); slots already taken
+    /// stay until dropped, so [`Limiter::in_use`] counts what is left to finish.
+    pub fn close(&self, why: &str) {
+        let _ = self.closed.set(why.to_string());
+    }
+
+    /// Takes a slot at once, or refuses with [`Error::Overloaded`] naming the
+    /// bound ([`Error::Unavailable`] once closed).
     pub fn try_take(&self) -> Result<Slot> {
+        if let Some(why) = self.closed.get() {
+            return Err(Error::Unavailable(why.clone()));
+        }
         match self.slots.clone().try_acquire_owned() {
             Ok(permit) => Ok(Slot(permit)),
             Err(_) => {
@@ -172,5 +186,20 @@ mod tests {
         drop(a);
         assert_eq!(l.in_use(), 1);
         l.try_take().expect("a dropped slot is free again");
+    }
+
+    #[test]
+    fn a_closed_limiter_refuses_as_unavailable_and_still_counts_what_is_left() {
+        let l = Limiter::new(4, "things (max_things)");
+        let held = l.try_take().expect("open");
+        l.close("node is shutting down");
+        let err = l.try_take().expect_err("closed");
+        assert!(
+            matches!(&err, Error::Unavailable(m) if m == "node is shutting down"),
+            "{err:?}"
+        );
+        assert_eq!((l.in_use(), l.refused()), (1, 0));
+        drop(held);
+        assert_eq!(l.in_use(), 0);
     }
 }

@@ -82,6 +82,10 @@ pub struct Config {
     pub commit_timeout_ms: u64,
     /// How long a read may wait for a read index or for this node to catch up, in milliseconds.
     pub read_timeout_ms: u64,
+    /// How long a node asked to stop (SIGTERM, SIGINT) may take to finish the
+    /// requests it took and hand its leadership over, in milliseconds; then it
+    /// stops anyway (see OPERATIONS.md, "Rolling restart").
+    pub drain_timeout_ms: u64,
     /// Most write sets batched into one log entry.
     pub batch_max_write_sets: usize,
     /// Most bytes batched into one log entry.
@@ -152,6 +156,7 @@ impl Default for Config {
             cert_window: 100_000,
             commit_timeout_ms: 10_000,
             read_timeout_ms: 5_000,
+            drain_timeout_ms: 10_000,
             batch_max_write_sets: 2048,
             batch_max_bytes: 4 << 20,
             batch_in_flight: 1,
@@ -428,6 +433,10 @@ pub struct Overrides {
     /// Evict a voter that stays down (or stalled) this long, e.g. 30s; 0 = never (default).
     #[arg(long = "evict-after", env = "TRIREME_EVICT_AFTER", value_parser = parse_duration_ms)]
     pub evict_after_ms: Option<u64>,
+    /// On SIGTERM, take this long at most to finish requests in flight and
+    /// hand leadership over before stopping, e.g. 10s (default).
+    #[arg(long = "drain-timeout", env = "TRIREME_DRAIN_TIMEOUT", value_parser = parse_duration_ms)]
+    pub drain_timeout_ms: Option<u64>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "TRIREME_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,

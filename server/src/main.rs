@@ -112,11 +112,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     span.in_scope(|| tracing::info!(%local, "serving"));
-    trireme_server::server::serve(node.clone(), listener, shutdown_signal())
+    // Serving goes on while the node drains (peers, status, health, and the
+    // refusals that send clients elsewhere); it stops once the drain is done,
+    // or at once on a second signal.
+    let drained = {
+        let node = node.clone();
+        let span = span.clone();
+        async move {
+            shutdown_signal().await;
+            span.in_scope(|| tracing::info!("asked to stop: draining"));
+            tokio::select! {
+                _ = node.drain().instrument(span.clone()) => {}
+                _ = shutdown_signal() => {
+                    span.in_scope(|| tracing::warn!("asked again: stopping without finishing the drain"));
+                }
+            }
+        }
+    };
+    trireme_server::server::serve(node.clone(), listener, drained)
         .instrument(span.clone())
         .await?;
     span.in_scope(|| tracing::info!("shutting down"));
     node.shutdown().await?;
+    span.in_scope(|| tracing::info!("stopped"));
     Ok(())
 }
 

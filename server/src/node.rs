@@ -11,6 +11,14 @@
 //! `Node::start_with` does the same on an injected [`Backend`] (storage engine,
 //! Raft log, peer transport, blocking mode): the deterministic simulation runs
 //! nodes on the in-memory engine and log over a simulated network.
+//!
+//! [`drain`]: a node asked to stop takes nothing new, finishes what it took
+//! and, as leader, hands its leadership over before it exits; a resuming
+//! node holds its elections until it has heard from a leader. It lives here,
+//! not in `cluster/`, because it works on the whole node (admission, the
+//! batcher, Raft), and `cluster/` must never import `node`.
+
+pub mod drain;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -103,6 +111,8 @@ pub struct Node {
     blocking: Blocking,
     /// The bound on client requests in flight (`max_requests_in_flight`).
     pub admission: crate::admission::Limiter,
+    /// Whether the node drains before it stops (see [`Node::drain`]).
+    pub drain: crate::node::drain::Drain,
 }
 
 /// What a node runs on: its storage, its Raft log, its peer transport and
@@ -229,6 +239,8 @@ impl Node {
             // writes the whole store, which takes far longer than a heartbeat.
             snapshot_max_chunk_size: 1 << 20,
             install_snapshot_timeout: 30_000,
+            // Turned on by `quiet_start` below (at once for a new cluster).
+            enable_elect: false,
             ..Default::default()
         };
         let raft_config = Arc::new(
@@ -266,11 +278,19 @@ impl Node {
                 // Another first member got there first: its log wins, nothing is lost.
                 tracing::info!(error = %e, "not initializing: already part of a cluster");
             }
+            raft.runtime_config().elect(true);
         } else {
             tracing::info!(
                 applied = applied.seqno(),
                 "resuming from the data directory"
             );
+            // A restarted node does not depose the leader by campaigning
+            // before it hears from it (see `quiet_start`).
+            tokio::spawn(crate::node::drain::quiet_start(
+                raft.clone(),
+                config.node_id,
+                Duration::from_millis(2 * config.election_timeout_max_ms),
+            ));
         }
 
         let health = Arc::new(Health::new());
@@ -347,6 +367,7 @@ impl Node {
             blocking,
             log_reader,
             admission,
+            drain: Default::default(),
         });
         tokio::spawn(watch_leader(Arc::downgrade(&node)));
         if node.config.gc_interval_ms > 0 {
@@ -509,7 +530,14 @@ impl Node {
         let outcome = tokio::select! {
             r = tokio::time::timeout(timeout + Duration::from_millis(500), &mut rx) => match r {
                 Ok(Ok(outcome)) => outcome?,
-                Ok(Err(_)) => return Err(Error::Unavailable("node is shutting down".into())),
+                // Nobody will report this write set's outcome here, and it may
+                // have been sent: only its absence from a log would make it
+                // UNAVAILABLE.
+                Ok(Err(_)) => {
+                    return Err(Error::Indeterminate(format!(
+                        "no outcome will be reported for write set {id} (its waiter was dropped)"
+                    )))
+                }
                 Err(_) => {
                     self.applied.forget(id);
                     return Err(Error::Indeterminate(format!(
@@ -552,6 +580,36 @@ impl Node {
         })
     }
 
+    /// The batcher.
+    pub(crate) fn submitter(&self) -> &Submitter {
+        &self.submitter
+    }
+
+    /// Prepares a stop that clients do not notice, within `drain_timeout_ms`:
+    /// takes no new request, finishes what it took, and hands leadership over
+    /// if it leads (see [`crate::node::drain`]). Serving goes on meanwhile
+    /// (peers, status, health NOT_SERVING); call [`Node::shutdown`] after.
+    pub async fn drain(&self) -> crate::node::drain::DrainReport {
+        let timeout = Duration::from_millis(self.config.drain_timeout_ms);
+        let report = crate::node::drain::drain(self, timeout).await;
+        tracing::info!(
+            took_ms = report.took.as_millis() as u64,
+            handed_to = ?report.handed_to,
+            finished = report.finished,
+            "drained"
+        );
+        if report.hand_over_failed {
+            tracing::warn!("this leader stops without having handed over: the others elect a leader after the election timeout");
+        }
+        if !report.finished {
+            tracing::warn!(
+                timeout_ms = self.config.drain_timeout_ms,
+                "requests still in flight at the drain timeout were ended (drain_timeout_ms)"
+            );
+        }
+        report
+    }
+
     /// Stops Raft (pending requests fail as unavailable) and syncs the store.
     pub async fn shutdown(&self) -> Result<()> {
         self.raft
@@ -574,7 +632,15 @@ async fn watch_leader(node: std::sync::Weak<Node>) {
     };
     let mut last = None;
     loop {
-        let leader = rx.borrow_and_update().current_leader;
+        let (leader, term, me) = {
+            let m = rx.borrow_and_update();
+            (m.current_leader, m.current_term, m.id)
+        };
+        if leader == Some(me) {
+            if let Some(n) = node.upgrade() {
+                n.drain.leading(term);
+            }
+        }
         if leader != last {
             if let Some(n) = node.upgrade() {
                 n.leader_changes.fetch_add(1, Ordering::Relaxed);

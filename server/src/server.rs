@@ -69,6 +69,17 @@ where
     let (health, health_service) = tonic_health::server::health_reporter();
     let timed = node.clone();
     health.set_serving::<KvServer<KvService>>().await;
+    // A draining node says NOT_SERVING, for load balancers and probes.
+    let mut draining = node.drain.subscribe();
+    let reporter = health.clone();
+    tokio::spawn(async move {
+        if draining.wait_for(|d| *d).await.is_ok() {
+            reporter.set_not_serving::<KvServer<KvService>>().await;
+            reporter
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    });
     let client_message_bytes = node.config.max_client_message_bytes();
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -447,6 +447,14 @@ impl Cluster for MockNode {
             ..Default::default()
         }))
     }
+
+    async fn campaign(
+        &self,
+        _request: Request<proto::CampaignRequest>,
+    ) -> Result<Response<proto::CampaignResponse>, Status> {
+        self.enter("campaign")?;
+        Err(Status::unimplemented("the mock has no elections"))
+    }
 }
 
 /// A set of mock nodes sharing one store.

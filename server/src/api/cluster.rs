@@ -174,4 +174,14 @@ impl Cluster for ClusterService {
         let answer = health::answer(&self.node.cluster, from);
         Ok(Response::new(convert::ping_response(answer)))
     }
+
+    async fn campaign(
+        &self,
+        req: Request<pb::CampaignRequest>,
+    ) -> Result<Response<pb::CampaignResponse>, Status> {
+        let from = req.into_inner().from;
+        Ok(Response::new(
+            crate::node::drain::campaign(&self.node, from).await,
+        ))
+    }
 }

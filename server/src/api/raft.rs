@@ -70,6 +70,11 @@ impl RaftRpc for RaftService {
         if let Err(e) = node.config.limits.check_forwarded(&wss) {
             return reply(&Err::<(), PeerError>(PeerError::Invalid(e.to_string())));
         }
+        // A draining leader takes no new batch; the follower keeps it and
+        // sends it to the next leader (nothing was appended).
+        let Some(_counted) = node.drain.forward() else {
+            return reply(&Err::<(), PeerError>(PeerError::NotLeader { leader: None }));
+        };
         reply(&submit::order_forwarded(&node.raft, &*node.primary, &*node.cluster.flow, wss).await)
     }
 

@@ -73,6 +73,8 @@ pub struct Submitter {
     config: BatchConfig,
     flow: Arc<dyn Throttle>,
     limiter: Limiter,
+    /// Set when a drain runs out of time: nothing more is sent for ordering.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Submitter {
@@ -102,6 +104,7 @@ impl Submitter {
             config,
             flow,
             limiter,
+            closing: Default::default(),
         });
         tokio::spawn(submitter.clone().run(queue_rx));
         submitter
@@ -152,7 +155,19 @@ impl Submitter {
         }
     }
 
+    /// Stops sending write sets for ordering (a drain that ran out of time):
+    /// each one still held ends at its next turn, with UNAVAILABLE if no
+    /// attempt can have reached a log and outcome unknown otherwise.
+    pub fn close(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     async fn dispatch(&self, batch: Vec<Pending>) {
+        if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            let why = Error::Unavailable("node is shutting down and its drain timed out".into());
+            return self.give_up_all(batch, &why);
+        }
         let now = Instant::now();
         let (live, expired): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.deadline > now);
         for p in expired {
@@ -208,13 +223,14 @@ impl Submitter {
         }
     }
 
-    /// Ends every write set of a batch now that the node is not primary.
+    /// Ends every write set of a batch now that the node is not primary (or
+    /// is shutting down: `why` says which).
     fn give_up_all(&self, live: Vec<Pending>, why: &Error) {
-        tracing::debug!(count = live.len(), %why, "not primary: giving up on a batch");
+        tracing::debug!(count = live.len(), %why, "giving up on a batch");
         for p in live {
             let err = if p.maybe_sent {
                 Error::Indeterminate(format!(
-                    "write set {} was sent for ordering, then this node left the primary component ({why})",
+                    "write set {} was sent for ordering, then this node gave up on it ({why})",
                     p.ws.id
                 ))
             } else {
