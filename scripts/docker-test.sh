@@ -8,7 +8,8 @@
 # Skipped, with the reason printed, when no Docker engine answers or no
 # compose is installed. All traffic stays on the compose project's internal
 # network; the project, its volumes and the image are removed on exit, also
-# on failure.
+# on failure (with TRIREME_DOCKER_KEEP=1 a failed run's project and image are
+# kept for inspection, and the command that removes them is printed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,10 @@ cleanup() {
   if [ $rc -ne 0 ]; then
     echo "--- docker tier failed; node logs:" >&2
     dc logs --no-color --tail 40 >&2 || true
+  fi
+  if [ $rc -ne 0 ] && [ "${TRIREME_DOCKER_KEEP:-}" = 1 ]; then
+    echo "kept: ${compose[*]} -p $project -f docker-compose.yml down -v; docker rmi $TRIREME_IMAGE" >&2
+    exit $rc
   fi
   dc down -v --remove-orphans >/dev/null 2>&1 || true
   docker rmi -f "$TRIREME_IMAGE" >/dev/null 2>&1 || true
@@ -76,9 +81,23 @@ echo "cluster up in $(( $(date +%s) - start ))s"
 cli node1 node1:7420 put greeting hello >/dev/null
 [ "$(cli node2 node2:7420 get greeting)" = hello ] || fail "node2 does not read node1's write"
 
-# Kill node3; the two others keep taking writes; node3 catches up on restart.
+# Writes `$2=$3` through node $1's container to endpoints $4, again while the
+# answer is not an acknowledgement, for at most $5 s. Right after a node is
+# killed or cut off it may have been the leader: a write in flight during the
+# election then ends UNAVAILABLE or "outcome unknown" (it was forwarded to the
+# leader that went away), as it must; the same put again is harmless.
+put_until_acked() {
+  local deadline=$(( $(date +%s) + $5 ))
+  until cli "node$1" "$4" put "$2" "$3" >/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || fail "no acknowledgement of $2 within $5 s"
+    sleep 0.5
+  done
+}
+
+# Kill node3 (it may be the leader); the two others keep taking writes;
+# node3 catches up on restart.
 docker kill "$(cid node3)" >/dev/null
-cli node1 node1:7420 put while-node3-dead 1 >/dev/null
+put_until_acked 1 while-node3-dead 1 node1:7420 30
 docker start "$(cid node3)" >/dev/null
 wait_until 60 "node3 back and SYNCED" synced
 [ "$(cli node3 node3:7420 get while-node3-dead --local)" = 1 ] || fail "node3 lacks the write made while it was down"
@@ -86,7 +105,7 @@ wait_until 60 "node3 back and SYNCED" synced
 # Cut node2 off the network: it becomes NON_PRIMARY, the others go on.
 net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$(cid node2)")
 docker network disconnect "$net" "$(cid node2)"
-cli node1 node1:7420,node3:7420 put while-node2-cut 2 >/dev/null
+put_until_acked 1 while-node2-cut 2 node1:7420,node3:7420 30
 wait_until 30 "node2 NON_PRIMARY while cut off" state_is 2 NON_PRIMARY
 # Reconnect (with its service name, which peers resolve) and restart it.
 docker network connect --alias node2 "$net" "$(cid node2)"

@@ -34,11 +34,19 @@ pub use bulk::BulkSettings;
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Per address: Raft calls failed in a row, and when its channel was last dropped.
+    failures: Arc<Mutex<HashMap<String, (u32, Option<std::time::Instant>)>>>,
     /// State transfers this node sent (it is a donor while sending).
     pub transfers: Arc<Transfers>,
     /// Makes a channel from a configured endpoint; `None`: tonic's TCP connector.
     connector: Option<Connector>,
 }
+
+/// Raft calls to a peer that fail or time out in a row before its channel is replaced.
+pub const REBUILD_AFTER_FAILURES: u32 = 3;
+/// The shortest time between two replacements of a peer's channel: a
+/// replaced channel may leave a name lookup running for seconds.
+pub const REBUILD_EVERY: Duration = Duration::from_secs(1);
 
 /// Turns a configured peer [`Endpoint`] into a lazily connected [`Channel`],
 /// e.g. with `Endpoint::connect_with_connector_lazy` over another transport
@@ -100,6 +108,39 @@ impl Peers {
         };
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// Records how a Raft call to `addr` ended: an answer (`ok`), or a
+    /// transport error or timeout. After [`REBUILD_AFTER_FAILURES`] in a row
+    /// the cached channel is dropped, at most once per [`REBUILD_EVERY`], and
+    /// the next call makes a new one. A channel can stay stuck where its own
+    /// reconnection never gets it out in time: a name lookup started while
+    /// the peer's container was gone went on for 5 to 10 s after it came
+    /// back (Docker's resolver on an internal network), and every call queued
+    /// behind it timed out at openraft's 100 ms.
+    pub fn record(&self, addr: &str, ok: bool) {
+        let mut failures = self.failures.lock().expect("peers lock");
+        if ok {
+            if let Some(f) = failures.get_mut(addr) {
+                f.0 = 0;
+            }
+            return;
+        }
+        let f = failures.entry(addr.to_string()).or_default();
+        f.0 += 1;
+        let due = f.1.is_none_or(|t| t.elapsed() >= REBUILD_EVERY);
+        if f.0 >= REBUILD_AFTER_FAILURES && due {
+            *f = (0, Some(std::time::Instant::now()));
+            if self
+                .channels
+                .lock()
+                .expect("peers lock")
+                .remove(addr)
+                .is_some()
+            {
+                tracing::info!(peer = addr, "calls to this peer keep failing: new channel");
+            }
+        }
     }
 
     /// A Raft-service client for `addr`.
@@ -197,11 +238,21 @@ impl PeerNetwork {
         msg.data = data;
         let mut request = tonic::Request::new(msg);
         request.set_timeout(option.hard_ttl());
+        // Dropped unanswered (openraft's own timeout) counts as a failure.
+        let mut outcome = Outcome {
+            peers: &self.peers,
+            addr: &self.addr,
+            ok: false,
+        };
         let reply = match kind {
             Kind::Append => client.append_entries(request).await,
             Kind::Vote => client.vote(request).await,
             Kind::Snapshot => client.install_snapshot(request).await,
         };
+        outcome.ok = reply
+            .as_ref()
+            .map_or_else(|status| !transport_failure(status.code()), |_| true);
+        drop(outcome);
         let reply = reply.map_err(|status| match status.code() {
             tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
                 unreachable(&status)
@@ -219,6 +270,32 @@ impl PeerNetwork {
                 e,
             ))
         })
+    }
+}
+
+/// Whether a call's status says the peer was not reached or did not answer
+/// in time (as opposed to an answer, even a refusal).
+fn transport_failure(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::Cancelled
+            | tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+    )
+}
+
+/// Reports a Raft call's outcome to [`Peers::record`] when dropped, also
+/// when the call is dropped before it ends.
+struct Outcome<'a> {
+    peers: &'a Peers,
+    addr: &'a str,
+    ok: bool,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        self.peers.record(self.addr, self.ok);
     }
 }
 
@@ -259,5 +336,52 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<u64>, RaftError<u64>> {
         self.call(Kind::Vote, &rpc, Vec::new(), &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A channel that failed calls in a row is replaced (not more than once
+    /// per `REBUILD_EVERY`); an answer in between resets the count.
+    #[tokio::test]
+    async fn a_peer_channel_is_replaced_after_failures_in_a_row() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let counter = made.clone();
+        let peers = Peers::with_connector(Arc::new(move |endpoint: Endpoint| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            endpoint.connect_lazy()
+        }));
+        let addr = "127.0.0.1:9";
+        peers.channel(addr).unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        for _ in 0..REBUILD_AFTER_FAILURES - 1 {
+            peers.record(addr, false);
+        }
+        peers.record(addr, true);
+        peers.record(addr, false);
+        peers.channel(addr).unwrap();
+        assert_eq!(made.load(Ordering::SeqCst), 1, "an answer resets the count");
+        for _ in 1..REBUILD_AFTER_FAILURES {
+            peers.record(addr, false);
+        }
+        peers.channel(addr).unwrap();
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            2,
+            "replaced after failures in a row"
+        );
+        for _ in 0..REBUILD_AFTER_FAILURES * 2 {
+            peers.record(addr, false);
+        }
+        peers.channel(addr).unwrap();
+        assert_eq!(
+            made.load(Ordering::SeqCst),
+            2,
+            "at most once per REBUILD_EVERY"
+        );
     }
 }
