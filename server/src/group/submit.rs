@@ -199,6 +199,14 @@ impl Submitter {
         } else {
             tokio::select! {
                 r = self.forward(leader, &mut live) => r,
+                // The only batch slot must not wait on a leader that is gone
+                // (a dead peer's reconnect can hang in a name lookup for
+                // seconds): resend to the new one. The write set may be in
+                // the old leader's log already; ids deduplicate it.
+                new = self.leader_moved_from(leader) => {
+                    live.iter_mut().for_each(|p| p.maybe_sent = true);
+                    Err(format!("leader changed from {leader} to {new} while forwarding"))
+                }
                 e = self.primary.lost() => {
                     // The request may be at the leader already.
                     live.iter_mut().for_each(|p| p.maybe_sent = true);
@@ -240,6 +248,22 @@ impl Submitter {
         }
     }
 
+    /// Resolves with the new leader once one other than `leader` is known.
+    async fn leader_moved_from(&self, leader: NodeId) -> NodeId {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(now) = metrics.borrow_and_update().current_leader {
+                if now != leader {
+                    return now;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                // Raft is shutting down: the other arms decide.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     async fn forward(&self, leader: NodeId, live: &mut [Pending]) -> Result<(), String> {
         let addr = {
             let metrics = self.raft.metrics();
@@ -263,7 +287,17 @@ impl Submitter {
             });
         request.set_timeout(timeout);
         let sent = Instant::now();
-        let reply = client.forward(request).await;
+        // grpc-timeout is only a header: bound the call here too, name
+        // lookup and connect included.
+        let reply = match tokio::time::timeout(timeout, client.forward(request)).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                live.iter_mut().for_each(|p| p.maybe_sent = true);
+                return Err(format!(
+                    "forward to leader {leader} at {addr}: no answer within {timeout:?}"
+                ));
+            }
+        };
         let reply = match reply {
             Ok(r) => r,
             Err(status) => {
