@@ -19,6 +19,7 @@ pub mod failpoints;
 pub mod group;
 pub mod metrics;
 pub mod node;
+pub mod ports;
 pub mod server;
 pub mod storage;
 pub mod txn;
