@@ -97,6 +97,17 @@ impl Health {
         peers.get(&id).and_then(|p| p.view.as_ref().map(|_| p.lag))
     }
 
+    /// The client address `id` advertised in its last answer (empty or
+    /// unknown: `None`).
+    pub fn client_address(&self, id: NodeId) -> Option<String> {
+        let peers = self.peers.lock().expect("health lock");
+        peers
+            .get(&id)
+            .and_then(|p| p.view.as_ref())
+            .map(|v| v.client_address.clone())
+            .filter(|a| !a.is_empty())
+    }
+
     /// Every tracked peer's last answer.
     pub fn views(&self) -> Vec<pb::PingResponse> {
         let peers = self.peers.lock().expect("health lock");

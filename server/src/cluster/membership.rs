@@ -12,7 +12,10 @@ use crate::group::types::Request;
 use crate::node::Node;
 use crate::txn::NodeId;
 
-/// The membership as `Member`s (role, and `up` from this node's failure detector).
+/// The membership as `Member`s (role, and `up` from this node's failure
+/// detector). `address` is the peer address the membership records; the
+/// client address is this node's own, or what a peer said in its last ping
+/// answer (empty until it answered once).
 pub fn members(node: &Node) -> Vec<pb::Member> {
     let metrics = node.raft.metrics();
     let m = metrics.borrow();
@@ -26,6 +29,11 @@ pub fn members(node: &Node) -> Vec<pb::Member> {
             pb::Member {
                 id: *id,
                 address: n.addr.clone(),
+                client_address: if me {
+                    node.config.advertise_addr().to_string()
+                } else {
+                    node.health.client_address(*id).unwrap_or_default()
+                },
                 role: if voters.contains(id) {
                     "voter"
                 } else {
@@ -63,7 +71,7 @@ fn forward_err(s: tonic::Status) -> Error {
     }
 }
 
-/// Adds node `id` at `addr` as a learner (the leader promotes it once caught up).
+/// Adds node `id` at peer address `addr` as a learner (the leader promotes it once caught up).
 /// Idempotent for a node already a member at the same address.
 pub async fn join(node: &Node, id: NodeId, addr: String) -> Result<pb::JoinResponse> {
     if id == 0 {
@@ -86,6 +94,7 @@ pub async fn join(node: &Node, id: NodeId, addr: String) -> Result<pb::JoinRespo
             .join(pb::JoinRequest {
                 node_id: id,
                 address: addr,
+                client_address: String::new(),
             })
             .await
             .map_err(forward_err)?;
@@ -167,14 +176,15 @@ pub async fn leave(node: &Node, id: NodeId) -> Result<pb::LeaveResponse> {
 }
 
 /// For a node started with `--join` on a fresh data directory: asks `target`
-/// to add it, retrying until it is added (or the node is dropped).
+/// (a member's peer address) to add it, retrying until it is added (or the node is dropped).
 pub async fn join_at_start(node: std::sync::Weak<Node>, target: String) {
     let mut logged = false;
     loop {
         let Some(n) = node.upgrade() else { return };
         let req = pb::JoinRequest {
             node_id: n.id(),
-            address: n.config.advertise_addr().to_string(),
+            address: n.config.peer_advertise_addr().to_string(),
+            client_address: n.config.advertise_addr().to_string(),
         };
         let result = async {
             let mut client = ClusterClient::new(n.peers.channel(&target)?);
@@ -232,7 +242,8 @@ pub async fn rejoin_if_evicted(node: &Node) {
     );
     let req = pb::JoinRequest {
         node_id: me,
-        address: node.config.advertise_addr().to_string(),
+        address: node.config.peer_advertise_addr().to_string(),
+        client_address: node.config.advertise_addr().to_string(),
     };
     if let Ok(channel) = node.peers.channel(&addr) {
         if let Err(s) = ClusterClient::new(channel).join(req).await {
