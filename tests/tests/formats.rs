@@ -211,7 +211,7 @@ fn envelope(version: u16, tag: u16, body: &[u8]) -> Vec<u8> {
 async fn peer_messages_in_a_newer_format_are_refused_naming_both_versions() -> Result<()> {
     let cluster = InProcCluster::start(1, |_| {}).await?;
     cluster.wait_leader(READY).await?;
-    let addr = cluster.endpoints()[0].clone();
+    let addr = cluster.nodes[&1].peer_addr.clone();
     let version = trireme_server::codec::FORMAT_VERSION;
 
     for status in send_raw(&addr, envelope(9, 70, b"whatever")).await? {
