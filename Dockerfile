@@ -6,11 +6,13 @@
 #     cargo build --release --target x86_64-unknown-linux-gnu ...
 FROM scratch
 COPY trireme-server trireme /usr/local/bin/
-# Listen on every interface of the container; data on a volume. Set
-# TRIREME_NODE_ID (or --node-id-from-hostname), TRIREME_ADVERTISE and
-# TRIREME_INITIAL_CLUSTER (or TRIREME_JOIN) per node.
+# Listen on every interface of the container (clients on 7420, peers on
+# 7421); data on a volume. Set TRIREME_NODE_ID (or --node-id-from-hostname),
+# TRIREME_ADVERTISE, TRIREME_PEER_ADVERTISE and TRIREME_INITIAL_CLUSTER (peer
+# addresses; or TRIREME_JOIN) per node.
 ENV TRIREME_LISTEN=0.0.0.0:7420 \
+    TRIREME_PEER_LISTEN=0.0.0.0:7421 \
     TRIREME_DATA_DIR=/data
 VOLUME ["/data"]
-EXPOSE 7420 9420
+EXPOSE 7420 7421 9420
 ENTRYPOINT ["/usr/local/bin/trireme-server"]

@@ -23,16 +23,19 @@ B=$BIN_DIR/trireme-server
 T=$BIN_DIR/trireme
 DIR=$(mktemp -d /tmp/trireme-bench.XXXXXX)
 PORTS=()
+PEERS=()
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 for i in 1 2 3; do
-  PORTS+=("$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')")
+  PORTS+=("$(free_port)")
+  PEERS+=("$(free_port)")
 done
-IC="1=127.0.0.1:${PORTS[0]},2=127.0.0.1:${PORTS[1]},3=127.0.0.1:${PORTS[2]}"
+IC="1=127.0.0.1:${PEERS[0]},2=127.0.0.1:${PEERS[1]},3=127.0.0.1:${PEERS[2]}"
 EP="127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 for i in 1 2 3; do
-  "$B" --node-id "$i" --listen "127.0.0.1:${PORTS[$((i-1))]}" --data-dir "$DIR/n$i" --initial-cluster "$IC" \
+  "$B" --node-id "$i" --listen "127.0.0.1:${PORTS[$((i-1))]}" --peer-listen "127.0.0.1:${PEERS[$((i-1))]}" --data-dir "$DIR/n$i" --initial-cluster "$IC" \
     >"$DIR/n$i.out" 2>"$DIR/n$i.log" &
   PIDS+=("$!")
 done

@@ -48,14 +48,26 @@ if sts and headless and pdbs:
     check("--node-id-from-hostname" in c.get("args", []), "node ids must come from the pod ordinal")
     env = {e["name"]: e.get("value") for e in c["env"]}
     check(env.get("TRIREME_LISTEN", "").startswith("0.0.0.0:"), "must listen on every interface")
+    check(env.get("TRIREME_PEER_LISTEN", "").startswith("0.0.0.0:"),
+          "the peer port must listen on every interface")
+    peer_port = (env.get("TRIREME_PEER_LISTEN") or ":").rsplit(":", 1)[1]
+    check(peer_port != (env.get("TRIREME_LISTEN") or ":").rsplit(":", 1)[1],
+          "the client and peer ports must differ")
     name, svc_name = sts["metadata"]["name"], svc["metadata"]["name"]
     check(env.get("TRIREME_ADVERTISE", "").startswith(f"$(POD_NAME).{svc_name}."),
           "advertise must be the pod's name under the headless Service")
+    check(env.get("TRIREME_PEER_ADVERTISE", "").startswith(f"$(POD_NAME).{svc_name}.")
+          and env.get("TRIREME_PEER_ADVERTISE", "").endswith(f":{peer_port}"),
+          "peer advertise must be the pod's name under the headless Service, on the peer port")
+    check(any(p.get("port") == int(peer_port or 0) for p in svc["spec"].get("ports", [])),
+          "the headless Service must expose the peer port")
     members = dict(m.split("=", 1) for m in env.get("TRIREME_INITIAL_CLUSTER", "").split(","))
     want = {str(i + 1): f"{name}-{i}.{svc_name}." for i in range(replicas)}
     check(set(members) == set(want), f"initial cluster ids {sorted(members)} != {sorted(want)}")
     for i, prefix in want.items():
         check(members.get(i, "").startswith(prefix), f"member {i} is not {prefix}...")
+        check(members.get(i, "").endswith(f":{peer_port}"),
+              f"member {i} must be named by its peer address (port {peer_port})")
     check(c["readinessProbe"].get("grpc", {}).get("port") == 7420, "readiness must use gRPC health on 7420")
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     claims = {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]}

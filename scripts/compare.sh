@@ -92,14 +92,16 @@ start_etcd() {
 
 start_trireme() {
   local ic="" i
-  local -a port
+  local -a port peer
   for i in 1 2 3; do
     port[i]=$(free_port)
-    ic+="${ic:+,}$i=127.0.0.1:${port[i]}"
+    peer[i]=$(free_port)
+    ic+="${ic:+,}$i=127.0.0.1:${peer[i]}"
   done
   EP=""
   for i in 1 2 3; do
-    "$SERVER" --node-id "$i" --listen "127.0.0.1:${port[i]}" --data-dir "$DIR/trireme$i" \
+    "$SERVER" --node-id "$i" --listen "127.0.0.1:${port[i]}" --peer-listen "127.0.0.1:${peer[i]}" \
+      --data-dir "$DIR/trireme$i" \
       --initial-cluster "$ic" >"$DIR/trireme$i.out" 2>"$DIR/trireme$i.log" &
     PIDS+=("$!")
     EP+="${EP:+,}127.0.0.1:${port[i]}"

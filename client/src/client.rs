@@ -382,14 +382,21 @@ impl Client {
         .await
     }
 
-    /// Adds node `node_id` at `address` to the cluster (as a learner; the
+    /// Adds node `node_id` at peer address `address` to the cluster (as a learner; the
     /// leader promotes it to voter once it has caught up).
     pub async fn join(&self, node_id: u64, address: impl Into<String>) -> Result<Members> {
         let address = address.into();
         self.call(OpKind::Write, |channel, timeout| {
             let address = address.clone();
             async move {
-                let request = with_timeout(proto::JoinRequest { node_id, address }, timeout);
+                let request = with_timeout(
+                    proto::JoinRequest {
+                        node_id,
+                        address,
+                        client_address: String::new(),
+                    },
+                    timeout,
+                );
                 let r = cluster(channel).join(request).await?.into_inner();
                 Ok(Members::from_proto(r.leader_id, r.members))
             }

@@ -223,8 +223,10 @@ impl ScanSpec {
 pub struct MemberStatus {
     /// The member's node id.
     pub id: u64,
-    /// The member's gRPC address.
+    /// The member's peer address (what the membership records).
     pub address: String,
+    /// The member's client address; empty when the reporting node does not know it yet.
+    pub client_address: String,
     /// "voter" or "learner".
     pub role: String,
     /// Whether the reporting node currently reaches it.
@@ -238,8 +240,10 @@ pub struct MemberStatus {
 pub struct NodeStatus {
     /// The node's id.
     pub node_id: u64,
-    /// The node's own gRPC address.
+    /// The node's own advertised peer address.
     pub address: String,
+    /// The node's own advertised client address.
+    pub client_address: String,
     /// Raft role: leader, follower, candidate, learner or shutdown.
     pub role: String,
     /// Galera-like state: SYNCED, JOINING, DONOR, JOINED, NON_PRIMARY.
@@ -301,6 +305,7 @@ impl From<proto::StatusResponse> for NodeStatus {
         NodeStatus {
             node_id: s.node_id,
             address: s.address,
+            client_address: s.client_address,
             role: s.role,
             state: s.state,
             state_reason: s.state_reason,
@@ -333,6 +338,7 @@ impl From<proto::StatusResponse> for NodeStatus {
                 .map(|m| MemberStatus {
                     id: m.id,
                     address: m.address,
+                    client_address: m.client_address,
                     role: m.role,
                     up: m.up,
                     stalled: m.stalled,
@@ -385,6 +391,7 @@ impl Members {
                 .map(|m| MemberStatus {
                     id: m.id,
                     address: m.address,
+                    client_address: m.client_address,
                     role: m.role,
                     up: m.up,
                     stalled: m.stalled,

@@ -30,13 +30,19 @@ use crate::txn::{Limits, NodeId};
 pub struct Config {
     /// This node's id: unique in the cluster, never reused, not 0.
     pub node_id: NodeId,
-    /// Address the gRPC port binds to (client, admin and peer services).
+    /// Address the client port binds to (Kv, Cluster admin, health, reflection).
     pub listen: String,
-    /// Address peers and clients use to reach this node; defaults to `listen`.
+    /// Address clients use to reach this node; defaults to `listen`.
     pub advertise: Option<String>,
+    /// Address the peer port binds to (Raft, Forward, ReadIndex, Ping, state
+    /// transfer, and admin requests a member forwards to the leader).
+    pub peer_listen: String,
+    /// Address peers use to reach this node (what `initial_cluster` and
+    /// `join` name, and the membership records); defaults to `peer_listen`.
+    pub peer_advertise: Option<String>,
     /// Directory holding the Raft log, the MVCC store and snapshots.
     pub data_dir: PathBuf,
-    /// The first members of a new cluster, by id. Ignored once the data
+    /// The first members of a new cluster, by id, at their peer addresses. Ignored once the data
     /// directory is initialized, so restarting with the same flags is harmless.
     /// Empty: a single-node cluster of this node.
     #[serde(
@@ -44,7 +50,7 @@ pub struct Config {
         deserialize_with = "members_from_table"
     )]
     pub initial_cluster: BTreeMap<NodeId, String>,
-    /// A member to join through (`--join`), for a node with a fresh data
+    /// A member's peer address to join through (`--join`), for a node with a fresh data
     /// directory: it is added as a learner, catches up, and is promoted.
     pub join: Option<String>,
     /// Evict a voter that has been down (or its apply stalled) this long, in
@@ -139,6 +145,8 @@ impl Default for Config {
             node_id: 1,
             listen: "127.0.0.1:7420".into(),
             advertise: None,
+            peer_listen: "127.0.0.1:7421".into(),
+            peer_advertise: None,
             data_dir: PathBuf::from("./trireme-data"),
             initial_cluster: BTreeMap::new(),
             join: None,
@@ -210,15 +218,20 @@ impl Config {
             .map_err(|e| Error::InvalidInput(format!("{from}: {e}")))
     }
 
-    /// The address peers and clients reach this node at.
+    /// The address clients reach this node at.
     pub fn advertise_addr(&self) -> &str {
         self.advertise.as_deref().unwrap_or(&self.listen)
     }
 
-    /// The first members: `initial_cluster`, or this node alone.
+    /// The address peers reach this node at.
+    pub fn peer_advertise_addr(&self) -> &str {
+        self.peer_advertise.as_deref().unwrap_or(&self.peer_listen)
+    }
+
+    /// The first members at their peer addresses: `initial_cluster`, or this node alone.
     pub fn initial_members(&self) -> BTreeMap<NodeId, String> {
         if self.initial_cluster.is_empty() {
-            BTreeMap::from([(self.node_id, self.advertise_addr().to_string())])
+            BTreeMap::from([(self.node_id, self.peer_advertise_addr().to_string())])
         } else {
             self.initial_cluster.clone()
         }
@@ -253,9 +266,16 @@ impl Config {
         if self.node_id == 0 {
             return bad("node_id must be at least 1".into());
         }
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+        for (key, addr) in [("listen", &self.listen), ("peer_listen", &self.peer_listen)] {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad(format!(
+                    "{key} {addr:?} is not HOST:PORT with an IP address"
+                ));
+            }
+        }
+        if self.listen == self.peer_listen && !self.listen.ends_with(":0") {
             return bad(format!(
-                "listen {:?} is not HOST:PORT with an IP address",
+                "listen and peer_listen are both {:?}: the client and peer ports must differ",
                 self.listen
             ));
         }
@@ -414,20 +434,26 @@ pub struct Overrides {
     /// This node's id (unique, not 0).
     #[arg(long, env = "TRIREME_NODE_ID")]
     pub node_id: Option<u64>,
-    /// Address to listen on for clients and peers (HOST:PORT; port 0 picks a free one).
+    /// Client port: Kv, Cluster admin, health (HOST:PORT; port 0 picks a free one; default 127.0.0.1:7420).
     #[arg(long, env = "TRIREME_LISTEN")]
     pub listen: Option<String>,
-    /// Address others reach this node at (default: the listen address).
+    /// Address clients reach this node at (default: the listen address).
     #[arg(long, env = "TRIREME_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Peer port: Raft, forwarding, pings (HOST:PORT; port 0 picks a free one; default 127.0.0.1:7421).
+    #[arg(long, env = "TRIREME_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    /// Address peers reach this node at (default: the peer listen address).
+    #[arg(long, env = "TRIREME_PEER_ADVERTISE")]
+    pub peer_advertise: Option<String>,
     /// Data directory.
     #[arg(long, env = "TRIREME_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// First members of a new cluster: ID=HOST:PORT,ID=HOST:PORT,... (ignored once initialized).
+    /// First members of a new cluster at their peer addresses: ID=HOST:PORT,... (ignored once initialized).
     #[arg(long, env = "TRIREME_INITIAL_CLUSTER", value_parser = parse_members_flag)]
     #[serde(serialize_with = "members_table")]
     pub initial_cluster: Option<BTreeMap<NodeId, String>>,
-    /// Join an existing cluster through any member (HOST:PORT), with a fresh data dir.
+    /// Join an existing cluster through any member's peer address (HOST:PORT), with a fresh data dir.
     #[arg(long, env = "TRIREME_JOIN")]
     pub join: Option<String>,
     /// Evict a voter that stays down (or stalled) this long, e.g. 30s; 0 = never (default).
@@ -538,7 +564,7 @@ mod tests {
         c.validate().expect("defaults valid");
         assert_eq!(
             c.initial_members(),
-            BTreeMap::from([(1, "127.0.0.1:7420".to_string())])
+            BTreeMap::from([(1, "127.0.0.1:7421".to_string())])
         );
     }
 
@@ -649,6 +675,8 @@ mod layers {
                 "--node-id=2",
                 "--listen=127.0.0.1:7002",
                 "--advertise=10.0.0.2:7002",
+                "--peer-listen=127.0.0.1:8002",
+                "--peer-advertise=10.0.0.2:8002",
                 "--data-dir=/tmp/d2",
                 "--initial-cluster=1=127.0.0.1:7001,2=127.0.0.1:7002",
                 "--evict-after=1m",
@@ -668,6 +696,8 @@ mod layers {
             node_id: 2,
             listen: "127.0.0.1:7002".into(),
             advertise: Some("10.0.0.2:7002".into()),
+            peer_listen: "127.0.0.1:8002".into(),
+            peer_advertise: Some("10.0.0.2:8002".into()),
             data_dir: PathBuf::from("/tmp/d2"),
             initial_cluster: BTreeMap::from([
                 (1, "127.0.0.1:7001".to_string()),

@@ -19,6 +19,7 @@ pub mod failpoints;
 pub mod group;
 pub mod metrics;
 pub mod node;
+pub mod ports;
 pub mod request_metrics;
 pub mod server;
 pub mod storage;

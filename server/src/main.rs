@@ -1,7 +1,7 @@
 //! `trireme-server`: one Trireme node.
 //!
-//! With no flags: a single-node cluster on 127.0.0.1:7420 with data in
-//! `./trireme-data`. Configuration: defaults < `--config FILE` (TOML) <
+//! With no flags: a single-node cluster serving clients on 127.0.0.1:7420
+//! and peers on 127.0.0.1:7421, with data in `./trireme-data`. Configuration: defaults < `--config FILE` (TOML) <
 //! `TRIREME_*` environment variables < flags.
 
 use std::path::PathBuf;
@@ -84,10 +84,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (listen, the client port)",
+                config.listen
+            )
+        })?;
     let local = listener.local_addr()?;
     if config.advertise.is_none() && config.listen.ends_with(":0") {
         config.advertise = Some(local.to_string());
+    }
+    let peer_listener = tokio::net::TcpListener::bind(&config.peer_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (peer_listen, the peer port)",
+                config.peer_listen
+            )
+        })?;
+    let peer_local = peer_listener.local_addr()?;
+    if config.peer_advertise.is_none() && config.peer_listen.ends_with(":0") {
+        config.peer_advertise = Some(peer_local.to_string());
     }
     let span = tracing::info_span!("node", id = config.node_id);
     let node = Node::start(config.clone())
@@ -104,14 +121,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let bound = trireme_server::metrics::start(&node, addr).await?;
         span.in_scope(|| tracing::info!(%bound, "serving metrics at /metrics"));
     }
-    // Tests and scripts read this line to learn the bound address.
+    // Tests and scripts read this line to learn the bound addresses.
     println!(
-        "trireme-server node {} listening on {} (data in {})",
+        "trireme-server node {} listening on {} peers on {} (data in {})",
         config.node_id,
         local,
+        peer_local,
         config.data_dir.display()
     );
-    span.in_scope(|| tracing::info!(%local, "serving"));
+    span.in_scope(|| tracing::info!(client = %local, peer = %peer_local, "serving"));
     // Serving goes on while the node drains (peers, status, health, and the
     // refusals that send clients elsewhere); it stops once the drain is done,
     // or at once on a second signal.
@@ -129,7 +147,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    trireme_server::server::serve(node.clone(), listener, drained)
+    trireme_server::server::serve(node.clone(), listener, peer_listener, drained)
         .instrument(span.clone())
         .await?;
     span.in_scope(|| tracing::info!("shutting down"));

@@ -1,8 +1,11 @@
-//! Serving a node over gRPC on a bound listener (or any stream of accepted
-//! connections) until shutdown.
+//! Serving a node over gRPC on its client and peer listeners (or any stream
+//! of accepted connections) until shutdown. Which methods each port serves
+//! is in [`crate::ports`].
 
 use std::future::Future;
 use std::sync::Arc;
+
+use futures::FutureExt;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -22,6 +25,7 @@ use crate::api::latency::LatencyLayer;
 use crate::api::raft::RaftService;
 use crate::error::{Error, Result};
 use crate::node::Node;
+use crate::ports::{Port, PortGuardLayer};
 
 /// Largest gRPC message sent to clients (a scan's answer), and the base of the
 /// peer limit; what a client may send follows `limits` (see
@@ -44,20 +48,49 @@ fn incoming(
     })
 }
 
-/// Serves the client, admin and peer services (and gRPC health) for `node` on
-/// `listener` until `shutdown` resolves; then stops accepting and drains.
+/// Serves the client and admin services (and gRPC health) for `node` on
+/// `client`, and the peer services on `peer`, until `shutdown` resolves; then
+/// both stop accepting and drain.
 pub async fn serve(
     node: Arc<Node>,
-    listener: TcpListener,
+    client: TcpListener,
+    peer: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    serve_incoming(node, incoming(listener), shutdown).await
+    let shutdown = shutdown.shared();
+    let client = serve_port(
+        node.clone(),
+        Port::Client,
+        incoming(client),
+        shutdown.clone(),
+    );
+    let peer = serve_port(node, Port::Peer, incoming(peer), shutdown);
+    tokio::try_join!(client, peer)?;
+    Ok(())
 }
 
-/// [`serve`] on any stream of accepted connections, e.g. a simulated
-/// network's listener wrapped to implement tonic's [`Connected`].
+/// Every service (client and peer) on one stream of accepted connections:
+/// for a simulated network's listener wrapped to implement tonic's
+/// [`Connected`], where one address per host is simpler. Real nodes use
+/// [`serve`], which keeps the two apart.
 pub async fn serve_incoming<I, IO, IE>(
     node: Arc<Node>,
+    incoming: I,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()>
+where
+    I: Stream<Item = std::result::Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_port(node, Port::Both, incoming, shutdown).await
+}
+
+/// The services of `port` on a stream of accepted connections; a method of
+/// the other port is refused by name ([`PortGuardLayer`]).
+pub async fn serve_port<I, IO, IE>(
+    node: Arc<Node>,
+    port: Port,
     incoming: I,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()>
@@ -93,29 +126,36 @@ where
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
-    Server::builder()
+    let mut router = Server::builder()
+        .layer(PortGuardLayer::new(port))
         .layer(AdmissionLayer::new(node.admission.clone()))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            LatencyLayer::new(move |method, elapsed, ok| {
-                timed.requests.observe(method, elapsed, ok)
-            })
-            .layer(
-                KvServer::new(KvService::new(node.clone()))
-                    .max_decoding_message_size(client_message_bytes)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            ),
-        )
-        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
-        .add_service(
+        .add_service(ClusterServer::new(ClusterService::new(node.clone())));
+    if port != Port::Peer {
+        router = router
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                LatencyLayer::new(move |method, elapsed, ok| {
+                    timed.requests.observe(method, elapsed, ok)
+                })
+                .layer(
+                    KvServer::new(KvService::new(node.clone()))
+                        .max_decoding_message_size(client_message_bytes)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES),
+                ),
+            );
+    }
+    if port != Port::Client {
+        router = router.add_service(
             RaftServer::new(RaftService::new(node.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES * 4)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES * 4),
-        )
+        );
+    }
+    router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Internal(format!("gRPC server: {e}")))

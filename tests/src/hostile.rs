@@ -1,6 +1,5 @@
-//! Crafted peer messages: what a hostile program that reaches a node's port
-//! can send on the Raft service (which shares the client port), and what
-//! each must get back. Used by `tests/hostile_peer.rs` and by the chaos
+//! Crafted peer messages: what a hostile program that reaches a node's peer
+//! port can send on the Raft service, and what each must get back. Used by `tests/hostile_peer.rs` and by the chaos
 //! tier's crafted-peer-message nemesis.
 //!
 //! `Forward` asks the leader to order write sets: every crafted one is

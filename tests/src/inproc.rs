@@ -15,8 +15,10 @@ use crate::harness::Harness;
 pub struct InProcNode {
     /// The running node.
     pub node: Arc<Node>,
-    /// Its address.
+    /// Its client address.
     pub addr: String,
+    /// Its peer address.
+    pub peer_addr: String,
     stop_tx: Option<oneshot::Sender<()>>,
     served: Option<tokio::task::JoinHandle<()>>,
 }
@@ -38,13 +40,21 @@ impl InProcCluster {
             .tempdir()?;
         let mut listeners = BTreeMap::new();
         for id in 1..=n {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            listeners.insert(id, l);
+            let client = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            listeners.insert(id, (client, peer));
         }
-        let members: BTreeMap<u64, String> = listeners
+        let addrs: BTreeMap<u64, (String, String)> = listeners
             .iter()
-            .map(|(id, l)| Ok((*id, l.local_addr()?.to_string())))
+            .map(|(id, (c, p))| {
+                Ok((
+                    *id,
+                    (c.local_addr()?.to_string(), p.local_addr()?.to_string()),
+                ))
+            })
             .collect::<Result<_>>()?;
+        let members: BTreeMap<u64, String> =
+            addrs.iter().map(|(id, (_, p))| (*id, p.clone())).collect();
         let mut cluster = InProcCluster {
             nodes: BTreeMap::new(),
             configs: BTreeMap::new(),
@@ -53,7 +63,8 @@ impl InProcCluster {
         for (id, listener) in listeners {
             let mut config = Config {
                 node_id: id,
-                listen: members[&id].clone(),
+                listen: addrs[&id].0.clone(),
+                peer_listen: addrs[&id].1.clone(),
                 data_dir: cluster.dir.path().join(format!("node{id}")),
                 initial_cluster: members.clone(),
                 // Generous for a loaded 2-core machine: a leader that misses a
@@ -72,14 +83,18 @@ impl InProcCluster {
         Ok(cluster)
     }
 
-    async fn launch(config: Config, listener: tokio::net::TcpListener) -> Result<InProcNode> {
+    async fn launch(
+        config: Config,
+        (listener, peer_listener): (tokio::net::TcpListener, tokio::net::TcpListener),
+    ) -> Result<InProcNode> {
         let addr = config.listen.clone();
+        let peer_addr = config.peer_listen.clone();
         let node = Node::start(config).await?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let served = tokio::spawn({
             let node = node.clone();
             async move {
-                let _ = trireme_server::server::serve(node, listener, async {
+                let _ = trireme_server::server::serve(node, listener, peer_listener, async {
                     let _ = stop_rx.await;
                 })
                 .await;
@@ -88,12 +103,13 @@ impl InProcCluster {
         Ok(InProcNode {
             node,
             addr,
+            peer_addr,
             stop_tx: Some(stop_tx),
             served: Some(served),
         })
     }
 
-    /// Every node's address, by id order.
+    /// Every node's client address, by id order.
     pub fn endpoints(&self) -> Vec<String> {
         self.configs.values().map(|c| c.listen.clone()).collect()
     }
@@ -173,8 +189,9 @@ impl Harness for InProcCluster {
             .get(&id)
             .ok_or_else(|| anyhow!("no node {id} in this cluster"))?
             .clone();
-        let listener = tokio::net::TcpListener::bind(&config.listen).await?;
-        let node = Self::launch(config, listener).await?;
+        let client = tokio::net::TcpListener::bind(&config.listen).await?;
+        let peer = tokio::net::TcpListener::bind(&config.peer_listen).await?;
+        let node = Self::launch(config, (client, peer)).await?;
         self.nodes.insert(id, node);
         Ok(())
     }

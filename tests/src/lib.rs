@@ -95,8 +95,10 @@ where
 pub struct NodeProc {
     /// Node id.
     pub id: u64,
-    /// Its `HOST:PORT`.
+    /// Its client `HOST:PORT`.
     pub addr: String,
+    /// Its peer `HOST:PORT` (what `--initial-cluster` and `--join` name).
+    pub peer_addr: String,
     /// Its data directory.
     pub data_dir: PathBuf,
     /// Where its stderr goes.
@@ -211,23 +213,28 @@ impl Cluster {
     /// Starts `n` nodes of a new cluster with `extra` flags for every node.
     pub fn start(n: usize, extra: &[&str]) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("trireme-test-").tempdir()?;
+        // (client, peer) addresses: the members are named by their peer addresses.
         let mut members = BTreeMap::new();
         for id in 1..=n as u64 {
-            members.insert(id, format!("127.0.0.1:{}", free_port()?));
+            let client = format!("127.0.0.1:{}", free_port()?);
+            let peer = format!("127.0.0.1:{}", free_port()?);
+            members.insert(id, (client, peer));
         }
         let spec = members
             .iter()
-            .map(|(id, a)| format!("{id}={a}"))
+            .map(|(id, (_, peer))| format!("{id}={peer}"))
             .collect::<Vec<_>>()
             .join(",");
         let mut nodes = Vec::new();
-        for (id, addr) in &members {
+        for (id, (addr, peer_addr)) in &members {
             let data_dir = dir.path().join(format!("node{id}"));
             let mut args = vec![
                 "--node-id".to_string(),
                 id.to_string(),
                 "--listen".into(),
                 addr.clone(),
+                "--peer-listen".into(),
+                peer_addr.clone(),
                 "--data-dir".into(),
                 data_dir.display().to_string(),
                 "--initial-cluster".into(),
@@ -237,6 +244,7 @@ impl Cluster {
             let mut node = NodeProc {
                 id: *id,
                 addr: addr.clone(),
+                peer_addr: peer_addr.clone(),
                 data_dir,
                 log: dir.path().join(format!("node{id}.log")),
                 child: None,
@@ -253,21 +261,25 @@ impl Cluster {
     pub fn join_node(&mut self, via: u64, extra: &[&str]) -> Result<u64> {
         let id = self.nodes.len() as u64 + 1;
         let addr = format!("127.0.0.1:{}", free_port()?);
+        let peer_addr = format!("127.0.0.1:{}", free_port()?);
         let data_dir = self.dir.path().join(format!("node{id}"));
         let mut args = vec![
             "--node-id".to_string(),
             id.to_string(),
             "--listen".into(),
             addr.clone(),
+            "--peer-listen".into(),
+            peer_addr.clone(),
             "--data-dir".into(),
             data_dir.display().to_string(),
             "--join".into(),
-            self.nodes[(via - 1) as usize].addr.clone(),
+            self.nodes[(via - 1) as usize].peer_addr.clone(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut node = NodeProc {
             id,
             addr,
+            peer_addr,
             data_dir,
             log: self.dir.path().join(format!("node{id}.log")),
             child: None,
@@ -283,7 +295,7 @@ impl Cluster {
         &mut self.nodes[(id - 1) as usize]
     }
 
-    /// Every node's address.
+    /// Every node's client address.
     pub fn endpoints(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }

@@ -1091,7 +1091,7 @@ impl Nemesis {
             }
         };
         for id in self.cluster.running() {
-            let addr = self.cluster.endpoint(id);
+            let addr = self.cluster.peer_endpoint(id);
             let (mut refused, mut unreachable) = (0, Vec::new());
             for m in &messages {
                 match crate::hostile::send(&addr, m).await {

@@ -53,6 +53,8 @@ pub const FIU_LIBS: [&str; 2] = [
 ];
 /// The port every node listens on inside its namespace.
 pub const NETNS_PORT: u16 = 7420;
+/// The peer port every node listens on in namespace mode.
+pub const NETNS_PEER_PORT: u16 = 7421;
 /// Where ownership of namespace tags is recorded (pid of the owning test process).
 const OWNER_DIR: &str = "/tmp/trireme-netns";
 
@@ -571,8 +573,10 @@ pub struct NetNode {
     pub id: u64,
     /// Its namespace, in namespace mode.
     pub ns: Option<String>,
-    /// The address it binds.
+    /// The client address it binds.
     pub listen: String,
+    /// The peer address it binds.
+    pub peer_listen: String,
     /// The address peers reach it at (its proxy in proxy mode).
     pub advertise: String,
     /// The address clients use.
@@ -774,29 +778,35 @@ impl NetCluster {
             mounts: Mutex::new(Vec::new()),
             dir,
         };
-        // (listen, advertise, endpoint) per node.
+        // (client listen, peer listen, peer advertise, client endpoint) per node.
         let mut addrs = Vec::new();
         match mode {
             NetMode::Netns => {
                 let net = net.take().expect("namespaces made above");
                 for id in 1..=n as u64 {
                     let a = format!("{}:{NETNS_PORT}", net.ip(id));
-                    addrs.push((a.clone(), a.clone(), a));
+                    let p = format!("{}:{NETNS_PEER_PORT}", net.ip(id));
+                    addrs.push((a.clone(), p.clone(), p, a));
                 }
                 cluster.net = Some(net);
             }
             NetMode::Proxy => {
+                // Only the peer port goes through the proxy: the links it
+                // cuts are between nodes; clients reach each node directly.
                 let mut upstreams = Vec::new();
+                let mut clients = Vec::new();
                 for id in 1..=n as u64 {
                     let port = free_port()?;
                     upstreams.push((id, SocketAddr::from(([127, 0, 0, 1], port))));
+                    clients.push(format!("127.0.0.1:{}", free_port()?));
                 }
                 let proxy = ProxyNet::start(&upstreams).await?;
-                for (id, up) in &upstreams {
+                for ((id, up), client) in upstreams.iter().zip(clients) {
                     addrs.push((
+                        client.clone(),
                         up.to_string(),
                         proxy.proxy_addr(*id).to_string(),
-                        up.to_string(),
+                        client,
                     ));
                 }
                 cluster.proxy = Some(proxy);
@@ -805,10 +815,10 @@ impl NetCluster {
         let spec = addrs
             .iter()
             .enumerate()
-            .map(|(i, (_, adv, _))| format!("{}={adv}", i + 1))
+            .map(|(i, (_, _, adv, _))| format!("{}={adv}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        for (i, (listen, advertise, endpoint)) in addrs.into_iter().enumerate() {
+        for (i, (listen, peer_listen, advertise, endpoint)) in addrs.into_iter().enumerate() {
             let id = i as u64 + 1;
             let root = cluster.dir.path();
             let fs_dir = match options.tmpfs_mib {
@@ -843,7 +853,9 @@ impl NetCluster {
                 id.to_string(),
                 "--listen".into(),
                 listen.clone(),
-                "--advertise".into(),
+                "--peer-listen".into(),
+                peer_listen.clone(),
+                "--peer-advertise".into(),
                 advertise.clone(),
                 "--data-dir".into(),
                 data_dir.display().to_string(),
@@ -889,6 +901,7 @@ impl NetCluster {
                 id,
                 ns: cluster.net.as_ref().map(|n| n.node_ns[i].clone()),
                 listen,
+                peer_listen,
                 advertise,
                 endpoint,
                 data_dir,
@@ -944,6 +957,11 @@ impl NetCluster {
     /// Node `id`'s client address.
     pub fn endpoint(&self, id: u64) -> String {
         self.node(id).endpoint.clone()
+    }
+
+    /// Node `id`'s peer port as bound (reached directly, not through a proxy).
+    pub fn peer_endpoint(&self, id: u64) -> String {
+        self.node(id).peer_listen.clone()
     }
 
     /// A client that talks to node `id` first and fails over to the others.

@@ -182,7 +182,10 @@ async fn scan_status_and_checksum() -> Result<()> {
             expect_code(&out, 0, "status --json")?;
             let s = json(&out)?;
             let members = s["members"].as_array().context("members")?;
-            let all_up = members.iter().all(|m| m["up"] == true);
+            // A peer's client address is known once it answered a ping.
+            let all_up = members
+                .iter()
+                .all(|m| m["up"] == true && m["client_address"] != "");
             Ok(all_up.then_some(s))
         })
         .await?;
@@ -200,14 +203,19 @@ async fn scan_status_and_checksum() -> Result<()> {
         let ids: Vec<u64> = members.iter().filter_map(|m| m["id"].as_u64()).collect();
         ensure!(ids == [1, 2, 3], "{s}");
         for m in members {
+            let n = &cluster.nodes[(m["id"].as_u64().context("id")? - 1) as usize];
             ensure!(
-                m["address"]
-                    .as_str()
-                    .is_some_and(|a| cluster.endpoints().iter().any(|e| e == a))
+                m["client_address"].as_str() == Some(n.addr.as_str())
+                    && m["address"].as_str() == Some(n.peer_addr.as_str())
                     && m["role"] == "voter",
                 "member {m}"
             );
         }
+        ensure!(
+            s["client_address"].as_str() == Some(node.addr.as_str())
+                && s["address"].as_str() == Some(node.peer_addr.as_str()),
+            "{s}"
+        );
     }
     // Every endpoint: a JSON array, one entry each.
     let out = cli(&cluster, 1, &["status", "--json"]).await?;

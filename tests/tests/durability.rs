@@ -34,7 +34,13 @@ async fn every_acknowledged_write_follows_an_fdatasync_of_the_log() -> Result<()
         .args(["-f", "-qq", "-y", "-e", "trace=fdatasync,fsync", "-o"])
         .arg(&trace_path)
         .arg(bin("trireme-server"))
-        .args(["--listen", &addr, "--data-dir"])
+        .args([
+            "--listen",
+            &addr,
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -274,7 +280,13 @@ async fn each_acknowledgement_is_sent_after_the_fdatasync_that_covers_it() -> Re
         ])
         .arg(&trace_path)
         .arg(bin("trireme-server"))
-        .args(["--listen", &addr, "--data-dir"])
+        .args([
+            "--listen",
+            &addr,
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

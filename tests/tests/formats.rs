@@ -211,7 +211,7 @@ fn envelope(version: u16, tag: u16, body: &[u8]) -> Vec<u8> {
 async fn peer_messages_in_a_newer_format_are_refused_naming_both_versions() -> Result<()> {
     let cluster = InProcCluster::start(1, |_| {}).await?;
     cluster.wait_leader(READY).await?;
-    let addr = cluster.endpoints()[0].clone();
+    let addr = cluster.nodes[&1].peer_addr.clone();
     let version = trireme_server::codec::FORMAT_VERSION;
 
     for status in send_raw(&addr, envelope(9, 70, b"whatever")).await? {
@@ -278,9 +278,11 @@ async fn start_on(
 )> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?.to_string();
+    let peer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let config = Config {
         node_id: 1,
         listen: addr.clone(),
+        peer_listen: peer_listener.local_addr()?.to_string(),
         data_dir: data_dir.to_path_buf(),
         snapshot_every_entries: 5,
         log_retain_entries: 2,
@@ -292,7 +294,7 @@ async fn start_on(
     tokio::spawn({
         let node = node.clone();
         async move {
-            let _ = trireme_server::server::serve(node, listener, async {
+            let _ = trireme_server::server::serve(node, listener, peer_listener, async {
                 let _ = stop_rx.await;
             })
             .await;

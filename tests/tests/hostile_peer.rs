@@ -5,12 +5,18 @@
 //! Each is refused as it must be, on the leader and on the followers; every
 //! node stays up and keeps serving; the data checksum and the verdict chain
 //! are unchanged and equal on every node (nothing was even certified), and
-//! no crafted key is readable anywhere.
+//! no crafted key is readable anywhere. Peer methods on the client port and
+//! client methods on the peer port are refused, naming the right port.
 
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use tonic::Code;
 use trireme_client::{Checksum, ReadConsistency, ScanSpec};
+use trireme_proto::v1 as pb;
+use trireme_proto::v1::cluster_client::ClusterClient;
+use trireme_proto::v1::kv_client::KvClient;
+use trireme_proto::v1::raft_client::RaftClient;
 use trireme_tests::hostile::{crafted, send, Answer, HOSTILE_PREFIX};
 use trireme_tests::Cluster;
 
@@ -43,7 +49,7 @@ async fn crafted_peer_messages_are_refused_and_change_nothing() -> Result<()> {
     let mut order = vec![leader];
     order.extend((1..=3u64).filter(|id| *id != leader));
     for id in order {
-        let addr = cluster.node(id).addr.clone();
+        let addr = cluster.node(id).peer_addr.clone();
         for m in &messages {
             let answer = send(&addr, m).await;
             ensure!(
@@ -53,6 +59,55 @@ async fn crafted_peer_messages_are_refused_and_change_nothing() -> Result<()> {
                 cluster.logs()
             );
         }
+    }
+
+    // The wrong port: a peer method on the client port, a client method on
+    // the peer port, each refused by name before any service sees it.
+    for id in 1..=3u64 {
+        let (client_addr, peer_addr) = {
+            let n = cluster.node(id);
+            (n.addr.clone(), n.peer_addr.clone())
+        };
+        let mut raft = RaftClient::connect(format!("http://{client_addr}")).await?;
+        let status = raft
+            .append_entries(messages[0].msg.clone())
+            .await
+            .expect_err("AppendEntries on the client port");
+        ensure!(
+            status.code() == Code::Unimplemented
+                && status.message().contains("/trireme.v1.Raft/AppendEntries")
+                && status.message().contains("peer port (peer_listen)"),
+            "node {id}: {status:?}"
+        );
+        let mut ping = ClusterClient::connect(format!("http://{client_addr}")).await?;
+        let status = ping
+            .ping(pb::PingRequest { from: 9 })
+            .await
+            .expect_err("Ping on the client port");
+        ensure!(
+            status.code() == Code::Unimplemented && status.message().contains("peer port"),
+            "node {id}: {status:?}"
+        );
+        let mut kv = KvClient::connect(format!("http://{peer_addr}")).await?;
+        let status = kv
+            .get(pb::GetRequest::default())
+            .await
+            .expect_err("Get on the peer port");
+        ensure!(
+            status.code() == Code::Unimplemented
+                && status.message().contains("/trireme.v1.Kv/Get")
+                && status.message().contains("client port (listen)"),
+            "node {id}: {status:?}"
+        );
+        let mut status_rpc = ClusterClient::connect(format!("http://{peer_addr}")).await?;
+        let status = status_rpc
+            .status(pb::StatusRequest {})
+            .await
+            .expect_err("Status on the peer port");
+        ensure!(
+            status.code() == Code::Unimplemented && status.message().contains("client port"),
+            "node {id}: {status:?}"
+        );
     }
 
     for id in 1..=3u64 {

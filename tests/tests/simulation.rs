@@ -253,6 +253,8 @@ fn node_config(index: usize, nodes: usize, election_timeout_ms: u64) -> Config {
         node_id: index as u64 + 1,
         listen: format!("0.0.0.0:{PORT}"),
         advertise: Some(format!("{}:{PORT}", node_name(index))),
+        // One port per simulated host serves both sides (`serve_incoming`).
+        peer_advertise: Some(format!("{}:{PORT}", node_name(index))),
         initial_cluster: (0..nodes)
             .map(|j| (j as u64 + 1, format!("{}:{PORT}", node_name(j))))
             .collect(),

@@ -101,7 +101,7 @@ fn free_port() -> Result<u16> {
         .map_err(|e| Error::Other(format!("cannot find a free port: {e}")))
 }
 
-/// Starts the nodes into `cluster`; returns their addresses.
+/// Starts the nodes into `cluster`; returns their client addresses.
 fn spawn_nodes(server: &Path, cluster: &mut DemoCluster) -> Result<Vec<String>> {
     let dir = cluster
         .dir
@@ -111,13 +111,17 @@ fn spawn_nodes(server: &Path, cluster: &mut DemoCluster) -> Result<Vec<String>> 
     let addrs = (0..NODES)
         .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
         .collect::<Result<Vec<_>>>()?;
-    let spec = addrs
+    let peer_addrs = (0..NODES)
+        .map(|_| free_port().map(|p| format!("127.0.0.1:{p}")))
+        .collect::<Result<Vec<_>>>()?;
+    // The members are named by their peer addresses.
+    let spec = peer_addrs
         .iter()
         .enumerate()
         .map(|(i, a)| format!("{}={a}", i + 1))
         .collect::<Vec<_>>()
         .join(",");
-    for (i, addr) in addrs.iter().enumerate() {
+    for (i, (addr, peer_addr)) in addrs.iter().zip(&peer_addrs).enumerate() {
         let id = i + 1;
         let log_path = dir.join(format!("node{id}.log"));
         let log = std::fs::File::create(&log_path)
@@ -128,6 +132,7 @@ fn spawn_nodes(server: &Path, cluster: &mut DemoCluster) -> Result<Vec<String>> 
         let mut command = Command::new(server);
         command
             .args(["--node-id", &id.to_string(), "--listen", addr])
+            .args(["--peer-listen", peer_addr])
             .arg("--data-dir")
             .arg(dir.join(format!("node{id}")))
             .args(["--initial-cluster", &spec])
@@ -141,7 +146,7 @@ fn spawn_nodes(server: &Path, cluster: &mut DemoCluster) -> Result<Vec<String>> 
             .spawn()
             .map_err(|e| Error::Other(format!("cannot start {}: {e}", server.display())))?;
         eprintln!(
-            "node {id}: pid {} at {addr}, log {}",
+            "node {id}: pid {} at {addr} (peers: {peer_addr}), log {}",
             child.id(),
             log_path.display()
         );

@@ -136,7 +136,7 @@ pub enum Command {
 pub struct JoinArgs {
     /// The new node's id (unique, never used before).
     pub node_id: u64,
-    /// The new node's HOST:PORT.
+    /// The new node's peer HOST:PORT (its `--peer-listen`/`--peer-advertise`).
     pub address: String,
 }
 

@@ -146,10 +146,11 @@ pub fn status_text(endpoint: &str, s: &NodeStatus) -> String {
         (h, []) => h.to_string(),
         (h, voters) => format!("{h} (no replication progress to {voters:?})"),
     };
-    let rows: [(&str, String); 18] = [
+    let rows: [(&str, String); 19] = [
         ("endpoint", endpoint.to_string()),
         ("node id", s.node_id.to_string()),
-        ("address", s.address.clone()),
+        ("client address", s.client_address.clone()),
+        ("peer address", s.address.clone()),
         ("role", s.role.clone()),
         ("state", state),
         ("cluster size", s.cluster_size.to_string()),
@@ -189,16 +190,33 @@ pub fn status_text(endpoint: &str, s: &NodeStatus) -> String {
     out
 }
 
-/// The members as a table: id, address, role, up.
+/// The members as a table: id, client address, peer address, role, up.
 pub fn members_table(members: &[trireme_client::MemberStatus]) -> String {
     let mut out = String::new();
+    let client = |m: &trireme_client::MemberStatus| {
+        if m.client_address.is_empty() {
+            "-".to_string()
+        } else {
+            m.client_address.clone()
+        }
+    };
+    let cwidth = members
+        .iter()
+        .map(|m| client(m).len())
+        .max()
+        .unwrap_or(0)
+        .max("CLIENT".len());
     let width = members
         .iter()
         .map(|m| m.address.len())
         .max()
         .unwrap_or(0)
-        .max("ADDRESS".len());
-    let _ = writeln!(out, "  {:<6} {:<width$}  {:<8} UP", "ID", "ADDRESS", "ROLE");
+        .max("PEER".len());
+    let _ = writeln!(
+        out,
+        "  {:<6} {:<cwidth$}  {:<width$}  {:<8} UP",
+        "ID", "CLIENT", "PEER", "ROLE"
+    );
     for m in members {
         let up = match (m.up, m.stalled) {
             (true, true) => "stalled",
@@ -207,8 +225,11 @@ pub fn members_table(members: &[trireme_client::MemberStatus]) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:<6} {:<width$}  {:<8} {up}",
-            m.id, m.address, m.role
+            "  {:<6} {:<cwidth$}  {:<width$}  {:<8} {up}",
+            m.id,
+            client(m),
+            m.address,
+            m.role
         );
     }
     out
@@ -253,7 +274,8 @@ mod tests {
     fn status_renders_members_and_the_leader() {
         let s = NodeStatus {
             node_id: 2,
-            address: "10.0.0.2:7420".into(),
+            address: "10.0.0.2:7421".into(),
+            client_address: "10.0.0.2:7420".into(),
             role: "follower".into(),
             state: "SYNCED".into(),
             leader_id: 0,
@@ -269,7 +291,8 @@ mod tests {
             batches_applied: 3,
             members: vec![MemberStatus {
                 id: 1,
-                address: "10.0.0.1:7420".into(),
+                address: "10.0.0.1:7421".into(),
+                client_address: "10.0.0.1:7420".into(),
                 role: "voter".into(),
                 up: false,
                 stalled: false,
@@ -293,7 +316,15 @@ mod tests {
             text.contains("cert failures    1 (write_conflict=1)"),
             "{text}"
         );
-        assert!(text.contains("10.0.0.1:7420") && text.contains(" no"));
+        assert!(
+            text.contains("  1      10.0.0.1:7420  10.0.0.1:7421  voter    no"),
+            "{text}"
+        );
+        assert!(
+            text.contains("client address   10.0.0.2:7420")
+                && text.contains("peer address     10.0.0.2:7421"),
+            "{text}"
+        );
         let v = status_json("n2:7420", &s);
         assert_eq!(v["node_id"], 2);
         assert_eq!(v["members"][0]["up"], false);

@@ -355,6 +355,7 @@ impl Cluster for MockNode {
                 role: "voter".into(),
                 up: true,
                 stalled: false,
+                client_address: String::new(),
             }],
             applied_seqno: seqno,
             committed_seqno: seqno,
@@ -398,6 +399,7 @@ impl Cluster for MockNode {
                 role: "learner".into(),
                 up: true,
                 stalled: false,
+                client_address: String::new(),
             }],
         }))
     }

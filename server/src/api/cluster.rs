@@ -60,7 +60,8 @@ impl Cluster for ClusterService {
             server_retries: stats.server_retries.load(Ordering::Relaxed),
             write_sets_applied: stats.commits.load(Ordering::Relaxed) + stats.cert_failures(),
             batches_applied: stats.batches.load(Ordering::Relaxed),
-            address: node.config.advertise_addr().to_string(),
+            address: node.config.peer_advertise_addr().to_string(),
+            client_address: node.config.advertise_addr().to_string(),
             cert_failures_by_reason: crate::certify::Abort::KINDS
                 .iter()
                 .zip(&stats.aborts)

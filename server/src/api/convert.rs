@@ -141,6 +141,7 @@ pub fn members(members: &[Member]) -> Vec<pb::Member> {
         .map(|m| pb::Member {
             id: m.id,
             address: m.address.clone(),
+            client_address: m.client_address.clone(),
             role: m.role.as_str().into(),
             up: m.up,
             stalled: m.stalled,
@@ -158,5 +159,6 @@ pub fn ping_response(a: PingAnswer) -> pb::PingResponse {
         members: members(&a.members),
         from_departed: a.from_departed,
         leader_with_quorum: a.leader_with_quorum,
+        client_address: a.client_address,
     }
 }

@@ -76,6 +76,8 @@ pub fn members(s: &Snapshot) -> Vec<Member> {
         .map(|(id, m)| Member {
             id: *id,
             address: m.address.clone(),
+            // Not a decision: filled in by `membership::members`.
+            client_address: String::new(),
             role: m.role,
             up: is_up(s, *id),
             stalled: is_stalled(s, *id),

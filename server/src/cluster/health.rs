@@ -40,6 +40,17 @@ impl Health {
         peers.iter().map(|(id, p)| (*id, p.contact)).collect()
     }
 
+    /// The client address `id` advertised in its last answer (empty or
+    /// unknown: `None`).
+    pub fn client_address(&self, id: NodeId) -> Option<String> {
+        let peers = self.peers.lock().expect("health lock");
+        peers
+            .get(&id)
+            .and_then(|p| p.view.as_ref())
+            .map(|v| v.client_address.clone())
+            .filter(|a| !a.is_empty())
+    }
+
     /// Every tracked peer's last answer.
     pub fn views(&self) -> Vec<PingAnswer> {
         let peers = self.peers.lock().expect("health lock");
@@ -122,5 +133,6 @@ pub fn answer(handle: &Handle, from: NodeId) -> PingAnswer {
         members: super::membership::members(handle),
         from_departed: handle.applied.is_departed(from),
         leader_with_quorum: handle.primary.is_leader_with_quorum(),
+        client_address: handle.config.advertise_addr().to_string(),
     }
 }

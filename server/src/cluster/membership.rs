@@ -11,9 +11,20 @@ use crate::error::{Error, Result};
 use crate::group::types::Request;
 use crate::txn::NodeId;
 
-/// The membership as `Member`s (role, and `up` from this node's failure detector).
+/// The membership as `Member`s (role, and `up` from this node's failure
+/// detector). `address` is the peer address the membership records; the
+/// client address is this node's own, or what a peer said in its last ping
+/// answer (empty until it answered once).
 pub fn members(handle: &Handle) -> Vec<Member> {
-    decide::members(&handle.snapshot())
+    let mut members = decide::members(&handle.snapshot());
+    for m in &mut members {
+        m.client_address = if m.id == handle.id() {
+            handle.config.advertise_addr().to_string()
+        } else {
+            handle.health.client_address(m.id).unwrap_or_default()
+        };
+    }
+    members
 }
 
 fn leader_addr(handle: &Handle) -> Result<(NodeId, String)> {
@@ -33,7 +44,7 @@ fn leader_addr(handle: &Handle) -> Result<(NodeId, String)> {
     Ok((leader, addr))
 }
 
-/// Adds node `id` at `addr` as a learner (the leader promotes it once caught
+/// Adds node `id` at peer address `addr` as a learner (the leader promotes it once caught
 /// up); returns the leader and the membership. Idempotent for a node already
 /// a member at the same address.
 pub async fn join(handle: &Handle, id: NodeId, addr: String) -> Result<(NodeId, Vec<Member>)> {
@@ -52,7 +63,7 @@ pub async fn join(handle: &Handle, id: NodeId, addr: String) -> Result<(NodeId, 
     }
     let (leader, leader_addr) = leader_addr(handle)?;
     if leader != handle.id() {
-        return rpc::join(handle, &leader_addr, id, addr).await;
+        return rpc::join(handle, &leader_addr, id, addr, String::new()).await;
     }
     let existing = {
         let metrics = handle.raft.metrics();
@@ -123,13 +134,14 @@ pub async fn leave(handle: &Handle, id: NodeId) -> Result<Vec<Member>> {
 }
 
 /// For a node started with `--join` on a fresh data directory: asks `target`
-/// to add it, retrying until it is added (or the node is dropped).
+/// (a member's peer address) to add it, retrying until it is added (or the node is dropped).
 pub async fn join_at_start(handle: std::sync::Weak<Handle>, target: String) {
     let mut logged = false;
     loop {
         let Some(h) = handle.upgrade() else { return };
-        let address = h.config.advertise_addr().to_string();
-        match rpc::join(&h, &target, h.id(), address).await {
+        let address = h.config.peer_advertise_addr().to_string();
+        let client_address = h.config.advertise_addr().to_string();
+        match rpc::join(&h, &target, h.id(), address, client_address).await {
             Ok((leader, _)) => {
                 tracing::info!(%target, leader, "joined the cluster as a learner");
                 return;
@@ -175,8 +187,9 @@ pub async fn rejoin_if_evicted(handle: &Handle) {
         leader = view.leader_id,
         "no longer a member (evicted?): asking to rejoin"
     );
-    let address = handle.config.advertise_addr().to_string();
-    if let Err(e) = rpc::join(handle, &addr, me, address).await {
+    let address = handle.config.peer_advertise_addr().to_string();
+    let client_address = handle.config.advertise_addr().to_string();
+    if let Err(e) = rpc::join(handle, &addr, me, address, client_address).await {
         tracing::warn!(error = %e, "rejoin failed; will retry");
     }
 }

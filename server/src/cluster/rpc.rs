@@ -38,6 +38,7 @@ fn ping_answer(resp: pb::PingResponse) -> std::result::Result<PingAnswer, String
         members: members(resp.members)?,
         from_departed: resp.from_departed,
         leader_with_quorum: resp.leader_with_quorum,
+        client_address: resp.client_address,
     })
 }
 
@@ -55,6 +56,7 @@ pub fn members(members: Vec<pb::Member>) -> std::result::Result<Vec<Member>, Str
             Ok(Member {
                 id: m.id,
                 address: m.address,
+                client_address: m.client_address,
                 role,
                 up: m.up,
                 stalled: m.stalled,
@@ -72,19 +74,22 @@ pub fn forward_err(s: tonic::Status) -> Error {
     }
 }
 
-/// Asks the node at `addr` to add node `id` at `address` as a learner;
-/// returns the leader it names and the membership it reports.
+/// Asks the node at peer address `addr` to add node `id` at peer address
+/// `address` (client address `client_address`, empty if unknown) as a
+/// learner; returns the leader it names and the membership it reports.
 pub async fn join(
     handle: &Handle,
     addr: &str,
     id: NodeId,
     address: String,
+    client_address: String,
 ) -> Result<(NodeId, Vec<Member>)> {
     let mut client = ClusterClient::new(handle.peers.channel(addr)?);
     let resp = client
         .join(pb::JoinRequest {
             node_id: id,
             address,
+            client_address,
         })
         .await
         .map_err(forward_err)?

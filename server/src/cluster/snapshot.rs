@@ -106,8 +106,11 @@ impl ClusterHealth {
 pub struct Member {
     /// Its node id.
     pub id: NodeId,
-    /// Its advertised address.
+    /// Its peer address (what the membership records).
     pub address: String,
+    /// Its client address: this node's own, or what the member said in its
+    /// last ping answer (empty until it answered once).
+    pub client_address: String,
     /// Voter or learner.
     pub role: Role,
     /// Answered within `down_after_ms` (this node always is).
@@ -133,6 +136,8 @@ pub struct PingAnswer {
     pub from_departed: bool,
     /// Whether it is the leader and has a quorum.
     pub leader_with_quorum: bool,
+    /// Its client address.
+    pub client_address: String,
 }
 
 /// What the failure detector knows about one peer: when it answered and
