@@ -22,6 +22,7 @@ pub mod node;
 pub mod server;
 pub mod storage;
 pub mod txn;
+pub mod watch;
 
 pub use config::Config;
 pub use error::{Error, Result};
