@@ -29,6 +29,9 @@ fn watch(client: &Client, prefix: &str, start: Option<u64>) -> Watch {
     ))
 }
 
+/// A change as the test expects it: seqno, key, new value, previous value.
+type Expected = (u64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Reads the watch until `want` events arrived (checking the messages'
 /// seqnos never go back), within the deadline.
 async fn collect(w: &mut Watch, want: usize, seen: &mut Vec<WatchEvent>) -> Result<u64> {
@@ -90,7 +93,7 @@ async fn a_prefix_watched_on_one_node_sees_every_write_of_the_others_in_order() 
 
     // Writes on nodes 1 and 3: puts, overwrites, deletes, and keys outside.
     let (c1, c3) = (cluster.client_only(1)?, cluster.client_only(3)?);
-    let mut expected: Vec<(u64, Vec<u8>, Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+    let mut expected: Vec<Expected> = Vec::new();
     let mut current: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for i in 0..40u32 {
         let client = if i % 2 == 0 { &c1 } else { &c3 };

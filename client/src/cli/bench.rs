@@ -394,6 +394,7 @@ mod tests {
             prefix: "b/".into(),
             txn: None,
             isolation: super::super::IsolationArg::Serializable,
+            idle_watchers: 0,
         };
         let reply = render(&stats, Duration::from_secs(2), &args, true);
         let v: serde_json::Value =
