@@ -647,6 +647,22 @@ impl Client {
         }))
     }
 
+    /// How many endpoints the client has.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.inner.nodes.len()
+    }
+
+    /// The index of the endpoint requests go to first.
+    pub(crate) fn current_index(&self) -> usize {
+        self.inner.current.load(Ordering::Relaxed) % self.inner.nodes.len()
+    }
+
+    /// Endpoint `i` (modulo the count): its name and channel.
+    pub(crate) fn endpoint_at(&self, i: usize) -> (String, Channel) {
+        let node = &self.inner.nodes[i % self.inner.nodes.len()];
+        (node.endpoint.clone(), node.channel.clone())
+    }
+
     /// Runs one request against one endpoint, without failover.
     async fn call_one<T, F, Fut>(&self, endpoint: &str, attempt: F) -> Result<T>
     where
@@ -703,7 +719,7 @@ fn with_timeout<T>(message: T, timeout: Duration) -> Request<T> {
     request
 }
 
-fn kv(channel: Channel) -> KvClient<Channel> {
+pub(crate) fn kv(channel: Channel) -> KvClient<Channel> {
     KvClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES)
 }
 

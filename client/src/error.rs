@@ -38,6 +38,15 @@ pub enum Error {
     /// The snapshot asked for is older than the node keeps: start again.
     #[error("snapshot too old: {0}")]
     SnapshotTooOld(String),
+    /// A watch asked for changes the node no longer keeps: changes at or
+    /// below `horizon` may be gone. Watch from `horizon + 1` or later.
+    #[error("{message}")]
+    Compacted {
+        /// The node's history horizon.
+        horizon: u64,
+        /// The server's explanation.
+        message: String,
+    },
     /// Anything else (a server bug, a protocol error, misuse of the API).
     #[error("{0}")]
     Other(String),
@@ -78,6 +87,7 @@ impl Error {
             Error::Unavailable(_) => "unavailable".into(),
             Error::Indeterminate(_) => "indeterminate".into(),
             Error::SnapshotTooOld(_) => "snapshot_too_old".into(),
+            Error::Compacted { .. } => "compacted".into(),
             Error::Other(_) => "other".into(),
         }
     }
@@ -165,6 +175,8 @@ pub(crate) fn classify(status: &Status, op: OpKind, endpoint: &str) -> Failure {
             Error::SnapshotTooOld(strip(&message, "snapshot too old: ")),
             false,
         ),
+        // A watch from below the node's history horizon.
+        Code::OutOfRange => fail(compacted(message), false),
         // The server answers CANCELLED when our grpc-timeout expired on its side.
         Code::DeadlineExceeded | Code::Cancelled => match op {
             // A lagging node may time out where another answers: reads move on.
@@ -197,6 +209,18 @@ pub(crate) fn timed_out(op: OpKind, endpoint: &str, timeout: Duration) -> Error 
             "{endpoint}: no answer within {timeout:?} (the request timeout); \
              the write may or may not have committed"
         )),
+    }
+}
+
+/// `OUT_OF_RANGE` "compacted at seqno N: ...": [`Error::Compacted`].
+fn compacted(message: String) -> Error {
+    let horizon = message
+        .strip_prefix("compacted at seqno ")
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    match horizon {
+        Some(horizon) => Error::Compacted { horizon, message },
+        None => Error::Other(format!("out of range: {message}")),
     }
 }
 

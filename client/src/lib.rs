@@ -34,6 +34,7 @@ mod client;
 mod error;
 mod txn;
 mod types;
+mod watch;
 
 pub use client::{Client, ClientOptions};
 pub use error::{Error, Result};
@@ -42,6 +43,7 @@ pub use types::{
     prefix_end, Checksum, ClusterConfig, Isolation, KeyRange, MemberStatus, Members, NodeStatus,
     ReadConsistency, ScanSpec, Versioned,
 };
+pub use watch::{WatchEvent, WatchMessage, WatchOptions, WatchTarget};
 
 /// The generated `trireme.v1` types, for callers of [`Client::commit`].
 pub use trireme_proto::v1 as proto;

@@ -24,6 +24,7 @@ pub mod request_metrics;
 pub mod server;
 pub mod storage;
 pub mod txn;
+pub mod watch;
 
 pub use config::Config;
 pub use error::{Error, Result};

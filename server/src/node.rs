@@ -703,3 +703,41 @@ async fn gc_loop(node: std::sync::Weak<Node>, gc_lock: Arc<tokio::sync::Mutex<()
         }
     }
 }
+
+/// What a watcher reads on this node: the store and its GC horizon.
+struct WatchHistory {
+    mvcc: Mvcc,
+    applied: Arc<Applied>,
+}
+
+impl crate::watch::History for WatchHistory {
+    fn mvcc(&self) -> &Mvcc {
+        &self.mvcc
+    }
+
+    fn horizon(&self) -> Seqno {
+        self.applied.horizon()
+    }
+}
+
+impl Node {
+    /// Starts a watch (see [`crate::watch`]); its messages arrive on the
+    /// receiver, and it stops when the receiver is dropped.
+    pub fn watch(
+        &self,
+        spec: crate::watch::WatchSpec,
+    ) -> tokio::sync::mpsc::Receiver<Result<crate::watch::Message, crate::watch::WatchError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let history = Arc::new(WatchHistory {
+            mvcc: self.mvcc.clone(),
+            applied: self.applied.clone(),
+        });
+        tokio::spawn(crate::watch::run(
+            self.applied.hub().clone(),
+            history,
+            spec,
+            tx,
+        ));
+        rx
+    }
+}

@@ -379,9 +379,11 @@ pub fn outcome_of(error: &trireme_client::Error, is_read: bool) -> OpKind {
         return OpKind::Fail;
     }
     match error {
-        E::Aborted { .. } | E::InvalidInput(_) | E::Unavailable(_) | E::SnapshotTooOld(_) => {
-            OpKind::Fail
-        }
+        E::Aborted { .. }
+        | E::InvalidInput(_)
+        | E::Unavailable(_)
+        | E::SnapshotTooOld(_)
+        | E::Compacted { .. } => OpKind::Fail,
         E::Indeterminate(_) | E::Other(_) => OpKind::Info,
     }
 }

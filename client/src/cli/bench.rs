@@ -101,6 +101,30 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
             )));
         }
     }
+    // Idle watchers on prefixes the workload never writes, held open for
+    // the whole run (they measure what watchers cost a write).
+    let mut idle = Vec::with_capacity(args.idle_watchers);
+    if args.idle_watchers > 0 {
+        let client = Client::with_options(
+            global.endpoints.clone(),
+            ClientOptions {
+                timeout: global.timeout,
+                ..ClientOptions::default()
+            },
+        )?;
+        for i in 0..args.idle_watchers {
+            let mut w = Box::pin(client.watch(
+                trireme_client::WatchTarget::Prefix(format!("idle-watch/{i}/").into_bytes()),
+                trireme_client::WatchOptions::default(),
+            ));
+            // The first message (the start notice) says the watch is registered.
+            match futures::StreamExt::next(&mut w).await {
+                Some(Ok(_)) => idle.push(w),
+                Some(Err(e)) => return Err(e),
+                None => return Err(Error::Other("a watch ended at once".into())),
+            }
+        }
+    }
     let start = Instant::now();
     let workload = Workload {
         keys: args.keys,
@@ -145,6 +169,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
         }
     }
     let elapsed = start.elapsed();
+    drop(idle);
     ticker.abort();
     progress.finish_and_clear();
     Ok(render(&total, elapsed, args, global.json))
@@ -369,6 +394,7 @@ mod tests {
             prefix: "b/".into(),
             txn: None,
             isolation: super::super::IsolationArg::Serializable,
+            idle_watchers: 0,
         };
         let reply = render(&stats, Duration::from_secs(2), &args, true);
         let v: serde_json::Value =

@@ -21,6 +21,7 @@ mod line;
 mod output;
 mod shell;
 mod txn;
+mod watch;
 
 use std::io::Write;
 use std::time::Duration;
@@ -123,12 +124,49 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run one transaction driven by commands on stdin, one per line.
     Txn(TxnArgs),
+    /// Print every change of a key, a prefix or a range as it happens, one
+    /// a line (`PUT <seqno> <key> <value>`, `DELETE <seqno> <key>`), in seqno
+    /// order; resumes on another endpoint without losing or repeating one.
+    Watch(WatchArgs),
     /// Interactive shell.
     Shell,
     /// Start a local 3-node cluster in a temporary directory and open the
     /// shell on it; on exit (or Ctrl-C) the nodes are stopped and the
     /// directory removed.
     Demo,
+}
+
+/// `watch KEY | --prefix P | --from A [--to B]`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// The key to watch.
+    #[arg(required_unless_present_any = ["prefix", "from"], conflicts_with_all = ["prefix", "from"])]
+    pub key: Option<String>,
+    /// Watch every key starting with P ("" for every key).
+    #[arg(long, value_name = "P", conflicts_with_all = ["from", "to"])]
+    pub prefix: Option<String>,
+    /// Watch the range from A (inclusive) ...
+    #[arg(long, value_name = "A")]
+    pub from: Option<String>,
+    /// ... to B (exclusive; default: unbounded).
+    #[arg(long, value_name = "B", requires = "from")]
+    pub to: Option<String>,
+    /// Start with the changes at seqno N (default: from now). Fails if the
+    /// node no longer keeps them ("compacted at seqno ...").
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub from_seqno: Option<u64>,
+    /// Also print each key's previous value.
+    #[arg(long)]
+    pub prev: bool,
+    /// Also print progress notifications (`PROGRESS <seqno>`).
+    #[arg(long)]
+    pub progress: bool,
+    /// How often the server sends progress when nothing changes (e.g. 1s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub progress_interval: Option<Duration>,
+    /// Exit after printing N changes.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
 }
 
 /// `join NODE_ID ADDRESS`.
@@ -312,6 +350,11 @@ pub struct BenchArgs {
     /// Isolation of the `--txn` transactions.
     #[arg(long, value_enum, default_value_t = IsolationArg::Serializable)]
     pub isolation: IsolationArg,
+    /// Hold this many watches open during the run, each on its own prefix
+    /// the workload never writes (`idle-watch/<i>/`), on the endpoints' first
+    /// node: what idle watchers cost the writes.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub idle_watchers: usize,
 }
 
 /// `txn` options.
@@ -352,6 +395,7 @@ pub fn exit_code(err: &Error) -> u8 {
         Error::InvalidInput(_)
         | Error::Indeterminate(_)
         | Error::SnapshotTooOld(_)
+        | Error::Compacted { .. }
         | Error::Other(_) => EXIT_OTHER,
     }
 }
@@ -403,6 +447,7 @@ pub fn run(cli: Cli) -> u8 {
         }
         Command::Bench(args) => report(runtime.block_on(bench::run(&global, &args))),
         Command::Txn(args) => txn::run(&runtime, &client, args.isolation.into(), json),
+        Command::Watch(args) => report(runtime.block_on(watch::run(&client, &args, json))),
         Command::Shell => shell::run(&runtime, &client, json),
         Command::Demo => demo::run(&runtime, json),
     }

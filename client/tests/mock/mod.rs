@@ -189,6 +189,15 @@ impl MockNode {
 
 #[tonic::async_trait]
 impl Kv for MockNode {
+    type WatchStream = tokio_stream::Empty<Result<proto::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        _request: Request<proto::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(Status::unimplemented("the mock node does not watch"))
+    }
+
     async fn begin(
         &self,
         request: Request<proto::BeginRequest>,

@@ -162,3 +162,83 @@ pub fn ping_response(a: PingAnswer) -> pb::PingResponse {
         client_address: a.client_address,
     }
 }
+
+/// The longest key, prefix or range bound a watch takes (bytes).
+const MAX_WATCH_KEY_BYTES: usize = 4096;
+
+/// The watch a request asks for.
+pub fn watch_spec(req: pb::WatchRequest) -> Result<crate::watch::WatchSpec> {
+    use crate::watch::Selector;
+    if req.key.len() > MAX_WATCH_KEY_BYTES || req.end.len() > MAX_WATCH_KEY_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "watch key or range bound over the limit of {MAX_WATCH_KEY_BYTES} bytes"
+        )));
+    }
+    let kind = pb::WatchKind::try_from(req.kind)
+        .map_err(|_| Error::InvalidInput(format!("unknown watch kind {}", req.kind)))?;
+    if kind != pb::WatchKind::WatchRange && !req.end.is_empty() {
+        return Err(Error::InvalidInput(
+            "a watch end bound needs kind WATCH_RANGE".into(),
+        ));
+    }
+    let selector = match kind {
+        pb::WatchKind::WatchKey => Selector::Key(req.key),
+        pb::WatchKind::WatchPrefix => Selector::Prefix(req.key),
+        pb::WatchKind::WatchRange => {
+            let end = (!req.end.is_empty()).then_some(req.end);
+            if end.as_ref().is_some_and(|e| e < &req.key) {
+                return Err(Error::InvalidInput(
+                    "watch range end is before its start".into(),
+                ));
+            }
+            Selector::Range(KeyRange {
+                start: req.key,
+                end,
+            })
+        }
+    };
+    let progress_ms = match req.progress_interval_ms {
+        0 => 5000,
+        ms if ms < 100 => {
+            return Err(Error::InvalidInput(format!(
+                "progress_interval_ms {ms} is under the minimum of 100"
+            )))
+        }
+        ms => ms,
+    };
+    Ok(crate::watch::WatchSpec {
+        selector,
+        start: (req.start_seqno > 0).then_some(req.start_seqno),
+        prev: req.prev_value,
+        progress: std::time::Duration::from_millis(progress_ms.into()),
+    })
+}
+
+/// A watch stream message on the wire.
+pub fn watch_response(msg: crate::watch::Message) -> pb::WatchResponse {
+    let progress = msg.changes.is_empty();
+    let events = msg
+        .changes
+        .into_iter()
+        .map(|c| {
+            let (has_prev, prev_version, prev_value) = match c.prev {
+                Some((v, value)) => (true, v, value),
+                None => (false, 0, Vec::new()),
+            };
+            pb::WatchEvent {
+                key: c.key,
+                put: c.value.is_some(),
+                value: c.value.unwrap_or_default(),
+                version: c.seqno,
+                has_prev,
+                prev_value,
+                prev_version,
+            }
+        })
+        .collect();
+    pb::WatchResponse {
+        events,
+        seqno: msg.seqno,
+        progress,
+    }
+}

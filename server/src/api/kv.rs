@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use trireme_proto::v1 as pb;
 use trireme_proto::v1::kv_server::Kv;
@@ -24,8 +25,30 @@ impl KvService {
 }
 
 /// Each call is timed by [`super::latency`], wrapped around the whole service.
+/// The stream of a `Watch` call.
+pub type WatchStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Kv for KvService {
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let spec = convert::watch_spec(req.into_inner()).map_err(to_status)?;
+        let rx = self.node.watch(spec);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
+            Ok(msg) => Ok(convert::watch_response(msg)),
+            Err(crate::watch::WatchError::Compacted { horizon }) => Err(Status::out_of_range(
+                crate::watch::WatchError::Compacted { horizon }.to_string(),
+            )),
+            Err(crate::watch::WatchError::Other(e)) => Err(to_status(e)),
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn begin(
         &self,
         req: Request<pb::BeginRequest>,

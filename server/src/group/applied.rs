@@ -57,6 +57,8 @@ pub struct Applied {
     params: Mutex<Option<super::params::ClusterParams>>,
     /// Apply counters.
     pub stats: ApplyStats,
+    /// The watchers of applied changes (see `crate::watch`).
+    hub: Arc<crate::watch::Hub>,
 }
 
 /// Forgets a waiter when dropped (see [`Applied::register_guarded`]).
@@ -83,7 +85,14 @@ impl Applied {
             params: Mutex::new(None),
             departed: Mutex::new(Default::default()),
             stats: ApplyStats::default(),
+            hub: Arc::new(crate::watch::Hub::new(seqno)),
         }
+    }
+
+    /// The watchers of applied changes: the state machine publishes every
+    /// applied run to it before moving the watermark.
+    pub fn hub(&self) -> &Arc<crate::watch::Hub> {
+        &self.hub
     }
 
     /// Whether node `id` left the cluster for good.

@@ -330,6 +330,8 @@ impl StateMachine {
         let mut ops: Vec<BatchOp> = Vec::new();
         // Ids applied earlier in this same run (not yet in the engine).
         let mut seen: BTreeMap<crate::txn::TxnId, Seqno> = BTreeMap::new();
+        // The committed changes, for watchers (collected only when there are any).
+        let mut changes = self.shared.hub().wants_events().then(Vec::new);
         for entry in entries {
             let seqno = entry.log_id.index;
             if let Some(prev) = self.applied_id {
@@ -380,6 +382,13 @@ impl StateMachine {
                                             Mutation::Delete { key } => (key, None),
                                         };
                                         ops.push(Mvcc::version_op(key, seqno, value.as_deref()));
+                                        if let Some(c) = changes.as_mut() {
+                                            c.push(crate::watch::Event {
+                                                seqno,
+                                                key: key.clone(),
+                                                value: value.clone(),
+                                            });
+                                        }
                                         pending.insert(key.clone(), (seqno, value));
                                     }
                                 }
@@ -414,6 +423,8 @@ impl StateMachine {
             self.recent.insert(id, seqno);
         }
         self.recent.trim(self.certifier.horizon(applied));
+        // In storage now: watchers may see it (before readers do, harmlessly).
+        self.shared.hub().publish(applied, changes);
         self.shared.advance(applied, self.chain);
         // Only the origin registered a waiter; elsewhere this finds none.
         for (id, outcome) in responses.iter().flat_map(|r| r.outcomes.iter()) {
@@ -603,6 +614,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.recent = RecentIds::new(last + 1);
         self.shared.set_departed(self.departed.clone());
         *self.snapshot.lock().expect("snapshot lock") = Some(stored);
+        // The store was replaced: watchers catch up from it again.
+        self.shared.hub().reset(last);
         self.shared
             .advance(self.applied_id.map_or(0, |l| l.index), self.chain);
         self.shared

@@ -46,6 +46,19 @@ pub struct Versioned {
     pub value: Value,
 }
 
+/// One change of a key: what a watch delivers (see [`Mvcc::history`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The seqno that wrote it: the key's new version.
+    pub seqno: Seqno,
+    /// The user key.
+    pub key: Key,
+    /// The new value, or `None` for a delete.
+    pub value: Option<Value>,
+    /// The previous version and value, when asked for and the key existed.
+    pub prev: Option<(Seqno, Value)>,
+}
+
 /// The MVCC layer over an [`Engine`].
 #[derive(Clone)]
 pub struct Mvcc {
@@ -187,6 +200,64 @@ impl Mvcc {
             true
         })?;
         Ok(found)
+    }
+
+    /// Every version in `range` written at a seqno in `(after, upto]`, as
+    /// (seqno, key, value or tombstone, previous version), sorted by seqno then
+    /// key: the change history a watch catches up from. The previous version
+    /// (`with_prev`) is the key's next older stored version when it is a value
+    /// (`None` for a tombstone or none). Complete only for seqnos above the
+    /// GC horizon; the caller checks it. The scan reads every version of the
+    /// range (key-major order), so its cost follows the range's size.
+    pub fn history(
+        &self,
+        range: &KeyRange,
+        after: Seqno,
+        upto: Seqno,
+        with_prev: bool,
+    ) -> Result<Vec<Change>> {
+        let start = keycode::range_start(&range.start);
+        let end = match &range.end {
+            Some(e) => keycode::range_start(e),
+            None => keycode::data_end(),
+        };
+        let mut out: Vec<Change> = Vec::new();
+        if end < start || upto <= after {
+            return Ok(out);
+        }
+        // The change whose previous version is the next entry of the same key.
+        let mut waiting: Option<usize> = None;
+        let mut bad = None;
+        self.engine.scan(&start, Some(&end), &mut |k, v| {
+            let (Some((key, seqno)), Some(value)) =
+                (keycode::decode_version_key(k), keycode::decode_value(v))
+            else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            if let Some(i) = waiting.take() {
+                if out[i].key == key {
+                    out[i].prev = value.map(|v| (seqno, v.to_vec()));
+                }
+            }
+            if seqno > after && seqno <= upto {
+                out.push(Change {
+                    seqno,
+                    key,
+                    value: value.map(<[u8]>::to_vec),
+                    prev: None,
+                });
+                if with_prev {
+                    waiting = Some(out.len() - 1);
+                }
+            }
+            true
+        })?;
+        if let Some(k) = bad {
+            return Err(Error::InvalidData(format!("undecodable MVCC entry {k:?}")));
+        }
+        out.sort_by(|a, b| (a.seqno, &a.key).cmp(&(b.seqno, &b.key)));
+        Ok(out)
     }
 
     /// The engine writes that store `value` (or a tombstone) as `key`'s version at `seqno`.
