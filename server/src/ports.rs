@@ -4,7 +4,8 @@
 //! listens twice: the client port (`listen`) serves `Kv`, the `Cluster`
 //! admin methods, gRPC health and reflection; the peer port (`peer_listen`)
 //! serves `Raft` (AppendEntries, Vote, InstallSnapshot, Forward, ReadIndex),
-//! `Cluster.Ping`, and the membership and configuration changes a member
+//! `Cluster.Ping` and `Cluster.Campaign` (a draining leader's hand-over),
+//! and the membership and configuration changes a member
 //! forwards to the leader (`Join` also comes from a node joining with
 //! `--join`, which names a peer address). A method called on the wrong port
 //! is refused by [`PortGuardLayer`] with UNIMPLEMENTED and a message naming
@@ -26,7 +27,10 @@ pub enum Port {
 }
 
 /// `Cluster` methods a member sends to another member's peer port.
-const PEER_CLUSTER_METHODS: [&str; 4] = ["Ping", "Join", "Leave", "SetConfig"];
+const PEER_CLUSTER_METHODS: [&str; 5] = ["Ping", "Campaign", "Join", "Leave", "SetConfig"];
+
+/// `Cluster` methods only members call: refused on the client port.
+const PEER_ONLY_CLUSTER_METHODS: [&str; 2] = ["Ping", "Campaign"];
 
 const RAFT: &str = "/trireme.v1.Raft/";
 const CLUSTER: &str = "/trireme.v1.Cluster/";
@@ -34,7 +38,10 @@ const CLUSTER: &str = "/trireme.v1.Cluster/";
 impl Port {
     /// Whether this port serves the gRPC method at `path` (`/pkg.Service/Method`).
     pub fn serves(self, path: &str) -> bool {
-        let peer_only = path.starts_with(RAFT) || path == "/trireme.v1.Cluster/Ping";
+        let peer_only = path.starts_with(RAFT)
+            || path
+                .strip_prefix(CLUSTER)
+                .is_some_and(|m| PEER_ONLY_CLUSTER_METHODS.contains(&m));
         let on_peer = path.starts_with(RAFT)
             || path
                 .strip_prefix(CLUSTER)
@@ -148,6 +155,8 @@ mod tests {
         let status = "/trireme.v1.Cluster/Status";
         let join = "/trireme.v1.Cluster/Join";
         let health = "/grpc.health.v1.Health/Check";
+        let campaign = "/trireme.v1.Cluster/Campaign";
+        assert!(Port::Peer.serves(campaign) && !Port::Client.serves(campaign));
         assert!(Port::Client.serves(kv) && Port::Client.serves(status));
         assert!(Port::Client.serves(join) && Port::Client.serves(health));
         assert!(!Port::Client.serves(append) && !Port::Client.serves(ping));
