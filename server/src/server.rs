@@ -11,11 +11,13 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 use tower::Layer;
+use trireme_proto::v1::backup_server::BackupServer;
 use trireme_proto::v1::cluster_server::ClusterServer;
 use trireme_proto::v1::kv_server::KvServer;
 use trireme_proto::v1::raft_server::RaftServer;
 
 use crate::admission::AdmissionLayer;
+use crate::api::backup::BackupService;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
 use crate::api::latency::LatencyLayer;
@@ -100,6 +102,7 @@ where
             ),
         )
         .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+        .add_service(BackupServer::new(BackupService::new(node.clone())))
         .add_service(
             RaftServer::new(RaftService::new(node.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES * 4)

@@ -18,6 +18,7 @@
 //! `api::cluster` still reads `cluster::membership` and `cluster::state`
 //! directly; the narrow node handle of issue 10 replaces that.
 
+pub mod backup;
 pub mod cluster;
 mod convert;
 pub mod kv;
