@@ -410,7 +410,8 @@ fn read_exact<R: Read>(inp: &mut Hashed<R>, buf: &mut [u8], what: &str) -> Resul
         }
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             Err(Error::InvalidData(format!(
-                "{what}: truncated: it ends within {} bytes after byte {}, before its end marker",
+                "{what}: truncated or corrupt: it ends within {} bytes after byte {}, before \
+             its end marker",
                 buf.len(),
                 inp.bytes
             )))
