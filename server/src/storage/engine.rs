@@ -236,7 +236,14 @@ impl Engine for SledEngine {
             &mut *self.tree.write().map_err(|_| lock_err())?,
             (tree, gen),
         );
-        self.db.drop_tree(tree_name(old))?;
+        // Removing every entry of the old tree takes a while and nothing
+        // waits for it (a restart drops what is left): in the background.
+        let db = self.db.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = db.drop_tree(tree_name(old)) {
+                tracing::warn!(error = %e, "dropping the replaced store tree");
+            }
+        });
         Ok(())
     }
 
