@@ -482,6 +482,58 @@ impl Client {
         .await
     }
 
+    /// Streams a backup of the store of `endpoint` (default: the first
+    /// configured endpoint, without failover: a backup is one node's store at
+    /// one seqno) into `out`, which receives the bytes of a backup file (see
+    /// `trireme snapshot`). The transfer as a whole has no deadline; each
+    /// chunk must arrive within the client's timeout. Returns the bytes written.
+    pub async fn save_backup(
+        &self,
+        endpoint: Option<&str>,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<u64> {
+        let wanted = match endpoint {
+            Some(e) => e.trim().to_string(),
+            None => self
+                .inner
+                .nodes
+                .first()
+                .map(|n| n.endpoint.clone())
+                .ok_or_else(|| Error::InvalidInput("no endpoint to back up".into()))?,
+        };
+        let channel = match self.inner.nodes.iter().find(|n| n.endpoint == wanted) {
+            Some(node) => node.channel.clone(),
+            None => (self.inner.connect.0)(configure(&wanted, &self.inner.options)?),
+        };
+        let timeout = self.inner.options.timeout;
+        let failed = |status: Status| classify(&status, OpKind::Read, &wanted).error;
+        let mut backup = trireme_proto::v1::backup_client::BackupClient::new(channel)
+            .max_decoding_message_size(MAX_DECODING_BYTES);
+        let mut stream = match tokio::time::timeout(
+            timeout,
+            backup.save(proto::SaveBackupRequest { chunk_bytes: 0 }),
+        )
+        .await
+        {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(failed(status)),
+            Err(_) => return Err(timed_out(OpKind::Read, &wanted, timeout)),
+        };
+        let mut written = 0u64;
+        loop {
+            match tokio::time::timeout(timeout, stream.message()).await {
+                Ok(Ok(Some(chunk))) => {
+                    out.write_all(&chunk.data)
+                        .map_err(|e| Error::Other(format!("writing the backup: {e}")))?;
+                    written += chunk.data.len() as u64;
+                }
+                Ok(Ok(None)) => return Ok(written),
+                Ok(Err(status)) => return Err(failed(status)),
+                Err(_) => return Err(timed_out(OpKind::Read, &wanted, timeout)),
+            }
+        }
+    }
+
     /// Starts a transaction: returns the snapshot seqno its reads use.
     pub(crate) async fn begin_snapshot(&self, consistency: ReadConsistency) -> Result<u64> {
         let request = proto::BeginRequest {

@@ -12,8 +12,9 @@
 //! - the tags inside the log's own payload ([`Request`]) are explicit too.
 //!
 //! What carries the envelope: every log record (entry, truncation, purge), the
-//! vote and committed files, snapshots (the state-transfer data and the file
-//! that keeps the last one), every metadata value in the store, and the payload
+//! vote and committed files, snapshot streams (state transfer, the kept
+//! snapshot and backup files: the envelope starts the stream and its header,
+//! records follow, see `group::snapshot`), every metadata value in the store, and the payload
 //! of every peer message (`RaftMessage.payload`, both directions).
 //!
 //! CAVEATS: openraft's own types (log ids, votes, memberships, entry payload
@@ -54,10 +55,16 @@ pub enum Tag {
     Vote = 4,
     /// The `committed` file.
     Committed = 5,
-    /// A state-transfer snapshot's data.
+    /// A state-transfer snapshot's data (first layout: one bincode value;
+    /// no longer written or read).
     SnapshotData = 16,
-    /// The file keeping the last snapshot (meta and data).
+    /// The file keeping the last snapshot (first layout; no longer written or read).
     SnapshotFile = 17,
+    /// A snapshot stream (state transfer, the kept snapshot, backup files):
+    /// this envelope starts the stream; see `group::snapshot`.
+    SnapshotStream = 18,
+    /// A snapshot stream's header.
+    SnapshotHeader = 19,
     /// Store metadata: the applied log id.
     MetaApplied = 32,
     /// Store metadata: the membership.
@@ -94,7 +101,7 @@ pub enum Tag {
 
 impl Tag {
     /// Every tag, for decoding.
-    const ALL: [Tag; 23] = [
+    const ALL: [Tag; 25] = [
         Tag::LogEntry,
         Tag::LogTruncate,
         Tag::LogPurge,
@@ -102,6 +109,8 @@ impl Tag {
         Tag::Committed,
         Tag::SnapshotData,
         Tag::SnapshotFile,
+        Tag::SnapshotStream,
+        Tag::SnapshotHeader,
         Tag::MetaApplied,
         Tag::MetaMembership,
         Tag::MetaChain,

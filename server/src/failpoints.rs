@@ -9,8 +9,8 @@
 //! - `crash-mid-certify`: some write sets of a run certified, nothing written.
 //! - `crash-after-certify`: every verdict decided, nothing written.
 //! - `crash-after-apply`: versions written, no client answered.
-//! - `crash-mid-snapshot-install`: a snapshot received and decoded, not yet written
-//!   (it is written in one atomic batch, so the old state must survive).
+//! - `crash-mid-snapshot-install`: a received snapshot partly written to the
+//!   staging store, not yet switched to (the old state must survive).
 
 /// Aborts the process here when the named failpoint is set to `return`.
 #[macro_export]

@@ -37,6 +37,12 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Seed this node's empty data dir from a backup file (`trireme snapshot
+    /// save`) and start it as the first node of a new cluster; the others
+    /// join it as usual. Refused, starting nothing, if the data dir is not
+    /// empty or the file is truncated or corrupt.
+    #[arg(long, value_name = "FILE")]
+    restore: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,16 +113,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.peer_advertise = Some(peer_local.to_string());
     }
     let span = tracing::info_span!("node", id = config.node_id);
-    let node = Node::start(config.clone())
-        .instrument(span.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "starting node {} with data in {}",
-                config.node_id,
-                config.data_dir.display()
-            )
-        })?;
+    let node = match &args.restore {
+        Some(file) => {
+            if config.join.is_some() || config.initial_cluster.len() > 1 {
+                anyhow::bail!(
+                    "--restore seeds the first node of a new cluster alone: give neither \
+                     --join nor --initial-cluster (the others join it)"
+                );
+            }
+            Node::start_restored(config.clone(), file)
+                .instrument(span.clone())
+                .await
+                .with_context(|| {
+                    format!(
+                        "restoring {} into {}",
+                        file.display(),
+                        config.data_dir.display()
+                    )
+                })?
+        }
+        None => Node::start(config.clone())
+            .instrument(span.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "starting node {} with data in {}",
+                    config.node_id,
+                    config.data_dir.display()
+                )
+            })?,
+    };
     if let Some(addr) = &config.metrics_listen {
         let bound = trireme_server::metrics::start(&node, addr).await?;
         span.in_scope(|| tracing::info!(%bound, "serving metrics at /metrics"));

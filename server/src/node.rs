@@ -141,7 +141,7 @@ pub struct Backend<LS = LogStore> {
 
 impl Backend<LogStore> {
     /// Opens (or creates) the data directory of `config`: the Raft log in
-    /// `raft-log/`, sled in `db/`, the last snapshot in `snapshot.bin`.
+    /// `raft-log/`, sled in `db/`, the last snapshot in `snapshot.data`.
     pub fn open(config: &Config) -> Result<Backend<LogStore>> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -158,7 +158,7 @@ impl Backend<LogStore> {
             engine: Arc::new(engine),
             log,
             log_stats,
-            snapshot_path: Some(dir.join("snapshot.bin")),
+            snapshot_path: Some(dir.join("snapshot.data")),
             peers: Peers::default(),
             blocking: Blocking::Pool,
             purge_fence: Some(purge_fence),
@@ -610,6 +610,131 @@ impl Node {
         report
     }
 
+    /// Streams a backup of the whole store at the applied seqno (a snapshot
+    /// stream, see [`crate::group::snapshot`]) in chunks of about
+    /// `chunk_bytes` to `tx`, without stopping writes and in bounded memory:
+    /// the store is iterated at that seqno, and garbage collection keeps what
+    /// it reads until the end. Returns what was written.
+    pub async fn backup(
+        &self,
+        chunk_bytes: usize,
+        tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+    ) -> Result<crate::group::snapshot::Summary> {
+        // The seqno and the replicated metadata at it: parameters are
+        // published before the watermark passes the entry that set them, so
+        // read until both agree.
+        let (at, chain, params, _pin) = loop {
+            let (at, chain) = self.applied.chain();
+            let pin = self.applied.pin(at);
+            let params = self.applied.params();
+            if at < self.applied.horizon() {
+                return Err(Error::Unavailable(
+                    "backup: the applied seqno fell below the GC horizon; retry".into(),
+                ));
+            }
+            if params.is_none_or(|p| p.since <= at) && self.applied.chain().0 == at {
+                break (at, chain, params, pin);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let metrics = self.raft.metrics().borrow().clone();
+        let header = crate::group::snapshot::SnapshotHeader {
+            seqno: at,
+            last_log_id: metrics.last_applied.filter(|l| l.index == at),
+            membership: (*metrics.membership_config).clone(),
+            snapshot_id: format!("backup-{at}"),
+            chain,
+            departed: Default::default(),
+            params,
+            created_unix_ms: crate::group::snapshot::now_unix_ms(),
+        };
+        let mvcc = self.mvcc.clone();
+        let generation = mvcc.generation();
+        // On the pool even under simulation: the writer blocks on the channel.
+        let summary = Blocking::run(Blocking::Pool, move || {
+            let out = ChunkWriter {
+                buf: Vec::with_capacity(chunk_bytes),
+                chunk_bytes,
+                tx,
+            };
+            let (out, summary) =
+                crate::group::state_machine::write_stream(&mvcc, &header, out)?;
+            drop(out);
+            if mvcc.generation() != generation {
+                return Err(Error::Unavailable(
+                    "backup: a state transfer replaced this node's store while it was read; retry"
+                        .into(),
+                ));
+            }
+            Ok(summary)
+        })
+        .await??;
+        tracing::info!(
+            seqno = at,
+            keys = summary.keys,
+            bytes = summary.bytes,
+            "backup streamed"
+        );
+        Ok(summary)
+    }
+
+    /// Seeds the fresh data directory of `config` from the backup file
+    /// `path` (see [`StateMachine::restore`]), then starts the node on it.
+    /// Refuses, creating nothing, a data directory that is not empty or a
+    /// file that is truncated or corrupt.
+    pub async fn start_restored(config: Config, path: &std::path::Path) -> Result<Arc<Node>> {
+        config.validate()?;
+        let backend = Self::restore(&config, path)?;
+        Self::start_with(config, backend).await
+    }
+
+    /// The store part of [`Node::start_restored`]: returns the opened backend.
+    fn restore(config: &Config, path: &std::path::Path) -> Result<Backend<LogStore>> {
+        let dir = &config.data_dir;
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::InvalidInput(format!(
+                "--restore: the data dir {} is not empty (already initialized?): a restore \
+                 seeds the first node of a new cluster into an empty or missing directory",
+                dir.display()
+            )));
+        }
+        // Verified in full before anything is created.
+        let (header, summary) = crate::group::snapshot::verify_file(path)?;
+        let created = !dir.exists();
+        let res = (|| -> Result<Backend<LogStore>> {
+            let backend = Backend::open(config)?;
+            let mvcc = Mvcc::new(backend.engine.clone());
+            StateMachine::restore(&mvcc, path, config.node_id, config.advertise_addr())?;
+            Ok(backend)
+        })();
+        let backend = match res {
+            Ok(backend) => backend,
+            Err(e) => {
+                if created {
+                    let _ = std::fs::remove_dir_all(dir);
+                } else if let Ok(entries) = std::fs::read_dir(dir) {
+                    for entry in entries.flatten() {
+                        let p = entry.path();
+                        let _ = if p.is_dir() {
+                            std::fs::remove_dir_all(&p)
+                        } else {
+                            std::fs::remove_file(&p)
+                        };
+                    }
+                }
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            seqno = header.seqno,
+            keys = summary.keys,
+            checksum = summary.checksum,
+            "restored the store from {}",
+            path.display()
+        );
+        Ok(backend)
+    }
+
     /// Stops Raft (pending requests fail as unavailable) and syncs the store.
     pub async fn shutdown(&self) -> Result<()> {
         self.raft
@@ -618,6 +743,42 @@ impl Node {
             .map_err(|e| Error::Internal(format!("raft shutdown: {e}")))?;
         let mvcc = self.mvcc.clone();
         Blocking::run(self.blocking, move || mvcc.sync()).await?
+    }
+}
+
+/// A `Write` that sends what is written in chunks (a backup being streamed).
+struct ChunkWriter {
+    buf: Vec<u8>,
+    chunk_bytes: usize,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(self.chunk_bytes));
+        self.tx.blocking_send(chunk).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "backup: the client went away",
+            )
+        })
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= self.chunk_bytes {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
     }
 }
 
@@ -686,7 +847,11 @@ async fn gc_loop(node: std::sync::Weak<Node>, gc_lock: Arc<tokio::sync::Mutex<()
         let Some(n) = node.upgrade() else { return };
         // The seqno first: parameters set at or below it are already published.
         let applied = n.applied.seqno();
-        let horizon = n.applied.certifier().horizon(applied);
+        let mut horizon = n.applied.certifier().horizon(applied);
+        // A backup in progress reads at its seqno: keep what it sees.
+        if let Some(pin) = n.applied.min_pin() {
+            horizon = horizon.min(pin);
+        }
         if horizon <= n.applied.horizon() {
             continue;
         }

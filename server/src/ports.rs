@@ -2,7 +2,7 @@
 //!
 //! Like etcd's client and peer URLs (and Galera's 3306 and 4567), a node
 //! listens twice: the client port (`listen`) serves `Kv`, the `Cluster`
-//! admin methods, gRPC health and reflection; the peer port (`peer_listen`)
+//! admin methods, `Backup`, gRPC health and reflection; the peer port (`peer_listen`)
 //! serves `Raft` (AppendEntries, Vote, InstallSnapshot, Forward, ReadIndex),
 //! `Cluster.Ping` and `Cluster.Campaign` (a draining leader's hand-over),
 //! and the membership and configuration changes a member

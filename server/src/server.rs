@@ -14,11 +14,13 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 use tower::Layer;
+use trireme_proto::v1::backup_server::BackupServer;
 use trireme_proto::v1::cluster_server::ClusterServer;
 use trireme_proto::v1::kv_server::KvServer;
 use trireme_proto::v1::raft_server::RaftServer;
 
 use crate::admission::AdmissionLayer;
+use crate::api::backup::BackupService;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
 use crate::api::latency::LatencyLayer;
@@ -137,6 +139,7 @@ where
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
+            .add_service(BackupServer::new(BackupService::new(node.clone())))
             .add_service(
                 LatencyLayer::new(move |method, elapsed, ok| {
                     timed.requests.observe(method, elapsed, ok)

@@ -256,6 +256,40 @@ impl Cluster {
         Ok(Cluster { nodes, dir })
     }
 
+    /// Starts node 1 of a new cluster seeded from the backup `file`
+    /// (`trireme-server --restore FILE`), alone: the others join it with
+    /// [`Cluster::join_node`]. Later restarts run without `--restore`.
+    pub fn start_restored(file: &Path, extra: &[&str]) -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("trireme-test-").tempdir()?;
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let data_dir = dir.path().join("node1");
+        let mut args = vec![
+            "--node-id".to_string(),
+            "1".into(),
+            "--listen".into(),
+            addr.clone(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut node = NodeProc {
+            id: 1,
+            addr,
+            data_dir,
+            log: dir.path().join("node1.log"),
+            child: None,
+            args: args.clone(),
+        };
+        node.args
+            .extend(["--restore".to_string(), file.display().to_string()]);
+        node.spawn()?;
+        node.args = args;
+        Ok(Cluster {
+            nodes: vec![node],
+            dir,
+        })
+    }
+
     /// Starts a new node `id` (the next one: ids are positions) that joins
     /// the cluster through node `via`, with `extra` flags.
     pub fn join_node(&mut self, via: u64, extra: &[&str]) -> Result<u64> {

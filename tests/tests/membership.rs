@@ -155,6 +155,12 @@ async fn grow_three_to_five_under_load_by_replay_and_by_snapshot() -> Result<()>
     ensure!(s5.state == "SYNCED", "node 5 state {}", s5.state);
     let c5 = cluster.client_only(n5)?.checksum().await?;
     ensure!(c5.keys >= 100_000, "node 5 has the data: {} keys", c5.keys);
+    // The snapshot it got (kept as its own) came in many 1 MiB chunks.
+    let got = std::fs::metadata(cluster.nodes[4].data_dir.join("snapshot.data"))?.len();
+    ensure!(
+        got > 8 << 20,
+        "node 5's snapshot is {got} bytes: not a multi-chunk transfer"
+    );
     Ok(())
 }
 
@@ -412,4 +418,104 @@ async fn http_get(addr: &str) -> Result<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
     Ok(out)
+}
+
+/// Peak resident memory of `pid` (VmHWM) in MiB.
+fn peak_rss_mib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmHWM")?;
+    Ok(kb / 1024)
+}
+
+/// The measurement behind BENCHMARKS.md "State transfer at size": a node
+/// joins a one-node cluster holding `TRIREME_JOIN_KEYS` (default 1,000,000)
+/// keys of 1 KiB, by snapshot; prints the donor's and joiner's peak RSS
+/// during the transfer and the time to SYNCED. Run by hand:
+/// `cargo test --release -p trireme-tests --test membership -- --ignored --nocapture join_onto`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (1 GB of data, minutes): run by hand"]
+async fn join_onto_a_large_store_measure() -> Result<()> {
+    let keys: usize = std::env::var("TRIREME_JOIN_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    // One snapshot near the end of the load; the joiner needs it.
+    let every = (keys / 1000).saturating_sub(50).max(10).to_string();
+    let flags = [
+        "--snapshot-every-entries",
+        every.as_str(),
+        "--log-retain-entries",
+        "10",
+    ];
+    let mut cluster = Cluster::start(1, &flags)?;
+    cluster.wait_leader(&[1], READY).await?;
+    let client = cluster.client(1)?;
+    let load = Instant::now();
+    let value = vec![b'v'; 1024];
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(1000) {
+        let mutations: Vec<Mutation> = chunk
+            .iter()
+            .map(|i| Mutation {
+                key: format!("big/{i:08}").into_bytes(),
+                value: value.clone(),
+                delete: false,
+            })
+            .collect();
+        client
+            .commit(CommitRequest {
+                mutations,
+                ..Default::default()
+            })
+            .await?;
+    }
+    println!("loaded {keys} keys of 1 KiB in {:?}", load.elapsed());
+    wait_for(
+        "a snapshot covering the load",
+        Duration::from_secs(600),
+        || async {
+            let s = cluster.status(1).await?;
+            Ok((s.log_first_index > 1).then_some(()))
+        },
+    )
+    .await?;
+    let donor = cluster.nodes[0].pid().context("donor pid")?;
+    println!(
+        "donor peak RSS after the load: {} MiB",
+        peak_rss_mib(donor)?
+    );
+    // Reset the donor's peak: what follows is the transfer.
+    std::fs::write(format!("/proc/{donor}/clear_refs"), "5")?;
+    let start = Instant::now();
+    let joiner = cluster.join_node(1, &flags)?;
+    let joiner_pid = cluster.nodes[1].pid().context("joiner pid")?;
+    let mut joiner_peak = 0;
+    let mut donor_peak = 0;
+    wait_for("the joiner to be SYNCED", Duration::from_secs(900), || {
+        joiner_peak = joiner_peak.max(peak_rss_mib(joiner_pid).unwrap_or(0));
+        donor_peak = donor_peak.max(peak_rss_mib(donor).unwrap_or(0));
+        let cluster = &cluster;
+        async move {
+            let s = cluster.status(joiner).await?;
+            Ok((s.state == "SYNCED" && s.snapshots_received >= 1).then_some(()))
+        }
+    })
+    .await
+    .with_context(|| cluster.logs())?;
+    let synced = start.elapsed();
+    joiner_peak = joiner_peak.max(peak_rss_mib(joiner_pid)?);
+    donor_peak = donor_peak.max(peak_rss_mib(donor)?);
+    let c = cluster
+        .wait_converged(&[1, 2], Duration::from_secs(300))
+        .await?;
+    let snapshot = std::fs::metadata(cluster.nodes[1].data_dir.join("snapshot.data"))?.len();
+    println!(
+        "join onto {keys} keys x 1 KiB: SYNCED after {synced:?}; snapshot {} MiB; peak RSS \
+         donor {donor_peak} MiB, joiner {joiner_peak} MiB; converged, checksum {c:#x}",
+        snapshot >> 20
+    );
+    Ok(())
 }

@@ -242,6 +242,36 @@ impl Engine for SimEngine {
     fn size_on_disk(&self) -> u64 {
         self.view().size_on_disk()
     }
+
+    // Staging lives in the view: a crash (a fresh view) loses it, as a
+    // real crash before the switch does.
+    fn stage(&self, batch: Vec<BatchOp>) -> trireme_server::Result<()> {
+        self.view().stage(batch)
+    }
+
+    fn commit_staged(&self) -> trireme_server::Result<()> {
+        let mut st = self.0.lock().unwrap();
+        st.view.commit_staged()?;
+        // The switch is durable, and with it everything before it.
+        st.unsynced.clear();
+        let durable = MemoryEngine::new();
+        let mut all = Vec::new();
+        st.view.scan(&[], None, &mut |k, v| {
+            all.push((k.to_vec(), Some(v.to_vec())));
+            true
+        })?;
+        durable.apply(all)?;
+        st.durable = durable;
+        Ok(())
+    }
+
+    fn discard_staged(&self) -> trireme_server::Result<()> {
+        self.view().discard_staged()
+    }
+
+    fn generation(&self) -> u64 {
+        self.view().generation()
+    }
 }
 
 fn node_name(i: usize) -> String {

@@ -20,6 +20,7 @@ mod kv;
 mod line;
 mod output;
 mod shell;
+mod snapshot;
 mod txn;
 mod watch;
 
@@ -130,6 +131,9 @@ pub enum Command {
     Watch(WatchArgs),
     /// Interactive shell.
     Shell,
+    /// Backups: save a consistent snapshot of the whole store, or check one.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Start a local 3-node cluster in a temporary directory and open the
     /// shell on it; on exit (or Ctrl-C) the nodes are stopped and the
     /// directory removed.
@@ -189,6 +193,22 @@ pub enum ConfigCommand {
         name: String,
         /// Its new value.
         value: String,
+    },
+}
+
+/// `snapshot save FILE` / `snapshot status FILE`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream the store of the first endpoint at its applied seqno into FILE
+    /// (while writes go on), verify it, and print its seqno, keys and checksum.
+    Save {
+        /// The backup file to write (must not exist).
+        file: std::path::PathBuf,
+    },
+    /// Verify a backup file and print its seqno, keys and checksum.
+    Status {
+        /// The backup file.
+        file: std::path::PathBuf,
     },
 }
 
@@ -449,6 +469,12 @@ pub fn run(cli: Cli) -> u8 {
         Command::Txn(args) => txn::run(&runtime, &client, args.isolation.into(), json),
         Command::Watch(args) => report(runtime.block_on(watch::run(&client, &args, json))),
         Command::Shell => shell::run(&runtime, &client, json),
+        Command::Snapshot(SnapshotCommand::Save { file }) => {
+            report(runtime.block_on(snapshot::save(&client, &file, json)))
+        }
+        Command::Snapshot(SnapshotCommand::Status { file }) => {
+            report(snapshot::status(&file, json))
+        }
         Command::Demo => demo::run(&runtime, json),
     }
 }

@@ -20,6 +20,7 @@
 //! `NodeState` and `Role` into protobuf here (`convert`); the narrower node
 //! handle of issue 10 is still to come.
 
+pub mod backup;
 pub mod cluster;
 mod convert;
 pub mod kv;

@@ -55,10 +55,32 @@ pub struct Applied {
     horizon: AtomicU64,
     /// The replicated cluster parameters (`None`: not bootstrapped yet).
     params: Mutex<Option<super::params::ClusterParams>>,
+    /// Seqnos long reads (backups) still read at: garbage collection keeps
+    /// what they see (seqno -> readers).
+    pins: Mutex<std::collections::BTreeMap<Seqno, usize>>,
     /// Apply counters.
     pub stats: ApplyStats,
     /// The watchers of applied changes (see `crate::watch`).
     hub: Arc<crate::watch::Hub>,
+}
+
+/// Unpins a seqno when dropped (see [`Applied::pin`]).
+#[derive(Debug)]
+pub struct PinGuard {
+    applied: Arc<Applied>,
+    seqno: Seqno,
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        let mut pins = self.applied.pins.lock().expect("pins lock");
+        if let Some(n) = pins.get_mut(&self.seqno) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.seqno);
+            }
+        }
+    }
 }
 
 /// Forgets a waiter when dropped (see [`Applied::register_guarded`]).
@@ -83,6 +105,7 @@ impl Applied {
             waiters: Mutex::new(HashMap::new()),
             horizon: AtomicU64::new(0),
             params: Mutex::new(None),
+            pins: Mutex::new(Default::default()),
             departed: Mutex::new(Default::default()),
             stats: ApplyStats::default(),
             hub: Arc::new(crate::watch::Hub::new(seqno)),
@@ -123,6 +146,26 @@ impl Applied {
     /// advances the watermark past the entry that set them).
     pub fn set_params(&self, params: Option<super::params::ClusterParams>) {
         *self.params.lock().expect("params lock") = params;
+    }
+
+    /// Keeps garbage collection from removing what a read at `seqno` sees
+    /// until the guard is dropped.
+    pub fn pin(self: &Arc<Self>, seqno: Seqno) -> PinGuard {
+        *self
+            .pins
+            .lock()
+            .expect("pins lock")
+            .entry(seqno)
+            .or_default() += 1;
+        PinGuard {
+            applied: self.clone(),
+            seqno,
+        }
+    }
+
+    /// The lowest pinned seqno, if any.
+    pub fn min_pin(&self) -> Option<Seqno> {
+        self.pins.lock().expect("pins lock").keys().next().copied()
     }
 
     /// The oldest snapshot this node can still read at.

@@ -14,6 +14,7 @@
 //! - [`submit`]: batching write sets into log entries, forwarding from followers.
 //! - [`reads`]: linearizable read indexes, coalesced.
 //! - [`replay`]: arbitrary bytes through decode, certify and apply (fuzzing).
+//! - [`snapshot`]: the snapshot stream format (state transfer and backups).
 //!
 //! What it owns: two things, to be split into two folders. The openraft
 //! adapter (`types`, `log_store`, `mem_log`, `network`): the log's format on
@@ -40,6 +41,7 @@ pub mod params;
 pub mod peer_error;
 pub mod reads;
 pub mod replay;
+pub mod snapshot;
 pub mod state_machine;
 pub mod submit;
 pub mod types;

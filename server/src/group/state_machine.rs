@@ -13,16 +13,18 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::io::Cursor;
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
-use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::applied::Applied;
 use super::params::{ClusterParams, ParamsChange, MIN_CERT_WINDOW};
+use super::snapshot::{SnapshotHeader, StreamReader, StreamWriter};
 use super::types::{
     Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig,
 };
@@ -69,24 +71,105 @@ pub fn chain_step(chain: u64, seqno: Seqno, id: crate::txn::TxnId, outcome: &Out
     xxhash_rust::xxh3::xxh3_64(&buf)
 }
 
-/// A state-transfer snapshot: every version and write-set id at `meta.last_log_id`.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    /// The verdict chain at the snapshot's log id.
-    chain: u64,
-    /// Nodes that left for good.
-    departed: BTreeSet<NodeId>,
-    /// The replicated cluster parameters (a node that joins by snapshot gets them here).
-    params: Option<ClusterParams>,
-    /// Raw engine entries (byte strings, encoded as such, not byte by byte).
-    entries: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
-}
-
-/// The last snapshot built or installed, kept for followers that need it.
+/// The last snapshot built or installed, kept for followers that need it: a
+/// snapshot stream file (see [`super::snapshot`]).
 #[derive(Clone)]
 struct StoredSnapshot {
     meta: SnapshotMeta<u64, openraft::BasicNode>,
-    data: Vec<u8>,
+    path: PathBuf,
+}
+
+/// Where snapshot files live: next to the store (`snapshot.data`, with
+/// `snapshot.build-N` and `snapshot.recv-N` while one is made or received),
+/// or, for a node without a data directory, in a temporary directory removed
+/// when the state machine goes.
+struct SnapshotFiles {
+    dir: PathBuf,
+    temporary: bool,
+    next: std::sync::atomic::AtomicU64,
+    /// The file the last `begin_receiving_snapshot` handed to openraft.
+    receiving: std::sync::Mutex<Option<PathBuf>>,
+}
+
+/// The name of the current snapshot file in [`SnapshotFiles::dir`].
+const SNAPSHOT_FILE: &str = "snapshot.data";
+
+/// Bytes of engine entries per staged batch while installing a snapshot.
+const INSTALL_BATCH_BYTES: usize = 8 << 20;
+
+impl SnapshotFiles {
+    /// Files next to `current` (the current snapshot's path), or in a fresh
+    /// temporary directory. Removes what an interrupted build or transfer
+    /// left, and the single-file snapshot of the first layout (`snapshot.bin`,
+    /// which openraft then rebuilds from the store when it needs one).
+    fn open(current: Option<&Path>) -> Result<SnapshotFiles> {
+        let (dir, temporary) = match current.and_then(Path::parent) {
+            Some(dir) => (dir.to_path_buf(), false),
+            None => {
+                let dir = std::env::temp_dir().join(format!(
+                    "trireme-snapshots-{}-{:016x}",
+                    std::process::id(),
+                    rand::random::<u64>()
+                ));
+                (dir, true)
+            }
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::Storage(format!("cannot create snapshot dir {}: {e}", dir.display()))
+        })?;
+        for entry in std::fs::read_dir(&dir)? {
+            let name = entry?.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snapshot.build-")
+                || name.starts_with("snapshot.recv-")
+                || name == "snapshot.bin"
+                || name == "snapshot.tmp"
+            {
+                std::fs::remove_file(dir.join(name.as_ref()))?;
+            }
+        }
+        Ok(SnapshotFiles {
+            dir,
+            temporary,
+            next: std::sync::atomic::AtomicU64::new(0),
+            receiving: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn current(&self) -> PathBuf {
+        self.dir.join(SNAPSHOT_FILE)
+    }
+
+    /// A new scratch file name (`kind` is `build` or `recv`).
+    fn scratch(&self, kind: &str) -> PathBuf {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir.join(format!("snapshot.{kind}-{n}"))
+    }
+
+    /// Makes `from` the current snapshot file, durably.
+    fn promote(&self, from: &Path) -> Result<PathBuf> {
+        let to = self.current();
+        std::fs::rename(from, &to)?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(to)
+    }
+}
+
+impl Drop for SnapshotFiles {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// openraft's snapshot meta as a stream header records it.
+fn meta_of(h: &SnapshotHeader) -> SnapshotMeta<u64, openraft::BasicNode> {
+    SnapshotMeta {
+        last_log_id: h.last_log_id,
+        last_membership: h.membership.clone(),
+        snapshot_id: h.snapshot_id.clone(),
+    }
 }
 
 /// Write-set ids applied since the state machine opened or installed a
@@ -159,7 +242,7 @@ pub struct StateMachine {
     /// Held by garbage collection and by snapshot building: a snapshot at log
     /// id `L` needs every version visible at `L`, which GC must not remove.
     gc_lock: Arc<Mutex<()>>,
-    snapshot_path: Option<std::path::PathBuf>,
+    files: Arc<SnapshotFiles>,
     /// Where certification, applying and snapshot encoding run.
     blocking: Blocking,
     /// The applied index the store has made durable (the log's purge fence).
@@ -177,7 +260,8 @@ impl StateMachine {
     /// Opens the state machine over `mvcc`, resuming from its stored applied
     /// log id. `configured` is this node's own configuration: the cluster's
     /// replicated parameters decide verdicts, and a difference is logged.
-    /// `snapshot_path` keeps the last snapshot across restarts.
+    /// `snapshot_path` keeps the last snapshot across restarts (`None`: a
+    /// temporary directory).
     pub fn open(
         mvcc: Mvcc,
         configured: Certifier,
@@ -189,18 +273,16 @@ impl StateMachine {
             meta(&mvcc, META_APPLIED, Tag::MetaApplied)?.unwrap_or_default();
         let membership: StoredMembership =
             meta(&mvcc, META_MEMBERSHIP, Tag::MetaMembership)?.unwrap_or_default();
-        let snapshot = match &snapshot_path {
-            Some(p) if p.exists() => {
-                let raw = std::fs::read(p)?;
-                let (meta, data): (SnapshotMeta<u64, openraft::BasicNode>, Vec<u8>) =
-                    codec::decode(
-                        &raw,
-                        Tag::SnapshotFile,
-                        &format!("snapshot file {}", p.display()),
-                    )?;
-                Some(StoredSnapshot { meta, data })
-            }
-            _ => None,
+        let files = Arc::new(SnapshotFiles::open(snapshot_path.as_deref())?);
+        let current = files.current();
+        let snapshot = if current.exists() {
+            let header = super::snapshot::read_header(&current)?;
+            Some(StoredSnapshot {
+                meta: meta_of(&header),
+                path: current,
+            })
+        } else {
+            None
         };
         let chain: u64 = meta(&mvcc, META_CHAIN, Tag::MetaChain)?.unwrap_or(0);
         let departed: BTreeSet<NodeId> =
@@ -226,7 +308,7 @@ impl StateMachine {
             shared: shared.clone(),
             snapshot: Arc::new(std::sync::Mutex::new(snapshot)),
             gc_lock: Arc::new(Mutex::new(())),
-            snapshot_path,
+            files,
             blocking: Blocking::default(),
             durable: None,
             recent: RecentIds::new(applied + 1),
@@ -540,67 +622,100 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied_id: self.applied_id,
             membership: self.membership.clone(),
             snapshot: self.snapshot.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            files: self.files.clone(),
             blocking: self.blocking,
             durable: self.durable.clone(),
             _gc_guard: guard,
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.files.scratch("recv");
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| io_err(format!("creating {}: {e}", path.display())))?;
+        // Only the newest transfer can complete: an abandoned one goes.
+        let old = self
+            .files
+            .receiving
+            .lock()
+            .expect("receiving lock")
+            .replace(path);
+        if let Some(old) = old {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let raw = snapshot.into_inner();
+        let mut file = *snapshot;
+        file.flush()
+            .await
+            .map_err(|e| io_err(format!("received snapshot: {e}")))?;
+        let file = file.into_std().await;
+        // `None`: not a transfer `begin_receiving_snapshot` started (a
+        // snapshot handed to openraft whole): copied into a file of our own.
+        let received = self.files.receiving.lock().expect("receiving lock").take();
         let _gc = self.gc_lock.lock().await;
         let last = meta.last_log_id.map_or(0, |l| l.index);
         // The snapshot holds what is visible from its certification horizon on.
         self.shared.raise_horizon(self.certifier.horizon(last));
         let mvcc = self.mvcc.clone();
-        let path = self.snapshot_path.clone();
+        let files = self.files.clone();
         let meta_owned = meta.clone();
         let mut next = self.placeholder();
         next.applied_id = meta.last_log_id;
         next.membership = meta.last_membership.clone();
-        // Decoding and writing the whole store blocks: keep it off the async workers.
-        let (stored, chain, departed, params) =
-            Blocking::run(self.blocking, move || -> Result<_> {
-                let data: SnapshotData =
-                    codec::decode(&raw, Tag::SnapshotData, "received snapshot")?;
-                next.chain = data.chain;
-                next.departed = data.departed.clone();
-                next.params = data.params;
-                // One atomic batch: remove everything, write the snapshot and the
-                // metadata. A crash leaves the old state or the new one, never a mix.
-                let mut ops = mvcc.clear_ops()?;
-                ops.reserve(data.entries.len() + 4);
-                for (k, v) in data.entries {
-                    if !matches!(k.first(), Some(&keycode::DATA) | Some(&keycode::TXN)) {
-                        return Err(Error::InvalidData(format!(
-                            "snapshot holds a key outside the data namespaces: {k:?}"
-                        )));
-                    }
-                    ops.push((k.into_vec(), Some(v.into_vec())));
+        // Reading and writing the whole store blocks: keep it off the async workers.
+        let res = Blocking::run(self.blocking, move || -> Result<_> {
+            let (file, received) = match received {
+                Some(path) => (file, path),
+                None => {
+                    let path = files.scratch("recv");
+                    let mut from = file;
+                    from.rewind()?;
+                    let mut to = std::fs::File::create(&path)?;
+                    std::io::copy(&mut from, &mut to)?;
+                    to.sync_all()?;
+                    (std::fs::File::open(&path)?, path)
                 }
-                ops.extend(next.meta_ops()?);
-                crate::crash_point!("crash-mid-snapshot-install");
-                mvcc.apply(ops)?;
-                mvcc.sync()?;
-                let stored = StoredSnapshot {
+            };
+            let header = install_stream(&mvcc, file, &mut next, "received snapshot", |h| {
+                if h.last_log_id != meta_owned.last_log_id {
+                    return Err(Error::InvalidData(format!(
+                        "received snapshot: holds the state at {:?}, announced as {:?}",
+                        h.last_log_id, meta_owned.last_log_id
+                    )));
+                }
+                Ok(())
+            })?;
+            let path = files.promote(&received)?;
+            Ok((
+                StoredSnapshot {
                     meta: meta_owned,
-                    data: raw,
-                };
-                persist_snapshot(path.as_deref(), &stored)?;
-                Ok((stored, data.chain, data.departed, data.params))
-            })
-            .await
-            .map_err(io_err)?
-            .map_err(io_err)?;
+                    path,
+                },
+                header,
+            ))
+        })
+        .await
+        .map_err(io_err)?;
+        let (stored, header) = match res {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "refusing a received snapshot");
+                return Err(io_err(e));
+            }
+        };
+        let (chain, departed, params) = (header.chain, header.departed, header.params);
         self.applied_id = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.chain = chain;
@@ -633,12 +748,70 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let stored = self.snapshot.lock().expect("snapshot lock").clone();
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        // Opened under the lock: a build or install renames the file under it.
+        let guard = self.snapshot.lock().expect("snapshot lock");
+        let Some(stored) = guard.as_ref() else {
+            return Ok(None);
+        };
+        let file = std::fs::File::open(&stored.path)
+            .map_err(|e| io_err(format!("opening {}: {e}", stored.path.display())))?;
+        Ok(Some(Snapshot {
+            meta: stored.meta.clone(),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         }))
     }
+}
+
+/// Replaces the whole store with the snapshot stream in `file`, in bounded
+/// memory: the entries go to the engine's staging area in batches of about
+/// [`INSTALL_BATCH_BYTES`], then `next`'s metadata (with the stream's chain,
+/// departed nodes and parameters), then one durable switch. A failure or a
+/// crash before the switch leaves the old store as it was. `check` vets the
+/// header before anything is written. Returns the header.
+fn install_stream(
+    mvcc: &Mvcc,
+    mut file: std::fs::File,
+    next: &mut StateMachine,
+    what: &str,
+    check: impl FnOnce(&SnapshotHeader) -> Result<()>,
+) -> Result<SnapshotHeader> {
+    file.sync_all()?;
+    file.rewind()?;
+    let mut reader = StreamReader::open(std::io::BufReader::with_capacity(1 << 20, file), what)?;
+    check(reader.header())?;
+    let header = reader.header().clone();
+    next.chain = header.chain;
+    next.departed = header.departed.clone();
+    next.params = header.params;
+    mvcc.discard_staged()?;
+    let res = (|| -> Result<()> {
+        let mut ops: Vec<BatchOp> = Vec::new();
+        let mut bytes = 0usize;
+        let mut staged_once = false;
+        while let Some((k, v)) = reader.next_entry()? {
+            bytes += k.len() + v.len();
+            ops.push((k, Some(v)));
+            if bytes >= INSTALL_BATCH_BYTES {
+                mvcc.stage(std::mem::take(&mut ops))?;
+                bytes = 0;
+                if !staged_once {
+                    staged_once = true;
+                    crate::crash_point!("crash-mid-snapshot-install");
+                }
+            }
+        }
+        ops.extend(next.meta_ops()?);
+        mvcc.stage(ops)?;
+        if !staged_once {
+            crate::crash_point!("crash-mid-snapshot-install");
+        }
+        mvcc.commit_staged()
+    })();
+    if let Err(e) = res {
+        let _ = mvcc.discard_staged();
+        return Err(e);
+    }
+    Ok(header)
 }
 
 impl StateMachine {
@@ -656,11 +829,46 @@ impl StateMachine {
             shared: self.shared.clone(),
             snapshot: self.snapshot.clone(),
             gc_lock: self.gc_lock.clone(),
-            snapshot_path: self.snapshot_path.clone(),
+            files: self.files.clone(),
             blocking: self.blocking,
             durable: self.durable.clone(),
             recent: RecentIds::new(Seqno::MAX),
         }
+    }
+
+    /// Seeds an empty store from the backup file `path` (verified first, in
+    /// full: a truncated or corrupt file changes nothing): its versions keep
+    /// their seqnos, the store's applied log id becomes the backup's seqno
+    /// (so the new cluster's seqnos continue after it), and its membership is
+    /// this node alone (`node_id` at `addr`). The departed set is not
+    /// carried over: a restored cluster is a new cluster. Blocking.
+    pub fn restore(
+        mvcc: &Mvcc,
+        path: &Path,
+        node_id: NodeId,
+        addr: &str,
+    ) -> Result<(SnapshotHeader, super::snapshot::Summary)> {
+        let (header, summary) = super::snapshot::verify_file(path)?;
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(0, 0), header.seqno);
+        let members = BTreeMap::from([(node_id, openraft::BasicNode::new(addr))]);
+        let membership =
+            openraft::Membership::new(vec![members.keys().copied().collect()], members);
+        let (mut sm, _) = StateMachine::open(mvcc.clone(), Certifier::new(MIN_CERT_WINDOW), None)?;
+        if sm.applied_id.is_some() {
+            return Err(Error::InvalidInput(
+                "--restore: the store already holds a cluster's state".into(),
+            ));
+        }
+        sm.applied_id = Some(log_id);
+        sm.membership = StoredMembership::new(Some(log_id), membership);
+        let file = std::fs::File::open(path)?;
+        let what = format!("backup file {}", path.display());
+        let header = install_stream(mvcc, file, &mut sm, &what, |_| Ok(()))?;
+        // Not carried over (see above); the rest of the metadata is.
+        sm.departed = BTreeSet::new();
+        mvcc.apply(sm.meta_ops()?)?;
+        mvcc.sync()?;
+        Ok((header, summary))
     }
 }
 
@@ -669,25 +877,42 @@ fn effective_certifier(params: Option<&ClusterParams>) -> Certifier {
     params.map_or_else(|| Certifier::new(MIN_CERT_WINDOW), |p| p.certifier())
 }
 
-fn persist_snapshot(path: Option<&std::path::Path>, stored: &StoredSnapshot) -> Result<()> {
-    let Some(path) = path else { return Ok(()) };
-    let tmp = path.with_extension("tmp");
-    let raw = codec::encode(Tag::SnapshotFile, &(&stored.meta, &stored.data))?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&raw)?;
-        f.sync_data()?;
+/// Writes the stream of `mvcc`'s state at `at` (versions and write-set ids at
+/// or below it; newer ones, applied meanwhile, are skipped) to `out`.
+/// Blocking; bounded memory: the engine is iterated, not copied.
+pub fn write_stream<W: Write>(
+    mvcc: &Mvcc,
+    header: &SnapshotHeader,
+    out: W,
+) -> Result<(W, super::snapshot::Summary)> {
+    let at = header.seqno;
+    let mut writer = StreamWriter::new(out, header)?;
+    let mut failed = None;
+    mvcc.dump(&mut |k, v| {
+        let keep = match k.first() {
+            Some(&keycode::DATA) => keycode::decode_version_key(k).is_some_and(|(_, s)| s <= at),
+            Some(&keycode::TXN) => {
+                <[u8; 8]>::try_from(v).is_ok_and(|b| u64::from_be_bytes(b) <= at)
+            }
+            _ => false,
+        };
+        if keep {
+            if let Err(e) = writer.entry(k, v) {
+                failed = Some(e);
+                return false;
+            }
+        }
+        true
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    writer.finish()
 }
 
 /// Builds a snapshot of the state at the applied log id captured when it was
-/// created (MVCC makes that a consistent read while apply goes on).
+/// created (MVCC makes that a consistent read while apply goes on) into a
+/// snapshot stream file.
 pub struct SnapshotBuilder {
     mvcc: Mvcc,
     chain: u64,
@@ -696,7 +921,7 @@ pub struct SnapshotBuilder {
     applied_id: Option<LogId>,
     membership: StoredMembership,
     snapshot: Arc<std::sync::Mutex<Option<StoredSnapshot>>>,
-    snapshot_path: Option<std::path::PathBuf>,
+    files: Arc<SnapshotFiles>,
     blocking: Blocking,
     durable: Option<Arc<std::sync::atomic::AtomicU64>>,
     _gc_guard: tokio::sync::OwnedMutexGuard<()>,
@@ -705,71 +930,62 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let at = self.applied_id.map_or(0, |l| l.index);
-        let mvcc = self.mvcc.clone();
-        let chain = self.chain;
-        let departed = self.departed.clone();
-        let params = self.params;
-        let data = Blocking::run(self.blocking, move || -> Result<Vec<u8>> {
-            // The log is purged up to this snapshot: what it covers must be durable.
-            mvcc.sync()?;
-            let mut entries = Vec::new();
-            mvcc.dump(&mut |k, v| {
-                let keep = match k.first() {
-                    Some(&keycode::DATA) => {
-                        keycode::decode_version_key(k).is_some_and(|(_, s)| s <= at)
-                    }
-                    Some(&keycode::TXN) => {
-                        v.len() == 8 && u64::from_be_bytes(v.try_into().expect("8 bytes")) <= at
-                    }
-                    _ => false,
-                };
-                if keep {
-                    entries.push((
-                        serde_bytes::ByteBuf::from(k.to_vec()),
-                        serde_bytes::ByteBuf::from(v.to_vec()),
-                    ));
-                }
-                true
-            })?;
-            codec::encode(
-                Tag::SnapshotData,
-                &SnapshotData {
-                    chain,
-                    departed,
-                    params,
-                    entries,
-                },
-            )
-        })
-        .await
-        .map_err(io_err)?
-        .map_err(io_err)?;
         let snapshot_id = format!("{}-{}", self.applied_id.map_or(0, |l| l.leader_id.term), at);
         let meta = SnapshotMeta {
             last_log_id: self.applied_id,
             last_membership: self.membership.clone(),
+            snapshot_id: snapshot_id.clone(),
+        };
+        let header = SnapshotHeader {
+            seqno: at,
+            last_log_id: self.applied_id,
+            membership: self.membership.clone(),
             snapshot_id,
+            chain: self.chain,
+            departed: self.departed.clone(),
+            params: self.params,
+            created_unix_ms: super::snapshot::now_unix_ms(),
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        let path = self.snapshot_path.clone();
-        let stored = Blocking::run(self.blocking, move || {
-            persist_snapshot(path.as_deref(), &stored).map(|()| stored)
+        let mvcc = self.mvcc.clone();
+        let files = self.files.clone();
+        let stored = self.snapshot.clone();
+        let meta_owned = meta.clone();
+        let (file, bytes) = Blocking::run(self.blocking, move || -> Result<_> {
+            // The log is purged up to this snapshot: what it covers must be durable.
+            mvcc.sync()?;
+            let path = files.scratch("build");
+            let res = (|| -> Result<_> {
+                let out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+                let (out, summary) = write_stream(&mvcc, &header, out)?;
+                out.into_inner()
+                    .map_err(|e| Error::Storage(format!("writing {}: {e}", path.display())))?
+                    .sync_all()?;
+                // Opened before the rename: it stays this snapshot whatever replaces it.
+                let file = std::fs::File::open(&path)?;
+                let mut guard = stored.lock().expect("snapshot lock");
+                let current = files.promote(&path)?;
+                *guard = Some(StoredSnapshot {
+                    meta: meta_owned,
+                    path: current,
+                });
+                Ok((file, summary.bytes))
+            })();
+            if res.is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            res
         })
         .await
         .map_err(io_err)?
         .map_err(io_err)?;
-        *self.snapshot.lock().expect("snapshot lock") = Some(stored);
         // The build synced the store first: everything up to `at` is durable.
         if let Some(fence) = &self.durable {
             fence.fetch_max(at, std::sync::atomic::Ordering::AcqRel);
         }
-        tracing::info!(at, bytes = data.len(), "built snapshot");
+        tracing::info!(at, bytes, "built snapshot");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }

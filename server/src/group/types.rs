@@ -1,7 +1,5 @@
 //! The group channel's types: what travels through the Raft log.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 use crate::certify::Verdict;
@@ -12,7 +10,9 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Request,
         R = Response,
-        SnapshotData = Cursor<Vec<u8>>,
+        // A snapshot stream file (`group::snapshot`): built, sent, received
+        // and installed without holding the store in memory.
+        SnapshotData = tokio::fs::File,
 );
 
 /// The openraft handle for this configuration.

@@ -307,6 +307,27 @@ impl Mvcc {
         self.engine.sync()
     }
 
+    /// Writes to the staging store that [`Mvcc::commit_staged`] swaps in
+    /// whole (a snapshot install; see [`Engine::stage`]).
+    pub fn stage(&self, ops: Vec<BatchOp>) -> Result<()> {
+        self.engine.stage(ops)
+    }
+
+    /// Makes the staging store the store, durably and atomically.
+    pub fn commit_staged(&self) -> Result<()> {
+        self.engine.commit_staged()
+    }
+
+    /// Drops the staging store.
+    pub fn discard_staged(&self) -> Result<()> {
+        self.engine.discard_staged()
+    }
+
+    /// Changes each time the store is replaced (see [`Engine::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.engine.generation()
+    }
+
     /// A digest of the live data at `at`: every key, value and version, in key
     /// order. Identical on nodes that applied the same log (GC does not change it).
     pub fn checksum(&self, at: Seqno) -> Result<(u64, u64)> {

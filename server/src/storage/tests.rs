@@ -162,6 +162,18 @@ impl Engine for FailingBigBatches {
     fn size_on_disk(&self) -> u64 {
         self.0.size_on_disk()
     }
+    fn stage(&self, batch: Vec<BatchOp>) -> Result<()> {
+        self.0.stage(batch)
+    }
+    fn commit_staged(&self) -> Result<()> {
+        self.0.commit_staged()
+    }
+    fn discard_staged(&self) -> Result<()> {
+        self.0.discard_staged()
+    }
+    fn generation(&self) -> u64 {
+        self.0.generation()
+    }
 }
 
 #[test]
