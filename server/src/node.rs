@@ -657,8 +657,7 @@ impl Node {
                 chunk_bytes,
                 tx,
             };
-            let (out, summary) =
-                crate::group::state_machine::write_stream(&mvcc, &header, out)?;
+            let (out, summary) = crate::group::state_machine::write_stream(&mvcc, &header, out)?;
             drop(out);
             if mvcc.generation() != generation {
                 return Err(Error::Unavailable(
@@ -704,7 +703,7 @@ impl Node {
         let res = (|| -> Result<Backend<LogStore>> {
             let backend = Backend::open(config)?;
             let mvcc = Mvcc::new(backend.engine.clone());
-            StateMachine::restore(&mvcc, path, config.node_id, config.advertise_addr())?;
+            StateMachine::restore(&mvcc, path, config.node_id, config.peer_advertise_addr())?;
             Ok(backend)
         })();
         let backend = match res {

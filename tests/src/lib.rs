@@ -262,12 +262,15 @@ impl Cluster {
     pub fn start_restored(file: &Path, extra: &[&str]) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("trireme-test-").tempdir()?;
         let addr = format!("127.0.0.1:{}", free_port()?);
+        let peer_addr = format!("127.0.0.1:{}", free_port()?);
         let data_dir = dir.path().join("node1");
         let mut args = vec![
             "--node-id".to_string(),
             "1".into(),
             "--listen".into(),
             addr.clone(),
+            "--peer-listen".into(),
+            peer_addr.clone(),
             "--data-dir".into(),
             data_dir.display().to_string(),
         ];
@@ -275,6 +278,7 @@ impl Cluster {
         let mut node = NodeProc {
             id: 1,
             addr,
+            peer_addr,
             data_dir,
             log: dir.path().join("node1.log"),
             child: None,

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 use trireme_proto::v1 as pb;
 use trireme_proto::v1::kv_server::Kv;
@@ -38,14 +37,41 @@ impl Kv for KvService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let spec = convert::watch_spec(req.into_inner()).map_err(to_status)?;
-        let rx = self.node.watch(spec);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| match item {
-            Ok(msg) => Ok(convert::watch_response(msg)),
-            Err(crate::watch::WatchError::Compacted { horizon }) => Err(Status::out_of_range(
-                crate::watch::WatchError::Compacted { horizon }.to_string(),
-            )),
-            Err(crate::watch::WatchError::Other(e)) => Err(to_status(e)),
+        let mut rx = self.node.watch(spec);
+        // A draining node ends its watches (UNAVAILABLE, "shutting down"):
+        // the client resumes on another node from the last seqno it saw, and
+        // the server's graceful stop does not wait on streams that never end.
+        let draining = drained(self.node.drain.subscribe());
+        let (tx, out) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            tokio::pin!(draining);
+            loop {
+                let item = tokio::select! {
+                    item = rx.recv() => match item {
+                        Some(item) => item,
+                        None => return,
+                    },
+                    () = &mut draining => {
+                        let stop = Status::unavailable(crate::node::drain::SHUTTING_DOWN);
+                        let _ = tx.send(Err(stop)).await;
+                        return;
+                    }
+                };
+                let item = match item {
+                    Ok(msg) => Ok(convert::watch_response(msg)),
+                    Err(crate::watch::WatchError::Compacted { horizon }) => {
+                        Err(Status::out_of_range(
+                            crate::watch::WatchError::Compacted { horizon }.to_string(),
+                        ))
+                    }
+                    Err(crate::watch::WatchError::Other(e)) => Err(to_status(e)),
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
         });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(out);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -135,5 +161,14 @@ impl Kv for KvService {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CommitResponse { seqno }))
+    }
+}
+
+/// Resolves once the node drains (never, if the node is dropped first).
+async fn drained(mut draining: tokio::sync::watch::Receiver<bool>) {
+    while !*draining.borrow_and_update() {
+        if draining.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
