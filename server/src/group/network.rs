@@ -29,13 +29,16 @@ use crate::error::{Error, Result};
 mod bulk;
 pub use bulk::BulkSettings;
 
+/// Per peer address: Raft calls failed in a row, and when its channel was last dropped.
+type Failures = HashMap<String, (u32, Option<std::time::Instant>)>;
+
 /// Lazily connected gRPC channels to peers, by address, shared by Raft
 /// replication, write-set forwarding and read-index requests.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Per address: Raft calls failed in a row, and when its channel was last dropped.
-    failures: Arc<Mutex<HashMap<String, (u32, Option<std::time::Instant>)>>>,
+    failures: Arc<Mutex<Failures>>,
     /// State transfers this node sent (it is a donor while sending).
     pub transfers: Arc<Transfers>,
     /// Makes a channel from a configured endpoint; `None`: tonic's TCP connector.

@@ -259,13 +259,16 @@ impl Engine for SledEngine {
     }
 }
 
+/// An in-memory store's contents.
+type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// An in-memory [`Engine`]: the model for tests and the store for simulation.
 #[derive(Clone, Default)]
 pub struct MemoryEngine {
     map: Arc<RwLock<BTreeMap<Vec<u8>, Vec<u8>>>>,
     /// The staging store while an install fills it (shared by clones, like
     /// the store: a simulated crash leaves it behind, as on disk).
-    staging: Arc<std::sync::Mutex<Option<BTreeMap<Vec<u8>, Vec<u8>>>>>,
+    staging: Arc<std::sync::Mutex<Option<Tree>>>,
     generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
