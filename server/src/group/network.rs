@@ -30,7 +30,7 @@ mod bulk;
 pub use bulk::BulkSettings;
 
 /// Per peer address: Raft calls failed in a row, and when its channel was last dropped.
-type Failures = HashMap<String, (u32, Option<std::time::Instant>)>;
+type Failures = HashMap<String, (u32, Option<tokio::time::Instant>)>;
 
 /// Lazily connected gRPC channels to peers, by address, shared by Raft
 /// replication, write-set forwarding and read-index requests.
@@ -133,7 +133,7 @@ impl Peers {
         f.0 += 1;
         let due = f.1.is_none_or(|t| t.elapsed() >= REBUILD_EVERY);
         if f.0 >= REBUILD_AFTER_FAILURES && due {
-            *f = (0, Some(std::time::Instant::now()));
+            *f = (0, Some(tokio::time::Instant::now()));
             if self
                 .channels
                 .lock()
