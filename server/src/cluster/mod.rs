@@ -3,7 +3,7 @@
 //!
 //! - [`snapshot`]: the cluster as the decisions see it (members, roles, last
 //!   contact, applied positions, thresholds, now), and the vocabulary:
-//!   [`Role`](snapshot::Role), [`NodeState`](snapshot::NodeState),
+//!   [`Role`], [`NodeState`](snapshot::NodeState),
 //!   [`Member`](snapshot::Member), [`PingAnswer`](snapshot::PingAnswer).
 //! - [`decide`]: the membership decisions as pure functions of a snapshot:
 //!   up, down, stalled; promote, evict; the flow-control delay; the node

@@ -250,7 +250,7 @@ impl<W: Write> StreamWriter<W> {
     }
 }
 
-/// Reads a stream, checking everything as it goes: [`StreamReader::next`]
+/// Reads a stream, checking everything as it goes: [`StreamReader::next_entry`]
 /// returns entries until the verified end.
 pub struct StreamReader<R: Read> {
     inp: Hashed<R>,
