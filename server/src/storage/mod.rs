@@ -208,13 +208,16 @@ impl Mvcc {
     /// (`with_prev`) is the key's next older stored version when it is a value
     /// (`None` for a tombstone or none). Complete only for seqnos above the
     /// GC horizon; the caller checks it. The scan reads every version of the
-    /// range (key-major order), so its cost follows the range's size.
+    /// range (key-major order), so its cost follows the range's size; what it
+    /// returns is held in memory, so past `max_bytes` of keys and values it
+    /// stops with `Overloaded` naming the limit.
     pub fn history(
         &self,
         range: &KeyRange,
         after: Seqno,
         upto: Seqno,
         with_prev: bool,
+        max_bytes: usize,
     ) -> Result<Vec<Change>> {
         let start = keycode::range_start(&range.start);
         let end = match &range.end {
@@ -228,6 +231,7 @@ impl Mvcc {
         // The change whose previous version is the next entry of the same key.
         let mut waiting: Option<usize> = None;
         let mut bad = None;
+        let (mut bytes, mut over) = (0usize, false);
         self.engine.scan(&start, Some(&end), &mut |k, v| {
             let (Some((key, seqno)), Some(value)) =
                 (keycode::decode_version_key(k), keycode::decode_value(v))
@@ -237,10 +241,12 @@ impl Mvcc {
             };
             if let Some(i) = waiting.take() {
                 if out[i].key == key {
+                    bytes += value.map_or(0, <[u8]>::len);
                     out[i].prev = value.map(|v| (seqno, v.to_vec()));
                 }
             }
             if seqno > after && seqno <= upto {
+                bytes += key.len() + value.map_or(0, <[u8]>::len);
                 out.push(Change {
                     seqno,
                     key,
@@ -251,10 +257,22 @@ impl Mvcc {
                     waiting = Some(out.len() - 1);
                 }
             }
+            if bytes > max_bytes {
+                over = true;
+                return false;
+            }
             true
         })?;
         if let Some(k) = bad {
             return Err(Error::InvalidData(format!("undecodable MVCC entry {k:?}")));
+        }
+        if over {
+            return Err(Error::Overloaded(format!(
+                "the changes in this range from seqno {} to {upto} are over the catch-up \
+                 limit of {max_bytes} bytes held at once: start from a later seqno or \
+                 watch a narrower range",
+                after + 1
+            )));
         }
         out.sort_by(|a, b| (a.seqno, &a.key).cmp(&(b.seqno, &b.key)));
         Ok(out)

@@ -196,3 +196,28 @@ fn a_failed_gc_batch_is_an_error() -> Result<()> {
     assert_eq!(m.get(b"k00000", 1)?, Some((1, b"old".to_vec())));
     Ok(())
 }
+
+#[test]
+fn a_history_over_its_byte_limit_is_refused_naming_the_limit() -> Result<()> {
+    let m = mem();
+    for s in 1..=10u64 {
+        m.apply(vec![Mvcc::version_op(b"k", s, Some(&[7u8; 100]))])?;
+    }
+    let all = KeyRange {
+        start: vec![],
+        end: None,
+    };
+    let changes = m.history(&all, 0, 10, true, 10_000)?;
+    assert_eq!(
+        changes.iter().map(|c| c.seqno).collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    match m.history(&all, 0, 10, false, 500) {
+        Err(Error::Overloaded(msg)) => assert!(
+            msg.contains("catch-up limit of 500 bytes") && msg.contains("from seqno 1 to 10"),
+            "{msg}"
+        ),
+        other => panic!("expected the limit to refuse, got {other:?}"),
+    }
+    Ok(())
+}

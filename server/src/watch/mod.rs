@@ -412,6 +412,11 @@ pub trait History: Send + Sync + 'static {
     fn horizon(&self) -> Seqno;
 }
 
+/// The most bytes of keys and values a watch's catch-up from storage holds
+/// at once: a watch from far back over a large range is refused (naming
+/// this limit) rather than read into memory whole.
+pub const MAX_CATCH_UP_BYTES: usize = 64 << 20;
+
 /// Runs one watch until the receiver of `out` goes away or it fails (the
 /// error is sent as the last item). Messages go out in seqno order, each
 /// seqno's changes in one message.
@@ -450,11 +455,12 @@ async fn follow(
             }
             let mvcc = history.mvcc().clone();
             let (r, prev) = (range.clone(), spec.prev);
-            let changes =
-                tokio::task::spawn_blocking(move || mvcc.history(&r, at, published, prev))
-                    .await
-                    .map_err(|e| WatchError::Other(Error::Internal(e.to_string())))?
-                    .map_err(WatchError::Other)?;
+            let changes = tokio::task::spawn_blocking(move || {
+                mvcc.history(&r, at, published, prev, MAX_CATCH_UP_BYTES)
+            })
+            .await
+            .map_err(|e| WatchError::Other(Error::Internal(e.to_string())))?
+            .map_err(WatchError::Other)?;
             // GC raises the horizon before it removes anything: a horizon still
             // at or below the cursor means the scan missed nothing.
             let horizon = history.horizon();
