@@ -9,7 +9,8 @@ use trireme_proto::v1::kv_server::Kv;
 use super::convert;
 use super::status::to_status;
 use crate::node::Node;
-use crate::txn::Mutation;
+use crate::txn::{reserved, KeyRange, Mutation};
+use crate::watch::Selector;
 
 /// The client API.
 pub struct KvService {
@@ -36,7 +37,8 @@ impl Kv for KvService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let spec = convert::watch_spec(req.into_inner()).map_err(to_status)?;
+        let mut spec = convert::watch_spec(req.into_inner()).map_err(to_status)?;
+        spec.selector = user_selector(spec.selector).map_err(to_status)?;
         let mut rx = self.node.watch(spec);
         // A draining node ends its watches (UNAVAILABLE, "shutting down"):
         // the client resumes on another node from the last seqno it saw, and
@@ -86,6 +88,7 @@ impl Kv for KvService {
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
         let req = req.into_inner();
+        reserved::check_client_key(&req.key).map_err(to_status)?;
         let opts = convert::read_options(req.read).map_err(to_status)?;
         let (found, seqno) = self.node.get(&req.key, opts).await.map_err(to_status)?;
         Ok(Response::new(match found {
@@ -107,7 +110,9 @@ impl Kv for KvService {
         req: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
         let req = req.into_inner();
-        let range = convert::scan_range(&req).map_err(to_status)?;
+        let range = convert::scan_range(&req)
+            .and_then(reserved::clip_client_range)
+            .map_err(to_status)?;
         let opts = convert::read_options(req.read).map_err(to_status)?;
         let (pairs, more, seqno) = self
             .node
@@ -127,13 +132,14 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let req = req.into_inner();
-        let ws = convert::single(
+        let mut ws = convert::single(
             Mutation::Put {
                 key: req.key,
                 value: req.value,
             },
             req.if_version,
         );
+        reserved::check_client_write_set(&mut ws).map_err(to_status)?;
         let seqno = self.node.commit(ws, false).await.map_err(to_status)?;
         Ok(Response::new(pb::PutResponse { seqno }))
     }
@@ -143,7 +149,8 @@ impl Kv for KvService {
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = req.into_inner();
-        let ws = convert::single(Mutation::Delete { key: req.key }, req.if_version);
+        let mut ws = convert::single(Mutation::Delete { key: req.key }, req.if_version);
+        reserved::check_client_write_set(&mut ws).map_err(to_status)?;
         let seqno = self.node.commit(ws, false).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteResponse { seqno }))
     }
@@ -154,13 +161,39 @@ impl Kv for KvService {
     ) -> Result<Response<pb::CommitResponse>, Status> {
         let req = req.into_inner();
         let server_retry = req.server_retry;
-        let ws = convert::write_set(req).map_err(to_status)?;
+        let mut ws = convert::write_set(req).map_err(to_status)?;
+        reserved::check_client_write_set(&mut ws).map_err(to_status)?;
         let seqno = self
             .node
             .commit(ws, server_retry)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CommitResponse { seqno }))
+    }
+}
+
+/// A client's watch selector kept to the user key space: a key in the
+/// reserved range is refused; a prefix or range reaching into it is clipped
+/// (`txn::reserved`).
+fn user_selector(selector: Selector) -> crate::error::Result<Selector> {
+    match selector {
+        Selector::Key(key) => {
+            reserved::check_client_key(&key)?;
+            Ok(Selector::Key(key))
+        }
+        Selector::Prefix(prefix) => {
+            let range = KeyRange::prefix(&prefix);
+            if range
+                .end
+                .as_deref()
+                .is_some_and(|end| end <= reserved::PREFIX)
+            {
+                Ok(Selector::Prefix(prefix))
+            } else {
+                Ok(Selector::Range(reserved::clip_client_range(range)?))
+            }
+        }
+        Selector::Range(range) => Ok(Selector::Range(reserved::clip_client_range(range)?)),
     }
 }
 

@@ -22,6 +22,7 @@
 //! library does.
 
 mod limits;
+pub mod reserved;
 mod structure;
 
 pub use limits::Limits;
