@@ -14,6 +14,7 @@
 //! - [`submit`]: batching write sets into log entries, forwarding from followers.
 //! - [`reads`]: linearizable read indexes, coalesced.
 //! - [`replay`]: arbitrary bytes through decode, certify and apply (fuzzing).
+//! - [`retention`]: which prefix of the log may be purged (the gcache policy).
 //! - [`snapshot`]: the snapshot stream format (state transfer and backups).
 //!
 //! What it owns: two things, to be split into two folders. The openraft
@@ -41,6 +42,7 @@ pub mod params;
 pub mod peer_error;
 pub mod reads;
 pub mod replay;
+pub mod retention;
 pub mod snapshot;
 pub mod state_machine;
 pub mod submit;
