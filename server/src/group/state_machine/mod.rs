@@ -25,13 +25,13 @@ use tokio::sync::Mutex;
 use super::applied::Applied;
 use super::params::{ClusterParams, ParamsChange, MIN_CERT_WINDOW};
 use super::snapshot::{SnapshotHeader, StreamReader, StreamWriter};
-use super::types::{
-    Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig,
-};
 use crate::blocking::Blocking;
 use crate::certify::{Certifier, History, Verdict};
 use crate::codec::{self, Tag};
 use crate::error::{Error, Result};
+use crate::raft::types::{
+    Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig,
+};
 use crate::storage::{keycode, BatchOp, Mvcc};
 use crate::txn::{Key, KeyRange, Mutation, NodeId, Seqno, Value};
 

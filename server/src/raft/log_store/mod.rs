@@ -1230,7 +1230,7 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload, Membership};
 
     use super::*;
-    use crate::group::types::Request;
+    use crate::raft::types::Request;
 
     fn lid(term: u64, index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(term, 1), index)
