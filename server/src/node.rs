@@ -39,12 +39,12 @@ use crate::cluster::snapshot::Limits;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::applied::Applied;
-use crate::group::log_store::{LogStats, LogStore};
-use crate::group::network::{NetworkFactory, Peers};
 use crate::group::reads::ReadIndex;
 use crate::group::state_machine::StateMachine;
 use crate::group::submit::{BatchConfig, Submitter};
-use crate::group::types::{Outcome, Raft, TypeConfig};
+use crate::raft::log_store::{LogStats, LogStore};
+use crate::raft::network::{NetworkFactory, Peers};
+use crate::raft::types::{Outcome, Raft, TypeConfig};
 use crate::storage::{Engine, Mvcc, SledEngine, Versioned};
 use crate::txn::{KeyRange, NodeId, Seqno, Value, WriteSet};
 
@@ -95,9 +95,9 @@ pub struct Node {
     pub peers: Peers,
     submitter: Arc<Submitter>,
     reads: ReadIndex,
-    log_stats: Arc<crate::group::log_store::LogStats>,
+    log_stats: Arc<crate::raft::log_store::LogStats>,
     /// The in-memory view of the segment-file log (retention by bytes).
-    log_reader: Option<crate::group::log_store::LogReader>,
+    log_reader: Option<crate::raft::log_store::LogReader>,
     /// Whether this node is in the primary component.
     pub primary: Arc<Primary>,
     /// The membership layer's handle (failure detector, flow control,
@@ -136,7 +136,7 @@ pub struct Backend<LS = LogStore> {
     /// durable) and the log (which never purges beyond it).
     pub purge_fence: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// A reader of the log, for retention by bytes (`None`: entries only).
-    pub log_reader: Option<crate::group::log_store::LogReader>,
+    pub log_reader: Option<crate::raft::log_store::LogReader>,
 }
 
 impl Backend<LogStore> {
@@ -167,14 +167,14 @@ impl Backend<LogStore> {
     }
 }
 
-impl Backend<crate::group::mem_log::MemLogStore> {
+impl Backend<crate::raft::mem_log::MemLogStore> {
     /// A backend without files or threads: `engine` and `log` (clones share
     /// their state, so a caller that keeps clones can restart a node on the
     /// same "disk" after a simulated crash), peers reached through `peers`,
     /// blocking work inline, snapshots kept in memory.
     pub fn memory(
         engine: crate::storage::MemoryEngine,
-        log: crate::group::mem_log::MemLogStore,
+        log: crate::raft::mem_log::MemLogStore,
         peers: Peers,
     ) -> Self {
         Backend {
@@ -259,7 +259,7 @@ impl Node {
             config.node_id,
             raft_config,
             NetworkFactory::new(peers.clone())
-                .with_bulk(crate::group::network::BulkSettings::from_config(&config)),
+                .with_bulk(crate::raft::network::BulkSettings::from_config(&config)),
             log_store,
             sm,
         )
