@@ -235,7 +235,7 @@ impl Node {
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
             // With the segment-file log, the node's retention loop purges
-            // (`group::retention`: it also waits for nodes catching up);
+            // (`raft::retention`: it also waits for nodes catching up);
             // the in-memory log keeps openraft's own entry bound.
             max_in_snapshot_log_to_keep: if log_reader.is_some() {
                 u64::MAX
@@ -829,7 +829,7 @@ async fn watch_leader(node: std::sync::Weak<Node>) {
     }
 }
 
-/// Log retention (the gcache policy of [`crate::group::retention`]): once a
+/// Log retention (the gcache policy of [`crate::raft::retention`]): once a
 /// second, asks openraft to purge up to what the entry bound
 /// (`log_retain_entries` behind the snapshot, held back on the leader for
 /// nodes catching up) and the byte bound (`log_retain_bytes`, never held
@@ -837,7 +837,7 @@ async fn watch_leader(node: std::sync::Weak<Node>) {
 /// never past what the store has made durable), so the byte bound can be
 /// exceeded until the next snapshot.
 async fn retention_loop(node: std::sync::Weak<Node>) {
-    let mut retention = crate::group::retention::Retention::default();
+    let mut retention = crate::raft::retention::Retention::default();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let Some(n) = node.upgrade() else { return };
@@ -848,7 +848,7 @@ async fn retention_loop(node: std::sync::Weak<Node>) {
         };
         let inputs = {
             let m = n.raft.metrics().borrow().clone();
-            crate::group::retention::Inputs {
+            crate::raft::retention::Inputs {
                 snapshot: m.snapshot.map(|l| l.index),
                 purged: m.purged.map(|l| l.index),
                 retain_entries: n.config.log_retain_entries,

@@ -12,7 +12,6 @@
 //! - [`gate`]: what the batcher and the read index ask of the membership
 //!   layer (flow control, the primary check), as traits it implements.
 //! - [`replay`]: arbitrary bytes through decode, certify and apply (fuzzing).
-//! - [`retention`]: which prefix of the log may be purged (the gcache policy).
 //! - [`snapshot`]: the snapshot stream format (state transfer and backups).
 //!
 //! What it owns: what the log's entries mean. Every node applies the same
@@ -35,7 +34,6 @@ pub mod gate;
 pub mod params;
 pub mod reads;
 pub mod replay;
-pub mod retention;
 pub mod snapshot;
 pub mod state_machine;
 pub mod submit;

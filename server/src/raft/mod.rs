@@ -7,6 +7,7 @@
 //! - [`network`]: openraft's RPCs (and the peer calls of the replication
 //!   service) over tonic.
 //! - [`peer_error`]: typed errors of the peer wire; what a failed call proves.
+//! - [`retention`]: which prefix of the log may be purged (the gcache policy).
 //!
 //! What it owns: the log's format on disk and its durability contract (an
 //! entry is acknowledged only once `fdatasync` covers it), the peer wire's
@@ -27,4 +28,5 @@ pub mod log_store;
 pub mod mem_log;
 pub mod network;
 pub mod peer_error;
+pub mod retention;
 pub mod types;
