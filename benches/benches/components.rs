@@ -73,6 +73,7 @@ fn write_set(puts: usize, snapshot: Option<Seqno>, isolation: Isolation) -> Writ
         .map(|i| Mutation::Put {
             key: key(i * 7_919),
             value: vec![b'x'; VALUE_BYTES],
+            lease: 0,
         })
         .collect();
     if isolation == Isolation::Serializable && snapshot.is_some() {

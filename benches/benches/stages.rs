@@ -32,6 +32,7 @@ fn put(i: usize) -> WriteSet {
         vec![Mutation::Put {
             key: format!("key/{:06}", i % 100_000).into_bytes(),
             value: vec![b'v'; VALUE_BYTES],
+            lease: 0,
         }],
     )
 }
@@ -85,6 +86,7 @@ fn encode_decode(c: &mut Criterion) {
         key: b"key/012345".to_vec(),
         value: vec![b'v'; VALUE_BYTES],
         if_version: None,
+        lease: 0,
     };
     let bytes = request.encode_to_vec();
     group.throughput(Throughput::Elements(1));

@@ -246,6 +246,91 @@ impl Client {
             key: key.into(),
             value: value.into(),
             if_version: None,
+            lease: 0,
+        })
+        .await
+    }
+
+    /// Writes `value` under `key` attached to lease `lease` (0: none): the
+    /// key is deleted when the lease expires or is revoked. A lease that does
+    /// not exist is refused with an error naming it.
+    pub async fn put_with_lease(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+        lease: i64,
+    ) -> Result<u64> {
+        self.put_request(proto::PutRequest {
+            key: key.into(),
+            value: value.into(),
+            if_version: None,
+            lease,
+        })
+        .await
+    }
+
+    /// Grants a lease of `ttl` seconds with id `id` (0: the server picks one);
+    /// returns the id and the TTL granted.
+    pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<(i64, i64)> {
+        let response = self
+            .call(OpKind::Write, move |channel, timeout| {
+                let request = with_timeout(proto::LeaseGrantRequest { ttl, id }, timeout);
+                async move { Ok(kv(channel).lease_grant(request).await?.into_inner()) }
+            })
+            .await?;
+        Ok((response.id, response.ttl))
+    }
+
+    /// Revokes lease `id`, deleting the keys attached to it; returns the seqno
+    /// of that deletion. An unknown lease is refused with an error naming it.
+    pub async fn lease_revoke(&self, id: i64) -> Result<u64> {
+        let seqno = self
+            .call(OpKind::Write, move |channel, timeout| {
+                let request = with_timeout(proto::LeaseRevokeRequest { id }, timeout);
+                async move { Ok(kv(channel).lease_revoke(request).await?.into_inner().seqno) }
+            })
+            .await?;
+        self.advance_session(seqno);
+        Ok(seqno)
+    }
+
+    /// Restarts lease `id`'s TTL; returns the TTL, 0 if the lease does not
+    /// exist (or already expired). Safe to send again.
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
+        self.call(OpKind::Read, move |channel, timeout| {
+            let request = with_timeout(proto::LeaseKeepAliveRequest { id }, timeout);
+            async move {
+                Ok(kv(channel)
+                    .lease_keep_alive(request)
+                    .await?
+                    .into_inner()
+                    .ttl)
+            }
+        })
+        .await
+    }
+
+    /// Lease `id`'s granted and remaining TTL, and its keys when `keys`;
+    /// `None` if it does not exist.
+    pub async fn lease_time_to_live(
+        &self,
+        id: i64,
+        keys: bool,
+    ) -> Result<Option<proto::LeaseTimeToLiveResponse>> {
+        let response = self
+            .call(OpKind::Read, move |channel, timeout| {
+                let request = with_timeout(proto::LeaseTimeToLiveRequest { id, keys }, timeout);
+                async move { Ok(kv(channel).lease_time_to_live(request).await?.into_inner()) }
+            })
+            .await?;
+        Ok(response.found.then_some(response))
+    }
+
+    /// The ids of every lease, in id order.
+    pub async fn lease_list(&self) -> Result<Vec<i64>> {
+        self.call(OpKind::Read, move |channel, timeout| {
+            let request = with_timeout(proto::LeaseListRequest {}, timeout);
+            async move { Ok(kv(channel).lease_list(request).await?.into_inner().ids) }
         })
         .await
     }
@@ -287,6 +372,7 @@ impl Client {
             key: key.into(),
             value: value.into(),
             if_version: Some(version),
+            lease: 0,
         })
         .await
     }

@@ -140,6 +140,7 @@ impl TxnState {
                     key: key.clone(),
                     value: value.clone().unwrap_or_default(),
                     delete: value.is_none(),
+                    lease: 0,
                 })
                 .collect(),
             compares: Vec::new(),
@@ -479,12 +480,14 @@ mod tests {
                 proto::Mutation {
                     key: b"d".to_vec(),
                     value: vec![],
-                    delete: true
+                    delete: true,
+                    lease: 0,
                 },
                 proto::Mutation {
                     key: b"w".to_vec(),
                     value: b"v".to_vec(),
-                    delete: false
+                    delete: false,
+                    lease: 0,
                 },
             ]
         );

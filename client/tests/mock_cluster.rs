@@ -125,6 +125,7 @@ async fn aborts_and_invalid_input_arrive_typed() -> TestResult {
                 key: b"\x00\xffbin".to_vec(),
                 value: b"v".to_vec(),
                 delete: false,
+                lease: 0,
             }],
             ..Default::default()
         })

@@ -97,11 +97,15 @@ pub enum Tag {
     ReadIndex = 72,
     /// Peer message: `ReadIndex` reply.
     ReadIndexReply = 73,
+    /// Peer message: `Lease` request (a keep-alive or deadline question for the leader).
+    LeaseCall = 74,
+    /// Peer message: `Lease` reply.
+    LeaseReply = 75,
 }
 
 impl Tag {
     /// Every tag, for decoding.
-    const ALL: [Tag; 25] = [
+    const ALL: [Tag; 27] = [
         Tag::LogEntry,
         Tag::LogTruncate,
         Tag::LogPurge,
@@ -127,6 +131,8 @@ impl Tag {
         Tag::ForwardReply,
         Tag::ReadIndex,
         Tag::ReadIndexReply,
+        Tag::LeaseCall,
+        Tag::LeaseReply,
     ];
 
     /// The tag numbered `n`, if this build knows it.
@@ -236,6 +242,8 @@ peer_message!(Forward: 'a> PeerMessage for Vec<&'a crate::txn::WriteSet>);
 peer_message!(ForwardReply: E> PeerMessage for std::result::Result<(), E>);
 peer_message!(ReadIndex: > PeerMessage for ());
 peer_message!(ReadIndexReply: E> PeerMessage for std::result::Result<crate::txn::Seqno, E>);
+peer_message!(LeaseCall: > PeerMessage for crate::lease::LeaderCall);
+peer_message!(LeaseReply: E> PeerMessage for std::result::Result<crate::lease::LeaderAnswer, E>);
 
 // The log's payload: a tag, then the variant's body. Tags are never reused.
 const REQUEST_BATCH: u16 = 1;

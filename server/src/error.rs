@@ -13,6 +13,9 @@ pub enum Error {
     /// compare); retry a conflict from a new snapshot.
     #[error("aborted: {0}")]
     Aborted(crate::certify::Abort),
+    /// What the request names does not exist (e.g. a lease).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// The node cannot serve this now (no quorum, no leader, shutting down); try
     /// again or another node.
     #[error("unavailable: {0}")]

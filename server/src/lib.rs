@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod failpoints;
 pub mod group;
+pub mod lease;
 pub mod metrics;
 pub mod node;
 pub mod ports;

@@ -19,6 +19,7 @@
 //! batcher, Raft), and `cluster/` must never import `node`.
 
 pub mod drain;
+pub mod lease;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -113,6 +114,8 @@ pub struct Node {
     pub admission: crate::admission::Limiter,
     /// Whether the node drains before it stops (see [`Node::drain`]).
     pub drain: crate::node::drain::Drain,
+    /// The leader's lease deadlines (empty on a follower; see [`crate::lease`]).
+    pub lease_deadlines: Arc<crate::lease::Deadlines>,
 }
 
 /// What a node runs on: its storage, its Raft log, its peer transport and
@@ -375,8 +378,10 @@ impl Node {
             log_reader,
             admission,
             drain: Default::default(),
+            lease_deadlines: Default::default(),
         });
         tokio::spawn(watch_leader(Arc::downgrade(&node)));
+        tokio::spawn(crate::node::lease::expiry_loop(Arc::downgrade(&node)));
         if node.config.gc_interval_ms > 0 {
             tokio::spawn(gc_loop(Arc::downgrade(&node), gc_lock));
         }

@@ -53,6 +53,7 @@ fn hostile_put(tag: &str, value_len: usize) -> Mutation {
     Mutation::Put {
         key,
         value: vec![b'x'; value_len],
+        lease: 0,
     }
 }
 

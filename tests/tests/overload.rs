@@ -95,6 +95,7 @@ async fn an_overloaded_node_refuses_at_once_and_keeps_its_promises() -> Result<(
                     key: key.clone().into_bytes(),
                     value: value.clone().into_bytes(),
                     if_version: None,
+                    lease: 0,
                 });
                 req.set_timeout(Duration::from_secs(15));
                 let sent = Instant::now();

@@ -399,6 +399,7 @@ mod scenarios {
                         key: key.clone(),
                         value: value.clone().unwrap_or_default(),
                         delete: value.is_none(),
+                        lease: 0,
                     })
                     .collect(),
                 reads: if serializable {
@@ -1371,6 +1372,7 @@ mod counters {
                 key: b"y".to_vec(),
                 value: b"b".to_vec(),
                 delete: false,
+                lease: 0,
             }],
             server_retry,
             ..Default::default()

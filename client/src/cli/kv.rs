@@ -47,9 +47,10 @@ pub fn render_get(key: &[u8], found: Option<&Versioned>, json: bool) -> Reply {
 /// `put`: prints `OK <seqno>`.
 pub async fn put(client: &Client, args: &PutArgs, json: bool) -> Result<Reply> {
     let (key, value) = (args.key.as_bytes(), args.value.as_bytes());
-    let seqno = match args.if_version {
-        Some(version) => client.put_if_version(key, value, version).await?,
-        None => client.put(key, value).await?,
+    let seqno = match (args.if_version, args.lease) {
+        (_, Some(lease)) => client.put_with_lease(key, value, lease).await?,
+        (Some(version), None) => client.put_if_version(key, value, version).await?,
+        (None, None) => client.put(key, value).await?,
     };
     Ok(render_seqno(seqno, json))
 }

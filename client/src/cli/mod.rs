@@ -17,6 +17,7 @@ mod admin;
 mod bench;
 mod demo;
 mod kv;
+mod lease;
 mod line;
 mod output;
 mod shell;
@@ -129,6 +130,10 @@ pub enum Command {
     /// a line (`PUT <seqno> <key> <value>`, `DELETE <seqno> <key>`), in seqno
     /// order; resumes on another endpoint without losing or repeating one.
     Watch(WatchArgs),
+    /// Leases: keys attached to a lease (`put --lease ID`) are deleted when
+    /// it expires (no keep-alive within its TTL) or is revoked.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
     /// Interactive shell.
     Shell,
     /// Backups: save a consistent snapshot of the whole store, or check one.
@@ -212,6 +217,44 @@ pub enum SnapshotCommand {
     },
 }
 
+/// `lease grant TTL [--id ID]`, `keep-alive ID [--once]`, `revoke ID`,
+/// `timetolive ID [--keys]`, `list`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL seconds (prints `lease ID granted with TTL Ns`).
+    Grant {
+        /// Seconds until it expires unless kept alive.
+        ttl: i64,
+        /// The lease id to use (positive; default: the server picks one).
+        #[arg(long)]
+        id: Option<i64>,
+    },
+    /// Keep a lease alive: every third of its TTL until stopped, or once.
+    KeepAlive {
+        /// The lease id.
+        id: i64,
+        /// Send one keep-alive and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Revoke a lease now, deleting the keys attached to it.
+    Revoke {
+        /// The lease id.
+        id: i64,
+    },
+    /// Show a lease's granted and remaining TTL (exit 1 when it does not exist).
+    #[command(name = "timetolive")]
+    TimeToLive {
+        /// The lease id.
+        id: i64,
+        /// Also list the keys attached to it.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// List every lease id, one a line.
+    List,
+}
+
 /// `leave [NODE_ID]`.
 #[derive(Debug, Clone, Args)]
 pub struct LeaveArgs {
@@ -230,6 +273,9 @@ pub struct PutArgs {
     /// Only if the key's current version is N (0: only if the key is absent).
     #[arg(long, value_name = "N")]
     pub if_version: Option<u64>,
+    /// Attach the key to lease ID (it is deleted when the lease expires or is revoked).
+    #[arg(long, value_name = "ID", conflicts_with = "if_version")]
+    pub lease: Option<i64>,
 }
 
 /// `get KEY [--local | --consistency C]`.
@@ -468,6 +514,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Bench(args) => report(runtime.block_on(bench::run(&global, &args))),
         Command::Txn(args) => txn::run(&runtime, &client, args.isolation.into(), json),
         Command::Watch(args) => report(runtime.block_on(watch::run(&client, &args, json))),
+        Command::Lease(command) => report(runtime.block_on(lease::run(&client, &command, json))),
         Command::Shell => shell::run(&runtime, &client, json),
         Command::Snapshot(SnapshotCommand::Save { file }) => {
             report(runtime.block_on(snapshot::save(&client, &file, json)))

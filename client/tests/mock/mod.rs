@@ -198,6 +198,41 @@ impl Kv for MockNode {
         Err(Status::unimplemented("the mock node does not watch"))
     }
 
+    async fn lease_grant(
+        &self,
+        _request: Request<proto::LeaseGrantRequest>,
+    ) -> Result<Response<proto::LeaseGrantResponse>, Status> {
+        Err(Status::unimplemented("the mock node has no leases"))
+    }
+
+    async fn lease_revoke(
+        &self,
+        _request: Request<proto::LeaseRevokeRequest>,
+    ) -> Result<Response<proto::LeaseRevokeResponse>, Status> {
+        Err(Status::unimplemented("the mock node has no leases"))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        _request: Request<proto::LeaseKeepAliveRequest>,
+    ) -> Result<Response<proto::LeaseKeepAliveResponse>, Status> {
+        Err(Status::unimplemented("the mock node has no leases"))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        _request: Request<proto::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<proto::LeaseTimeToLiveResponse>, Status> {
+        Err(Status::unimplemented("the mock node has no leases"))
+    }
+
+    async fn lease_list(
+        &self,
+        _request: Request<proto::LeaseListRequest>,
+    ) -> Result<Response<proto::LeaseListResponse>, Status> {
+        Err(Status::unimplemented("the mock node has no leases"))
+    }
+
     async fn begin(
         &self,
         request: Request<proto::BeginRequest>,
@@ -260,6 +295,7 @@ impl Kv for MockNode {
                     key: key.clone(),
                     value: if req.keys_only { Vec::new() } else { value },
                     version,
+                    ..Default::default()
                 });
             }
         }
@@ -287,6 +323,7 @@ impl Kv for MockNode {
                 key: req.key.clone(),
                 value: req.value,
                 delete: false,
+                lease: 0,
             }],
             compares: req
                 .if_version
@@ -315,6 +352,7 @@ impl Kv for MockNode {
                 key: req.key.clone(),
                 value: Vec::new(),
                 delete: true,
+                lease: 0,
             }],
             compares: req
                 .if_version

@@ -74,11 +74,15 @@ pub fn write_set(req: pb::CommitRequest) -> Result<WriteSet> {
             if !m.value.is_empty() {
                 return Err(Error::InvalidInput("a delete carries no value".into()));
             }
+            if m.lease != 0 {
+                return Err(Error::InvalidInput("a delete carries no lease".into()));
+            }
             Mutation::Delete { key: m.key }
         } else {
             Mutation::Put {
                 key: m.key,
                 value: m.value,
+                lease: m.lease,
             }
         });
     }

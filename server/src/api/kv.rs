@@ -125,6 +125,9 @@ impl Kv for KvService {
                 key: v.key,
                 value: v.value,
                 version: v.version,
+                create_seqno: v.create_seqno,
+                modifications: v.modifications,
+                lease: v.lease,
             })
             .collect();
         Ok(Response::new(pb::ScanResponse { kvs, seqno, more }))
@@ -136,10 +139,16 @@ impl Kv for KvService {
             Mutation::Put {
                 key: req.key,
                 value: req.value,
+                lease: req.lease,
             },
             req.if_version,
         );
         reserved::check_client_write_set(&mut ws).map_err(to_status)?;
+        self.node
+            .leases()
+            .attach(&mut ws)
+            .await
+            .map_err(to_status)?;
         let seqno = self.node.commit(ws, false).await.map_err(to_status)?;
         Ok(Response::new(pb::PutResponse { seqno }))
     }
@@ -163,12 +172,86 @@ impl Kv for KvService {
         let server_retry = req.server_retry;
         let mut ws = convert::write_set(req).map_err(to_status)?;
         reserved::check_client_write_set(&mut ws).map_err(to_status)?;
+        self.node
+            .leases()
+            .attach(&mut ws)
+            .await
+            .map_err(to_status)?;
         let seqno = self
             .node
             .commit(ws, server_retry)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CommitResponse { seqno }))
+    }
+
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let req = req.into_inner();
+        let grant = self
+            .node
+            .leases()
+            .grant(req.id, req.ttl)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::LeaseGrantResponse {
+            id: grant.id,
+            ttl: grant.ttl,
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let id = req.into_inner().id;
+        let seqno = self.node.leases().revoke(id).await.map_err(to_status)?;
+        Ok(Response::new(pb::LeaseRevokeResponse { seqno }))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<pb::LeaseKeepAliveRequest>,
+    ) -> Result<Response<pb::LeaseKeepAliveResponse>, Status> {
+        let id = req.into_inner().id;
+        let ttl = self.node.leases().keep_alive(id).await.map_err(to_status)?;
+        Ok(Response::new(pb::LeaseKeepAliveResponse { id, ttl }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let req = req.into_inner();
+        let info = self
+            .node
+            .leases()
+            .time_to_live(req.id, req.keys)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(match info {
+            Some(info) => pb::LeaseTimeToLiveResponse {
+                id: info.id,
+                found: true,
+                granted_ttl: info.granted_ttl,
+                remaining_ttl: info.remaining_ttl,
+                keys: info.keys,
+            },
+            None => pb::LeaseTimeToLiveResponse {
+                id: req.id,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn lease_list(
+        &self,
+        _req: Request<pb::LeaseListRequest>,
+    ) -> Result<Response<pb::LeaseListResponse>, Status> {
+        let ids = self.node.leases().list().await.map_err(to_status)?;
+        Ok(Response::new(pb::LeaseListResponse { ids }))
     }
 }
 

@@ -84,4 +84,9 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         reply(&reads::leader_read_index(&self.node.raft, &*self.node.primary).await)
     }
+
+    async fn lease(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let call: crate::lease::LeaderCall = decode(req.get_ref()).map_err(bad)?;
+        reply(&crate::node::lease::answer_peer(&self.node, call).await)
+    }
 }

@@ -34,5 +34,6 @@ pub fn to_status(err: Error) -> Status {
         Error::InvalidData(m) => Status::data_loss(m),
         Error::Storage(m) => Status::internal(format!("storage: {m}")),
         Error::Internal(m) => Status::internal(m),
+        Error::NotFound(m) => Status::not_found(m),
     }
 }

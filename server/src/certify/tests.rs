@@ -121,6 +121,7 @@ impl Build for WriteSet {
         self.mutations.push(Mutation::Put {
             key: key.into(),
             value: value.into(),
+            lease: 0,
         });
         self
     }
@@ -848,6 +849,7 @@ mod golden {
                 mutations.push(Mutation::Put {
                     key: key.into(),
                     value: value.into(),
+                    lease: 0,
                 });
             }
         } else {
@@ -1151,6 +1153,7 @@ mod props {
                     Some(v) => Mutation::Put {
                         key,
                         value: vec![b'0' + v],
+                        lease: 0,
                     },
                     None => Mutation::Delete { key },
                 });

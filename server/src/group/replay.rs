@@ -178,8 +178,13 @@ mod tests {
 
     fn write_set() -> impl Strategy<Value = WriteSet> {
         let mutation = prop_oneof![
-            (key(), prop::collection::vec(any::<u8>(), 0..3))
-                .prop_map(|(key, value)| Mutation::Put { key, value }),
+            (key(), prop::collection::vec(any::<u8>(), 0..3)).prop_map(|(key, value)| {
+                Mutation::Put {
+                    key,
+                    value,
+                    lease: 0,
+                }
+            }),
             key().prop_map(|key| Mutation::Delete { key }),
         ];
         let condition = prop_oneof![
@@ -276,6 +281,7 @@ mod tests {
                 vec![Mutation::Put {
                     key: key.to_vec(),
                     value: b"v".to_vec(),
+                    lease: 0,
                 }],
             );
             ws.id = TxnId(id);

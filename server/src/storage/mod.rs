@@ -31,6 +31,7 @@ pub mod keycode;
 use std::sync::Arc;
 
 pub use engine::{BatchOp, Engine, MemoryEngine, SledEngine};
+pub use keycode::KeyMeta;
 
 use crate::error::{Error, Result};
 use crate::txn::{Key, KeyRange, Seqno, TxnId, Value};
@@ -44,6 +45,12 @@ pub struct Versioned {
     pub version: Seqno,
     /// Its value.
     pub value: Value,
+    /// Seqno of the write that created the key (etcd's `create_revision`).
+    pub create_seqno: Seqno,
+    /// Writes of the key since it was created, 1 for a new key (etcd's `version`).
+    pub modifications: u64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
 }
 
 /// One change of a key: what a watch delivers (see [`Mvcc::history`]).
@@ -57,6 +64,37 @@ pub struct Change {
     pub value: Option<Value>,
     /// The previous version and value, when asked for and the key existed.
     pub prev: Option<(Seqno, Value)>,
+    /// Seqno of the write that created the key (0 for a delete).
+    pub create_seqno: Seqno,
+    /// Writes of the key since it was created (0 for a delete).
+    pub modifications: u64,
+    /// The lease the key is attached to (0: none, and for a delete).
+    pub lease: i64,
+}
+
+impl Change {
+    /// The change of `key` at `seqno` to `value`, with the new version's
+    /// metadata (ignored for a delete) and no previous version.
+    pub fn new(seqno: Seqno, key: Key, value: Option<Value>, meta: KeyMeta) -> Self {
+        let meta = if value.is_some() {
+            meta
+        } else {
+            KeyMeta {
+                create_seqno: 0,
+                modifications: 0,
+                lease: 0,
+            }
+        };
+        Change {
+            seqno,
+            key,
+            value,
+            prev: None,
+            create_seqno: meta.create_seqno,
+            modifications: meta.modifications,
+            lease: meta.lease,
+        }
+    }
 }
 
 /// The MVCC layer over an [`Engine`].
@@ -108,6 +146,61 @@ impl Mvcc {
         Ok(found)
     }
 
+    /// The newest version of `key` at or below `at` with its metadata,
+    /// tombstones included (as `None`).
+    pub fn newest_meta(
+        &self,
+        key: &[u8],
+        at: Seqno,
+    ) -> Result<Option<(Seqno, Option<(Value, KeyMeta)>)>> {
+        let start = keycode::version_key(key, at);
+        let end = keycode::version_key(key, 0);
+        let mut found = None;
+        let mut bad = None;
+        self.engine.scan(&start, None, &mut |k, v| {
+            if k > end.as_slice() {
+                return false;
+            }
+            match keycode::decode_version_key(k) {
+                Some((_, seqno)) => match keycode::decode_value_meta(v, seqno) {
+                    Some(value) => found = Some((seqno, value.map(|(v, m)| (v.to_vec(), m)))),
+                    None => bad = Some(k.to_vec()),
+                },
+                None => bad = Some(k.to_vec()),
+            }
+            false
+        })?;
+        if let Some(k) = bad {
+            return Err(Error::InvalidData(format!("undecodable MVCC entry {k:?}")));
+        }
+        Ok(found)
+    }
+
+    /// The live version of `key` at `at` with its metadata, or `None` if the
+    /// key is absent (or deleted) at `at`.
+    pub fn get_versioned(&self, key: &[u8], at: Seqno) -> Result<Option<Versioned>> {
+        Ok(match self.newest_meta(key, at)? {
+            Some((version, Some((value, meta)))) => Some(Versioned {
+                key: key.to_vec(),
+                version,
+                value,
+                create_seqno: meta.create_seqno,
+                modifications: meta.modifications,
+                lease: meta.lease,
+            }),
+            _ => None,
+        })
+    }
+
+    /// The metadata of `key`'s live version at `at`, or `None` if the key
+    /// is absent (or deleted) at `at`.
+    pub fn get_meta(&self, key: &[u8], at: Seqno) -> Result<Option<KeyMeta>> {
+        Ok(match self.newest_meta(key, at)? {
+            Some((_, Some((_, meta)))) => Some(meta),
+            _ => None,
+        })
+    }
+
     /// Seqno of the newest version of `key`, tombstones included.
     pub fn last_write(&self, key: &[u8]) -> Result<Option<Seqno>> {
         Ok(self.newest(key, Seqno::MAX)?.map(|(s, _)| s))
@@ -116,6 +209,18 @@ impl Mvcc {
     /// Visits, in key order, the newest version at or below `at` of each key in
     /// `range` (tombstones included, as `None`), until `f` returns false.
     pub fn visit(&self, range: &KeyRange, at: Seqno, f: &mut VersionVisitor<'_>) -> Result<()> {
+        self.visit_meta(range, at, &mut |key, seqno, value| {
+            f(key, seqno, value.map(|(v, _)| v))
+        })
+    }
+
+    /// [`Mvcc::visit`] with each live version's metadata.
+    pub fn visit_meta(
+        &self,
+        range: &KeyRange,
+        at: Seqno,
+        f: &mut dyn FnMut(&[u8], Seqno, Option<(&[u8], KeyMeta)>) -> bool,
+    ) -> Result<()> {
         let start = keycode::range_start(&range.start);
         let end = match &range.end {
             Some(e) => keycode::range_start(e),
@@ -128,7 +233,6 @@ impl Mvcc {
         // The key whose newest visible version was already handed to `f`.
         let mut done: Option<Vec<u8>> = None;
         let mut bad = None;
-        let mut stop = false;
         self.engine.scan(&start, Some(&end), &mut |k, v| {
             let Some((key, seqno)) = keycode::decode_version_key(k) else {
                 bad = Some(k.to_vec());
@@ -137,18 +241,16 @@ impl Mvcc {
             if done.as_deref() == Some(key.as_slice()) || seqno > at {
                 return true;
             }
-            let Some(value) = keycode::decode_value(v) else {
+            let Some(value) = keycode::decode_value_meta(v, seqno) else {
                 bad = Some(k.to_vec());
                 return false;
             };
             if !f(&key, seqno, value) {
-                stop = true;
                 return false;
             }
             done = Some(key);
             true
         })?;
-        let _ = stop;
         if let Some(k) = bad {
             return Err(Error::InvalidData(format!("undecodable MVCC entry {k:?}")));
         }
@@ -165,8 +267,10 @@ impl Mvcc {
     ) -> Result<(Vec<Versioned>, bool)> {
         let mut out = Vec::new();
         let mut more = false;
-        self.visit(range, at, &mut |key, version, value| {
-            let Some(value) = value else { return true };
+        self.visit_meta(range, at, &mut |key, version, value| {
+            let Some((value, meta)) = value else {
+                return true;
+            };
             if out.len() == limit {
                 more = true;
                 return false;
@@ -179,6 +283,9 @@ impl Mvcc {
                 } else {
                     value.to_vec()
                 },
+                create_seqno: meta.create_seqno,
+                modifications: meta.modifications,
+                lease: meta.lease,
             });
             true
         })?;
@@ -233,12 +340,16 @@ impl Mvcc {
         let mut bad = None;
         let (mut bytes, mut over) = (0usize, false);
         self.engine.scan(&start, Some(&end), &mut |k, v| {
-            let (Some((key, seqno)), Some(value)) =
-                (keycode::decode_version_key(k), keycode::decode_value(v))
-            else {
+            let Some((key, seqno)) = keycode::decode_version_key(k) else {
                 bad = Some(k.to_vec());
                 return false;
             };
+            let Some(decoded) = keycode::decode_value_meta(v, seqno) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            let meta = decoded.map(|(_, m)| m).unwrap_or_default();
+            let value = decoded.map(|(v, _)| v);
             if let Some(i) = waiting.take() {
                 if out[i].key == key {
                     bytes += value.map_or(0, <[u8]>::len);
@@ -247,12 +358,7 @@ impl Mvcc {
             }
             if seqno > after && seqno <= upto {
                 bytes += key.len() + value.map_or(0, <[u8]>::len);
-                out.push(Change {
-                    seqno,
-                    key,
-                    value: value.map(<[u8]>::to_vec),
-                    prev: None,
-                });
+                out.push(Change::new(seqno, key, value.map(<[u8]>::to_vec), meta));
                 if with_prev {
                     waiting = Some(out.len() - 1);
                 }
@@ -283,6 +389,20 @@ impl Mvcc {
         (
             keycode::version_key(key, seqno),
             Some(keycode::encode_value(value)),
+        )
+    }
+
+    /// The engine write that stores `value` (or a tombstone) as `key`'s
+    /// version at `seqno`, with the key's metadata.
+    pub fn version_op_meta(
+        key: &[u8],
+        seqno: Seqno,
+        value: Option<&[u8]>,
+        meta: &KeyMeta,
+    ) -> BatchOp {
+        (
+            keycode::version_key(key, seqno),
+            Some(keycode::encode_value_meta(value, seqno, meta)),
         )
     }
 

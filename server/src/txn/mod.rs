@@ -73,23 +73,107 @@ pub enum Isolation {
 }
 
 /// One buffered write.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Encoded (in the log and in `Forward`) as its wire form: a put without a
+/// lease keeps the shape it had before leases existed (variant 0), so old
+/// log entries and write sets decode unchanged, and a put with a lease is a
+/// variant of its own (2), which a build that predates leases refuses
+/// rather than misreads.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mutation {
     /// Set `key` to `value`.
     Put {
         /// The key written.
-        #[serde(with = "serde_bytes")]
         key: Key,
         /// The new value.
-        #[serde(with = "serde_bytes")]
         value: Value,
+        /// The lease to attach the key to (0: none). The key is deleted
+        /// when the lease expires or is revoked.
+        lease: i64,
     },
     /// Remove `key` (writes a tombstone version).
     Delete {
         /// The key deleted.
+        key: Key,
+    },
+}
+
+/// [`Mutation`] as it is encoded (borrowed, for serializing).
+#[derive(Serialize)]
+enum MutationRef<'a> {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: &'a [u8],
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+    },
+    Delete {
+        #[serde(with = "serde_bytes")]
+        key: &'a [u8],
+    },
+    PutWithLease {
+        #[serde(with = "serde_bytes")]
+        key: &'a [u8],
+        #[serde(with = "serde_bytes")]
+        value: &'a [u8],
+        lease: i64,
+    },
+}
+
+/// [`Mutation`] as it is encoded (owned, for deserializing). Variants are
+/// encoded by position: never reorder them, only append.
+#[derive(Deserialize)]
+enum MutationWire {
+    Put {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Value,
+    },
+    Delete {
         #[serde(with = "serde_bytes")]
         key: Key,
     },
+    PutWithLease {
+        #[serde(with = "serde_bytes")]
+        key: Key,
+        #[serde(with = "serde_bytes")]
+        value: Value,
+        lease: i64,
+    },
+}
+
+impl Serialize for Mutation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Mutation::Put {
+                key,
+                value,
+                lease: 0,
+            } => MutationRef::Put { key, value },
+            Mutation::Put { key, value, lease } => MutationRef::PutWithLease {
+                key,
+                value,
+                lease: *lease,
+            },
+            Mutation::Delete { key } => MutationRef::Delete { key },
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mutation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match MutationWire::deserialize(d)? {
+            MutationWire::Put { key, value } => Mutation::Put {
+                key,
+                value,
+                lease: 0,
+            },
+            MutationWire::PutWithLease { key, value, lease } => Mutation::Put { key, value, lease },
+            MutationWire::Delete { key } => Mutation::Delete { key },
+        })
+    }
 }
 
 impl Mutation {
@@ -204,7 +288,7 @@ impl WriteSet {
             .mutations
             .iter()
             .map(|m| match m {
-                Mutation::Put { key, value } => key.len() + value.len() + 16,
+                Mutation::Put { key, value, .. } => key.len() + value.len() + 16,
                 Mutation::Delete { key } => key.len() + 8,
             })
             .sum();
@@ -227,5 +311,56 @@ impl WriteSet {
             .map(|r| r.start.len() + r.end.as_ref().map_or(0, Vec::len) + 16)
             .sum();
         64 + muts + cmps + reads + ranges
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Mutation` as it was encoded before leases (a derived enum).
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum OldMutation {
+        Put {
+            #[serde(with = "serde_bytes")]
+            key: Key,
+            #[serde(with = "serde_bytes")]
+            value: Value,
+        },
+        Delete {
+            #[serde(with = "serde_bytes")]
+            key: Key,
+        },
+    }
+
+    /// A put without a lease and a delete keep their old bytes both ways;
+    /// a put with a lease round-trips and is refused by the old decoder.
+    #[test]
+    fn mutations_keep_their_old_encoding_and_a_lease_is_a_new_variant() {
+        let old = OldMutation::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        };
+        let new = Mutation::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            lease: 0,
+        };
+        let old_bytes = bincode::serialize(&old).unwrap();
+        assert_eq!(bincode::serialize(&new).unwrap(), old_bytes);
+        assert_eq!(bincode::deserialize::<Mutation>(&old_bytes).unwrap(), new);
+        let del = bincode::serialize(&OldMutation::Delete { key: b"k".to_vec() }).unwrap();
+        assert_eq!(
+            bincode::deserialize::<Mutation>(&del).unwrap(),
+            Mutation::Delete { key: b"k".to_vec() }
+        );
+        let leased = Mutation::Put {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            lease: 42,
+        };
+        let bytes = bincode::serialize(&leased).unwrap();
+        assert_eq!(bincode::deserialize::<Mutation>(&bytes).unwrap(), leased);
+        assert!(bincode::deserialize::<OldMutation>(&bytes).is_err());
     }
 }

@@ -130,6 +130,7 @@ mod tests {
             vec![Mutation::Put {
                 key: system_key(b"lease/", b"1"),
                 value: b"x".to_vec(),
+                lease: 0,
             }],
         );
         let err = check_client_write_set(&mut ws).unwrap_err();
@@ -139,6 +140,7 @@ mod tests {
             vec![Mutation::Put {
                 key: b"k".to_vec(),
                 value: b"x".to_vec(),
+                lease: 0,
             }],
         );
         ok.ranges.push(range(b"", None));

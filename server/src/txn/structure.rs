@@ -40,6 +40,7 @@ mod tests {
         Mutation::Put {
             key: key.to_vec(),
             value: b"v".to_vec(),
+            lease: 0,
         }
     }
 

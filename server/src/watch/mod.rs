@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::error::Error;
 pub use crate::storage::Change;
-use crate::storage::Mvcc;
+use crate::storage::{KeyMeta, Mvcc};
 use crate::txn::{Key, KeyRange, Seqno, Value};
 
 /// Batches a watcher's hub queue holds before it is flagged lagged.
@@ -90,6 +90,8 @@ pub struct Event {
     pub key: Key,
     /// The new value; `None`: deleted.
     pub value: Option<Value>,
+    /// The new version's metadata (default for a delete).
+    pub meta: KeyMeta,
 }
 
 /// The changes of one applied run of entries, published to the watchers
@@ -512,12 +514,10 @@ async fn follow(
                             } else {
                                 None
                             };
-                            changes.push(Change {
-                                seqno: e.seqno,
-                                key: e.key.clone(),
-                                value: e.value.clone(),
-                                prev,
-                            });
+                            let mut change =
+                                Change::new(e.seqno, e.key.clone(), e.value.clone(), e.meta);
+                            change.prev = prev;
+                            changes.push(change);
                         }
                     }
                     if batch.upto > at {

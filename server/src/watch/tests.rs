@@ -9,6 +9,7 @@ fn ev(seqno: Seqno, key: &str, value: Option<&str>) -> Event {
         seqno,
         key: key.as_bytes().to_vec(),
         value: value.map(|v| v.as_bytes().to_vec()),
+        meta: crate::storage::KeyMeta::default(),
     }
 }
 

@@ -186,6 +186,7 @@ async fn setup(opts: &Options, recorder: &Recorder) -> Result<()> {
                 key: account_key(*i).into_bytes(),
                 value: b.to_string().into_bytes(),
                 delete: false,
+                lease: 0,
             })
             .collect(),
         compares: vec![proto::Compare {

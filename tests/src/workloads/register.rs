@@ -118,6 +118,7 @@ pub fn cas_request(key: &str, from: i64, to: i64) -> proto::CommitRequest {
             key: key.as_bytes().to_vec(),
             value: to.to_string().into_bytes(),
             delete: false,
+            lease: 0,
         }],
         compares: vec![proto::Compare {
             key: key.as_bytes().to_vec(),

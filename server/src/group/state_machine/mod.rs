@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::raft::types::{
     Entry, LogId, Outcome, Request, Response, StorageError, StoredMembership, TypeConfig,
 };
-use crate::storage::{BatchOp, Mvcc};
+use crate::storage::{BatchOp, KeyMeta, Mvcc};
 use crate::txn::{Key, KeyRange, Mutation, NodeId, Seqno, Value};
 
 use dedup::RecentIds;
@@ -266,7 +266,7 @@ impl StateMachine {
     /// Certifies and applies a run of committed entries; one response each.
     pub(crate) fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Response>> {
         let mut responses = Vec::with_capacity(entries.len());
-        let mut pending: BTreeMap<Key, (Seqno, Option<Value>)> = BTreeMap::new();
+        let mut pending: Pending = BTreeMap::new();
         let mut ops: Vec<BatchOp> = Vec::new();
         // Ids applied earlier in this same run (not yet in the engine).
         let mut seen: BTreeMap<crate::txn::TxnId, Seqno> = BTreeMap::new();
@@ -315,21 +315,13 @@ impl StateMachine {
                                 view.result()?;
                                 if verdict == Verdict::Commit {
                                     for m in &ws.mutations {
-                                        let (key, value) = match m {
-                                            Mutation::Put { key, value } => {
-                                                (key, Some(value.clone()))
-                                            }
-                                            Mutation::Delete { key } => (key, None),
-                                        };
-                                        ops.push(Mvcc::version_op(key, seqno, value.as_deref()));
-                                        if let Some(c) = changes.as_mut() {
-                                            c.push(crate::watch::Event {
-                                                seqno,
-                                                key: key.clone(),
-                                                value: value.clone(),
-                                            });
-                                        }
-                                        pending.insert(key.clone(), (seqno, value));
+                                        self.apply_mutation(
+                                            m,
+                                            seqno,
+                                            &mut pending,
+                                            &mut ops,
+                                            changes.as_mut(),
+                                        )?;
                                     }
                                 }
                                 ops.push(Mvcc::txn_op(ws.id, seqno));
@@ -374,17 +366,88 @@ impl StateMachine {
     }
 }
 
+/// This run's writes not yet in storage: key -> (seqno, value or tombstone, metadata).
+type Pending = BTreeMap<Key, (Seqno, Option<Value>, KeyMeta)>;
+
+impl StateMachine {
+    /// Adds one committed mutation at `seqno` to the run: its version with
+    /// the key's metadata (computed from the key's previous version, which
+    /// may be earlier in this run), and, when the key's lease changes, the
+    /// lease index entries (`lease::keys::attached`) it moves.
+    fn apply_mutation(
+        &self,
+        m: &Mutation,
+        seqno: Seqno,
+        pending: &mut Pending,
+        ops: &mut Vec<BatchOp>,
+        changes: Option<&mut Vec<crate::watch::Event>>,
+    ) -> Result<()> {
+        let (key, value, lease) = match m {
+            Mutation::Put { key, value, lease } => (key, Some(value), *lease),
+            Mutation::Delete { key } => (key, None, 0),
+        };
+        let prev: Option<KeyMeta> = match pending.get(key) {
+            Some((_, v, meta)) => v.as_ref().map(|_| *meta),
+            None => self
+                .mvcc
+                .newest_meta(key, Seqno::MAX)?
+                .and_then(|(_, v)| v.map(|(_, meta)| meta)),
+        };
+        let meta = match (value, prev) {
+            (None, _) => KeyMeta::default(),
+            (Some(_), Some(p)) => KeyMeta {
+                create_seqno: p.create_seqno,
+                modifications: p.modifications.saturating_add(1),
+                lease,
+            },
+            (Some(_), None) => KeyMeta {
+                lease,
+                ..KeyMeta::created(seqno)
+            },
+        };
+        ops.push(Mvcc::version_op_meta(
+            key,
+            seqno,
+            value.map(Vec::as_slice),
+            &meta,
+        ));
+        let prev_lease = prev.map_or(0, |p| p.lease);
+        if prev_lease != meta.lease {
+            if prev_lease != 0 {
+                let entry = crate::lease::keys::attached(prev_lease, key);
+                ops.push(Mvcc::version_op(&entry, seqno, None));
+                pending.insert(entry, (seqno, None, KeyMeta::default()));
+            }
+            if meta.lease != 0 {
+                let entry = crate::lease::keys::attached(meta.lease, key);
+                ops.push(Mvcc::version_op(&entry, seqno, Some(&[])));
+                pending.insert(entry, (seqno, Some(Vec::new()), KeyMeta::created(seqno)));
+            }
+        }
+        if let Some(c) = changes {
+            c.push(crate::watch::Event {
+                seqno,
+                key: key.clone(),
+                value: value.cloned(),
+                meta,
+            });
+        }
+        pending.insert(key.clone(), (seqno, value.cloned(), meta));
+        Ok(())
+    }
+}
+
 /// The history certification reads: storage plus this run's pending writes.
 /// Storage errors are remembered and surface from [`Overlay::result`], after
 /// which the verdict is discarded.
 struct Overlay<'a> {
     mvcc: &'a Mvcc,
-    pending: &'a BTreeMap<Key, (Seqno, Option<Value>)>,
+    pending: &'a Pending,
     error: RefCell<Option<Error>>,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(mvcc: &'a Mvcc, pending: &'a BTreeMap<Key, (Seqno, Option<Value>)>) -> Self {
+    fn new(mvcc: &'a Mvcc, pending: &'a Pending) -> Self {
         Overlay {
             mvcc,
             pending,
@@ -410,14 +473,14 @@ impl<'a> Overlay<'a> {
 impl History for Overlay<'_> {
     fn last_write(&self, key: &[u8]) -> Option<Seqno> {
         match self.pending.get(key) {
-            Some((s, _)) => Some(*s),
+            Some((s, _, _)) => Some(*s),
             None => self.keep(self.mvcc.last_write(key)),
         }
     }
 
     fn current(&self, key: &[u8]) -> Option<(Seqno, Value)> {
         match self.pending.get(key) {
-            Some((s, v)) => v.clone().map(|v| (*s, v)),
+            Some((s, v, _)) => v.clone().map(|v| (*s, v)),
             None => self.keep(self.mvcc.get(key, Seqno::MAX)),
         }
     }
@@ -434,8 +497,8 @@ impl History for Overlay<'_> {
         let from_pending = self
             .pending
             .range((std::ops::Bound::Included(range.start.clone()), upper))
-            .find(|(_, (s, _))| *s > after)
-            .map(|(k, (s, _))| (k.clone(), *s));
+            .find(|(_, (s, _, _))| *s > after)
+            .map(|(k, (s, _, _))| (k.clone(), *s));
         let from_store = self.keep(self.mvcc.first_write_in_range_after(range, after));
         match (from_pending, from_store) {
             (Some(p), Some(s)) if s.0 < p.0 => Some(s),
@@ -669,6 +732,7 @@ mod tests {
             vec![Mutation::Put {
                 key: key.as_bytes().to_vec(),
                 value: b"v".to_vec(),
+                lease: 0,
             }],
         );
         ws.id = id;
@@ -844,6 +908,130 @@ mod tests {
         assert!(
             sm.recent.ids.len() <= 2,
             "ids below the window are forgotten"
+        );
+    }
+
+    fn ws(mutations: Vec<Mutation>) -> WriteSet {
+        WriteSet::blind(1, mutations)
+    }
+
+    fn put_lease(key: &str, value: &str, lease: i64) -> Mutation {
+        Mutation::Put {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            lease,
+        }
+    }
+
+    fn del(key: &str) -> Mutation {
+        Mutation::Delete {
+            key: key.as_bytes().to_vec(),
+        }
+    }
+
+    /// Each version carries its key's create seqno, write count and lease,
+    /// computed from the previous version whether that is in storage or
+    /// earlier in the same run; a delete ends the count; the lease index
+    /// follows the key's lease.
+    #[test]
+    fn apply_records_key_metadata_and_the_lease_index() {
+        use crate::lease::keys;
+        let mvcc = Mvcc::new(Arc::new(MemoryEngine::new()));
+        let (mut sm, _) = StateMachine::open(mvcc.clone(), Certifier::new(1000), None).unwrap();
+        let meta = |key: &str, at: Seqno| mvcc.get_meta(key.as_bytes(), at).unwrap();
+        let attached = |lease: i64, key: &str, at: Seqno| {
+            mvcc.get(&keys::attached(lease, key.as_bytes()), at)
+                .unwrap()
+                .is_some()
+        };
+        // Seqno 1: created; seqno 2: two write sets in one entry (the second
+        // sees the first, pending in the run), the second attaching lease 7.
+        sm.apply_entries(vec![
+            entry(1, vec![ws(vec![put_lease("a", "1", 0)])]),
+            entry(
+                2,
+                vec![
+                    ws(vec![put_lease("a", "2", 0)]),
+                    ws(vec![put_lease("a", "3", 7), put_lease("b", "1", 7)]),
+                ],
+            ),
+        ])
+        .unwrap();
+        let m = meta("a", 1).unwrap();
+        assert_eq!((m.create_seqno, m.modifications, m.lease), (1, 1, 0));
+        let m = meta("a", 2).unwrap();
+        assert_eq!((m.create_seqno, m.modifications, m.lease), (1, 3, 7));
+        let m = meta("b", 2).unwrap();
+        assert_eq!((m.create_seqno, m.modifications, m.lease), (2, 1, 7));
+        assert!(attached(7, "a", 2) && attached(7, "b", 2));
+        let v = mvcc.get_versioned(b"a", 2).unwrap().unwrap();
+        assert_eq!(
+            (
+                v.version,
+                v.value.as_slice(),
+                v.create_seqno,
+                v.modifications,
+                v.lease
+            ),
+            (2, &b"3"[..], 1, 3, 7)
+        );
+        // A later run: a put without a lease detaches "a"; "b" is deleted,
+        // then created again (its count starts over at the new seqno).
+        sm.apply_entries(vec![
+            entry(3, vec![ws(vec![put_lease("a", "4", 0), del("b")])]),
+            entry(4, vec![ws(vec![put_lease("b", "2", 0)])]),
+        ])
+        .unwrap();
+        let m = meta("a", 3).unwrap();
+        assert_eq!((m.create_seqno, m.modifications, m.lease), (1, 4, 0));
+        assert_eq!(meta("b", 3), None);
+        let m = meta("b", 4).unwrap();
+        assert_eq!((m.create_seqno, m.modifications, m.lease), (4, 1, 0));
+        assert!(!attached(7, "a", 4) && !attached(7, "b", 4));
+        // Scans and the change history carry the same metadata.
+        let all = KeyRange {
+            start: Vec::new(),
+            end: Some(crate::txn::reserved::PREFIX.to_vec()),
+        };
+        let (rows, _) = mvcc.scan(&all, 2, 10, false).unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.key.clone(),
+                    r.version,
+                    r.create_seqno,
+                    r.modifications,
+                    r.lease,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(b"a".to_vec(), 2, 1, 3, 7), (b"b".to_vec(), 2, 2, 1, 7)]
+        );
+        let changes = mvcc.history(&all, 1, 4, true, 1 << 20).unwrap();
+        let got: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.seqno,
+                    c.key.clone(),
+                    c.create_seqno,
+                    c.modifications,
+                    c.lease,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, b"a".to_vec(), 1, 3, 7),
+                (2, b"b".to_vec(), 2, 1, 7),
+                (3, b"a".to_vec(), 1, 4, 0),
+                (3, b"b".to_vec(), 0, 0, 0),
+                (4, b"b".to_vec(), 4, 1, 0),
+            ]
         );
     }
 }

@@ -1070,6 +1070,7 @@ mod tests {
                 vec![crate::txn::Mutation::Put {
                     key: format!("k{index}").into_bytes(),
                     value: vec![7u8; len],
+                    lease: 0,
                 }],
             )])),
         };
