@@ -505,6 +505,7 @@ mod crate_client {
             let final_value: u64 = n3.get("counter", None).await?.kvs()[0]
                 .value_str()?
                 .parse()?;
+            eprintln!("counter: {successes} increments committed, {failures} lost a compare");
             assert_eq!(final_value, successes, "{failures} compare failures");
             ensure!(successes > 0);
             Ok(())
