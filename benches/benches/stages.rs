@@ -15,9 +15,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use openraft::{CommittedLeaderId, EntryPayload};
 use prost::Message;
 use trireme_client::proto;
-use trireme_server::group::log_store::LogStore;
-use trireme_server::group::types::{Entry, LogId, Request};
 use trireme_server::node::Backend;
+use trireme_server::raft::log_store::LogStore;
+use trireme_server::raft::types::{Entry, LogId, Request};
 use trireme_server::storage::MemoryEngine;
 use trireme_server::txn::{Mutation, WriteSet};
 use trireme_server::{Config, Node};

@@ -27,7 +27,7 @@ use serde::ser::SerializeTuple;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
-use crate::group::types::Request;
+use crate::raft::types::Request;
 
 /// The first bytes of every encoded value.
 pub const MAGIC: [u8; 4] = *b"TRRM";
@@ -225,11 +225,11 @@ macro_rules! peer_message {
     };
 }
 
-peer_message!(AppendEntries: > PeerMessage for openraft::raft::AppendEntriesRequest<crate::group::types::TypeConfig>);
+peer_message!(AppendEntries: > PeerMessage for openraft::raft::AppendEntriesRequest<crate::raft::types::TypeConfig>);
 peer_message!(AppendEntriesReply: E> PeerMessage for std::result::Result<openraft::raft::AppendEntriesResponse<u64>, E>);
 peer_message!(VoteRequest: > PeerMessage for openraft::raft::VoteRequest<u64>);
 peer_message!(VoteReply: E> PeerMessage for std::result::Result<openraft::raft::VoteResponse<u64>, E>);
-peer_message!(InstallSnapshot: > PeerMessage for openraft::raft::InstallSnapshotRequest<crate::group::types::TypeConfig>);
+peer_message!(InstallSnapshot: > PeerMessage for openraft::raft::InstallSnapshotRequest<crate::raft::types::TypeConfig>);
 peer_message!(InstallSnapshotReply: E> PeerMessage for std::result::Result<openraft::raft::InstallSnapshotResponse<u64>, E>);
 peer_message!(Forward: > PeerMessage for Vec<crate::txn::WriteSet>);
 peer_message!(Forward: 'a> PeerMessage for Vec<&'a crate::txn::WriteSet>);

@@ -1,9 +1,10 @@
 //! Trireme: a multi-master replicated key-value server.
 //!
 //! The write path is the module list: [`api`] decodes requests; [`txn`] holds
-//! write sets; [`group`] orders them through a Raft log (openraft); [`certify`]
-//! decides each one, identically on every node; the state machine in [`group`]
-//! applies committed write sets to [`storage`] (MVCC on sled). [`node`] wires a
+//! write sets; [`group`] batches them into entries of a Raft log ([`raft`]:
+//! openraft's log store and network); [`certify`] decides each one,
+//! identically on every node; the state machine in [`group`] applies
+//! committed write sets to [`storage`] (MVCC on sled). [`node`] wires a
 //! node together and [`server`] serves it. See ARCHITECTURE.md at the
 //! repository root for the walk-through.
 
@@ -21,6 +22,7 @@ pub mod group;
 pub mod metrics;
 pub mod node;
 pub mod ports;
+pub mod raft;
 pub mod request_metrics;
 pub mod server;
 pub mod storage;

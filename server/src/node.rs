@@ -39,12 +39,12 @@ use crate::cluster::snapshot::Limits;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::group::applied::Applied;
-use crate::group::log_store::{LogStats, LogStore};
-use crate::group::network::{NetworkFactory, Peers};
 use crate::group::reads::ReadIndex;
 use crate::group::state_machine::StateMachine;
 use crate::group::submit::{BatchConfig, Submitter};
-use crate::group::types::{Outcome, Raft, TypeConfig};
+use crate::raft::log_store::{LogStats, LogStore};
+use crate::raft::network::{NetworkFactory, Peers};
+use crate::raft::types::{Outcome, Raft, TypeConfig};
 use crate::storage::{Engine, Mvcc, SledEngine, Versioned};
 use crate::txn::{KeyRange, NodeId, Seqno, Value, WriteSet};
 
@@ -95,9 +95,9 @@ pub struct Node {
     pub peers: Peers,
     submitter: Arc<Submitter>,
     reads: ReadIndex,
-    log_stats: Arc<crate::group::log_store::LogStats>,
+    log_stats: Arc<crate::raft::log_store::LogStats>,
     /// The in-memory view of the segment-file log (retention by bytes).
-    log_reader: Option<crate::group::log_store::LogReader>,
+    log_reader: Option<crate::raft::log_store::LogReader>,
     /// Whether this node is in the primary component.
     pub primary: Arc<Primary>,
     /// The membership layer's handle (failure detector, flow control,
@@ -136,7 +136,7 @@ pub struct Backend<LS = LogStore> {
     /// durable) and the log (which never purges beyond it).
     pub purge_fence: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// A reader of the log, for retention by bytes (`None`: entries only).
-    pub log_reader: Option<crate::group::log_store::LogReader>,
+    pub log_reader: Option<crate::raft::log_store::LogReader>,
 }
 
 impl Backend<LogStore> {
@@ -167,14 +167,14 @@ impl Backend<LogStore> {
     }
 }
 
-impl Backend<crate::group::mem_log::MemLogStore> {
+impl Backend<crate::raft::mem_log::MemLogStore> {
     /// A backend without files or threads: `engine` and `log` (clones share
     /// their state, so a caller that keeps clones can restart a node on the
     /// same "disk" after a simulated crash), peers reached through `peers`,
     /// blocking work inline, snapshots kept in memory.
     pub fn memory(
         engine: crate::storage::MemoryEngine,
-        log: crate::group::mem_log::MemLogStore,
+        log: crate::raft::mem_log::MemLogStore,
         peers: Peers,
     ) -> Self {
         Backend {
@@ -234,11 +234,18 @@ impl Node {
             election_timeout_max: config.election_timeout_max_ms,
             max_payload_entries: 64,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: config.log_retain_entries,
+            // With the segment-file log, the node's retention loop purges
+            // (`group::retention`: it also waits for nodes catching up);
+            // the in-memory log keeps openraft's own entry bound.
+            max_in_snapshot_log_to_keep: if log_reader.is_some() {
+                u64::MAX
+            } else {
+                config.log_retain_entries
+            },
             // A state transfer goes in 1 MiB chunks; installing the last one
             // writes the whole store, which takes far longer than a heartbeat.
             snapshot_max_chunk_size: 1 << 20,
-            install_snapshot_timeout: 30_000,
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT.as_millis() as u64,
             // Turned on by `quiet_start` below (at once for a new cluster).
             enable_elect: false,
             ..Default::default()
@@ -252,7 +259,7 @@ impl Node {
             config.node_id,
             raft_config,
             NetworkFactory::new(peers.clone())
-                .with_bulk(crate::group::network::BulkSettings::from_config(&config)),
+                .with_bulk(crate::raft::network::BulkSettings::from_config(&config)),
             log_store,
             sm,
         )
@@ -373,7 +380,7 @@ impl Node {
         if node.config.gc_interval_ms > 0 {
             tokio::spawn(gc_loop(Arc::downgrade(&node), gc_lock));
         }
-        if node.config.log_retain_bytes > 0 && node.log_reader.is_some() {
+        if node.log_reader.is_some() {
             tokio::spawn(retention_loop(Arc::downgrade(&node)));
         }
         node.cluster.spawn_loops(join_target);
@@ -783,6 +790,11 @@ impl std::io::Write for ChunkWriter {
 
 /// How long a commit waits, once its node left the primary component, for the
 /// batcher to say whether the write set can have reached a log.
+/// How long installing a received snapshot may take (openraft's
+/// `install_snapshot_timeout`): the donor's log is held that long after its
+/// last chunk went out.
+const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+
 const LEFT_PRIMARY_SETTLE: Duration = Duration::from_millis(500);
 
 /// Logs and counts leader changes.
@@ -817,19 +829,41 @@ async fn watch_leader(node: std::sync::Weak<Node>) {
     }
 }
 
-/// Retention by bytes (the gcache size): once a second, asks openraft to
-/// purge the oldest entries while the log holds more than `log_retain_bytes`.
-/// openraft purges only entries a snapshot covers (and the log never past
-/// what the store has made durable), so the bound can be exceeded until the
-/// next snapshot; `log_retain_entries` still keeps entries behind it.
+/// Log retention (the gcache policy of [`crate::group::retention`]): once a
+/// second, asks openraft to purge up to what the entry bound
+/// (`log_retain_entries` behind the snapshot, held back on the leader for
+/// nodes catching up) and the byte bound (`log_retain_bytes`, never held
+/// back) allow. openraft purges only entries a snapshot covers (and the log
+/// never past what the store has made durable), so the byte bound can be
+/// exceeded until the next snapshot.
 async fn retention_loop(node: std::sync::Weak<Node>) {
+    let mut retention = crate::group::retention::Retention::default();
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let Some(n) = node.upgrade() else { return };
         let Some(reader) = &n.log_reader else { return };
-        let (bytes, cut) = reader.retention(n.config.log_retain_bytes);
-        if let Some(cut) = cut {
-            tracing::debug!(bytes, cut, "log over log_retain_bytes: purging");
+        let bytes_cut = match n.config.log_retain_bytes {
+            0 => None,
+            limit => reader.retention(limit).1,
+        };
+        let inputs = {
+            let m = n.raft.metrics().borrow().clone();
+            crate::group::retention::Inputs {
+                snapshot: m.snapshot.map(|l| l.index),
+                purged: m.purged.map(|l| l.index),
+                retain_entries: n.config.log_retain_entries,
+                bytes_cut,
+                replication: m.replication.map(|r| {
+                    r.iter()
+                        .filter(|(id, _)| **id != n.config.node_id)
+                        .map(|(id, l)| (*id, l.map(|l| l.index)))
+                        .collect()
+                }),
+                transferring: n.peers.transfers.sent_within(INSTALL_SNAPSHOT_TIMEOUT),
+            }
+        };
+        if let Some(cut) = retention.cut(&inputs, tokio::time::Instant::now()) {
+            tracing::debug!(cut, ?bytes_cut, "purging the log");
             if n.raft.trigger().purge_log(cut).await.is_err() {
                 return;
             }

@@ -17,9 +17,9 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
 use tonic::Code;
 use trireme_proto::v1::raft_client::RaftClient;
 use trireme_proto::v1::RaftMessage;
-use trireme_server::group::network::{decode, encode};
-use trireme_server::group::peer_error::PeerError;
-use trireme_server::group::types::{Entry, Request, TypeConfig};
+use trireme_server::raft::network::{decode, encode};
+use trireme_server::raft::peer_error::PeerError;
+use trireme_server::raft::types::{Entry, Request, TypeConfig};
 use trireme_server::txn::{KeyRange, Mutation, WriteSet};
 
 /// Every key a crafted write set writes starts with this: none may ever be readable.

@@ -209,10 +209,20 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
+/// A new directory for a cluster's data and logs, removed when the cluster
+/// is dropped unless `TRIREME_KEEP_TEST_DIRS` is set (to read a failed
+/// run's full logs).
+fn test_dir() -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix("trireme-test-")
+        .disable_cleanup(std::env::var_os("TRIREME_KEEP_TEST_DIRS").is_some())
+        .tempdir()?)
+}
+
 impl Cluster {
     /// Starts `n` nodes of a new cluster with `extra` flags for every node.
     pub fn start(n: usize, extra: &[&str]) -> Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("trireme-test-").tempdir()?;
+        let dir = test_dir()?;
         // (client, peer) addresses: the members are named by their peer addresses.
         let mut members = BTreeMap::new();
         for id in 1..=n as u64 {
@@ -260,7 +270,7 @@ impl Cluster {
     /// (`trireme-server --restore FILE`), alone: the others join it with
     /// [`Cluster::join_node`]. Later restarts run without `--restore`.
     pub fn start_restored(file: &Path, extra: &[&str]) -> Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("trireme-test-").tempdir()?;
+        let dir = test_dir()?;
         let addr = format!("127.0.0.1:{}", free_port()?);
         let peer_addr = format!("127.0.0.1:{}", free_port()?);
         let data_dir = dir.path().join("node1");

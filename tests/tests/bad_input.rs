@@ -92,6 +92,14 @@ async fn over_limit_requests_are_rejected_and_change_nothing() -> Result<()> {
     };
     expect_invalid(client.commit(partial).await, "max_key_bytes")?;
 
+    // Keys beginning with 0xFF 0xFF are Trireme's own (leases, users).
+    expect_invalid(client.put(vec![0xff, 0xff, b'x'], "v").await, "reserved")?;
+    expect_invalid(client.delete(vec![0xff, 0xff], None).await, "reserved")?;
+    match client.get(vec![0xff, 0xff, b'x'], Default::default()).await {
+        Err(Error::InvalidInput(msg)) if msg.contains("reserved") => {}
+        other => anyhow::bail!("a reserved key read: expected INVALID_ARGUMENT, got {other:?}"),
+    }
+
     let after = client.checksum().await?;
     ensure!(
         after.checksum == before.checksum,

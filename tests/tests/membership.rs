@@ -269,7 +269,17 @@ async fn evicting_two_of_five_keeps_tolerating_one_more_failure() -> Result<()> 
     })
     .await
     .with_context(|| cluster.logs())?;
-    ensure!(cluster.status(leader).await?.evictions >= 2);
+    // Evictions are counted by the node that did them as leader: under load
+    // leadership can move between the two evictions (seen in CI), so count
+    // them over every survivor.
+    let mut evictions = 0;
+    for id in &survivors {
+        evictions += cluster.status(*id).await?.evictions;
+    }
+    ensure!(
+        evictions >= 2,
+        "the survivors report {evictions} evictions, not the two victims' removal"
+    );
 
     // One more failure: 2 of the 3 remaining voters are still a quorum.
     let third = *survivors

@@ -70,9 +70,9 @@ use trireme_client::{
     Client, ClientOptions, Error as ClientError, Isolation, ReadConsistency, ScanSpec,
 };
 use trireme_server::blocking::Blocking;
-use trireme_server::group::mem_log::MemLogStore;
-use trireme_server::group::network::Peers;
 use trireme_server::node::Backend;
+use trireme_server::raft::mem_log::MemLogStore;
+use trireme_server::raft::network::Peers;
 use trireme_server::server::serve_incoming;
 use trireme_server::storage::{BatchOp, Engine, MemoryEngine};
 use trireme_server::{Config, Node};

@@ -1,5 +1,5 @@
 //! The `Raft` service: the server side of openraft's RPCs, write-set
-//! forwarding and read indexes. Payloads are `crate::codec` envelopes (see `group::network`).
+//! forwarding and read indexes. Payloads are `crate::codec` envelopes (see `raft::network`).
 
 use std::sync::Arc;
 
@@ -7,10 +7,10 @@ use tonic::{Request, Response, Status};
 use trireme_proto::v1::raft_server::Raft as RaftRpc;
 use trireme_proto::v1::RaftMessage;
 
-use crate::group::network::{decode, encode};
-use crate::group::peer_error::PeerError;
 use crate::group::{reads, submit};
 use crate::node::Node;
+use crate::raft::network::{decode, encode};
+use crate::raft::peer_error::PeerError;
 use crate::txn::WriteSet;
 
 /// Node-to-node messages.
@@ -57,7 +57,7 @@ impl RaftRpc for RaftService {
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let mut msg = req.into_inner();
-        let mut rpc: openraft::raft::InstallSnapshotRequest<crate::group::types::TypeConfig> =
+        let mut rpc: openraft::raft::InstallSnapshotRequest<crate::raft::types::TypeConfig> =
             decode(&msg).map_err(bad)?;
         rpc.data = std::mem::take(&mut msg.data);
         reply(&self.node.raft.install_snapshot(rpc).await)

@@ -15,7 +15,7 @@ use super::health::Health;
 use super::snapshot::Limits;
 use crate::group::applied::Applied;
 use crate::group::gate::Throttle;
-use crate::group::types::Raft;
+use crate::raft::types::Raft;
 use crate::txn::NodeId;
 
 /// The leader's flow-control state.

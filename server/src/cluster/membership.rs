@@ -8,7 +8,7 @@ use openraft::{BasicNode, ChangeMembers};
 use super::snapshot::{Member, PingAnswer};
 use super::{decide, rpc, Handle};
 use crate::error::{Error, Result};
-use crate::group::types::Request;
+use crate::raft::types::Request;
 use crate::txn::NodeId;
 
 /// The membership as `Member`s (role, and `up` from this node's failure

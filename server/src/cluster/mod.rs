@@ -72,8 +72,8 @@ use self::replication::ReplicationWatch;
 use self::snapshot::{Limits, MemberView, Role, Snapshot};
 use crate::config::Config;
 use crate::group::applied::Applied;
-use crate::group::network::Peers;
-use crate::group::types::Raft;
+use crate::raft::network::Peers;
+use crate::raft::types::Raft;
 use crate::txn::NodeId;
 
 /// What the membership loops and operations need of a node: its

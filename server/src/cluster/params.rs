@@ -12,7 +12,7 @@ use trireme_proto::v1::cluster_client::ClusterClient;
 use super::Handle;
 use crate::error::{Error, Result};
 use crate::group::params::ParamsChange;
-use crate::group::types::Request;
+use crate::raft::types::Request;
 
 /// The parameters `trireme config set` accepts.
 pub const NAMES: &[&str] = &["cert_window"];

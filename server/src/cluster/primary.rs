@@ -25,7 +25,7 @@
 //! reach it; a follower cut off from the leader's heartbeats becomes a
 //! candidate within `election_timeout_max_ms`.
 //!
-//! [`PeerError::NonPrimary`]: crate::group::peer_error::PeerError::NonPrimary
+//! [`PeerError::NonPrimary`]: crate::raft::peer_error::PeerError::NonPrimary
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::group::gate::PrimaryCheck;
-use crate::group::types::Raft;
+use crate::raft::types::Raft;
 use crate::txn::NodeId;
 
 /// The primary-component check of one node, shared by the client API, the

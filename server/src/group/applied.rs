@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use super::types::Outcome;
 use crate::error::{Error, Result};
+use crate::raft::types::Outcome;
 use crate::txn::{Seqno, TxnId};
 
 /// Counters of the apply path, reported by `Status` and `/metrics`.

@@ -1,50 +1,49 @@
-//! The group channel: a totally ordered, durable log of write-set batches on
-//! openraft, and the state machine that certifies and applies it.
+//! The replication service: write sets batched into Raft log entries,
+//! certified and applied in log order, read indexes, and the applied
+//! watermark the origin waits on. The log itself, the peer wire and
+//! openraft's types are the openraft adapter's, in [`crate::raft`].
 //!
-//! - [`types`]: what the log carries (batches of write sets) and what applying returns.
-//! - `log_store`: the Raft log in fdatasync'd segment files, with group commit.
-//! - [`mem_log`]: the same log in memory (simulation and tests).
-//! - [`state_machine`]: certify-then-apply, in log order, onto MVCC storage.
+//! - [`submit`]: batching write sets into log entries, forwarding from followers.
+//! - [`reads`]: linearizable read indexes, coalesced.
 //! - [`applied`]: the applied watermark and the origin's verdict waiters.
-//! - [`network`]: openraft's RPCs over tonic.
+//! - [`state_machine`]: certify-then-apply, in log order, onto MVCC storage;
+//!   snapshot build and install; deduplication of retried write sets.
 //! - [`params`]: the replicated parameters that decide verdicts (`cert_window`).
 //! - [`gate`]: what the batcher and the read index ask of the membership
 //!   layer (flow control, the primary check), as traits it implements.
-//! - [`peer_error`]: typed errors of the peer wire; what a failed call proves.
-//! - [`submit`]: batching write sets into log entries, forwarding from followers.
-//! - [`reads`]: linearizable read indexes, coalesced.
 //! - [`replay`]: arbitrary bytes through decode, certify and apply (fuzzing).
+//! - [`retention`]: which prefix of the log may be purged (the gcache policy).
 //! - [`snapshot`]: the snapshot stream format (state transfer and backups).
 //!
-//! What it owns: two things, to be split into two folders. The openraft
-//! adapter (`types`, `log_store`, `mem_log`, `network`): the log's format on
-//! disk and on the wire, its durability contract (an entry is acknowledged
-//! only once `fdatasync` covers it) and openraft's storage and network
-//! traits. The replication service (`submit`, `reads`, `applied`,
-//! `state_machine`): batching write sets into entries, read indexes, the
-//! applied watermark with the origin's waiters, and certify-then-apply.
+//! What it owns: what the log's entries mean. Every node applies the same
+//! entries in the same order and reaches the same verdicts and the same
+//! store; the origin of a write set learns its verdict from the applied
+//! watermark; a read index is served only once this node has applied up to
+//! it. It drives openraft through the adapter's types ([`crate::raft::types`])
+//! and talks to peers through the adapter's network ([`crate::raft::network`]).
 //!
-//! What it may import: `txn`, `certify`, `storage`, `error`, `blocking`.
-//! What it must never import: `api` or protobuf types (the log carries
-//! bincode records of the crate's own types, so the wire API can change
-//! apart from the log), `node`, and `cluster`: flow control and the
-//! primary check reach the batcher and the read index as the traits of
-//! [`gate`] (`Throttle`, `PrimaryCheck`), which `cluster` implements, so
-//! this folder depends on nothing above it.
+//! What it may import: `raft`, `txn`, `certify`, `storage`, `codec`,
+//! `admission`, `watch`, `error`, `blocking`. What it must never import: `api`
+//! or protobuf types (the log carries records of the crate's own types, so
+//! the wire API can change apart from the log), `node`, `metrics` and
+//! `cluster`: flow control and the primary check reach the batcher and the
+//! read index as the traits of [`gate`] (`Throttle`, `PrimaryCheck`), which
+//! `cluster` implements, so this folder depends on nothing above it.
 
 pub mod applied;
 pub mod gate;
-pub mod log_store;
-pub mod mem_log;
-pub mod network;
 pub mod params;
-pub mod peer_error;
 pub mod reads;
 pub mod replay;
+pub mod retention;
 pub mod snapshot;
 pub mod state_machine;
 pub mod submit;
-pub mod types;
+
+/// The modules that moved to [`crate::raft`], under their old paths, so code
+/// written against `group::network` or `group::types` still builds; new code
+/// names `crate::raft`.
+pub use crate::raft::{log_store, mem_log, network, peer_error, types};
 
 #[cfg(test)]
 mod suite_tests;

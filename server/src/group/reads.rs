@@ -17,11 +17,11 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::gate::PrimaryCheck;
-use super::network::{decode, encode, Peers};
-use super::peer_error::PeerError;
-use super::types::Raft;
 use crate::admission::Limiter;
 use crate::error::{Error, Result};
+use crate::raft::network::{decode, encode, Peers};
+use crate::raft::peer_error::PeerError;
+use crate::raft::types::Raft;
 use crate::txn::{NodeId, Seqno};
 
 type Waiter = oneshot::Sender<Result<Seqno, String>>;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use openraft::{CommittedLeaderId, EntryPayload};
 
 use super::state_machine::StateMachine;
-use super::types::{Entry, LogId, Outcome, Request, Response};
 use crate::certify::{Abort, Certifier, Verdict};
+use crate::raft::types::{Entry, LogId, Outcome, Request, Response};
 use crate::storage::{MemoryEngine, Mvcc};
 
 /// A small window, so that snapshots fall below the horizon often.

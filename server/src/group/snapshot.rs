@@ -26,9 +26,9 @@ use std::io::{Read, Write};
 use serde::{Deserialize, Serialize};
 
 use super::params::ClusterParams;
-use super::types::{LogId, StoredMembership};
 use crate::codec::{self, Tag};
 use crate::error::{Error, Result};
+use crate::raft::types::{LogId, StoredMembership};
 use crate::storage::keycode;
 use crate::txn::{NodeId, Seqno};
 

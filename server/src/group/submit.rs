@@ -32,11 +32,11 @@ use tokio::time::Instant;
 
 use super::applied::Applied;
 use super::gate::{PrimaryCheck, Throttle};
-use super::network::{decode, encode, Peers};
-use super::peer_error::{never_sent, PeerError};
-use super::types::{Raft, Request};
 use crate::admission::{Limiter, Slot};
 use crate::error::Error;
+use crate::raft::network::{decode, encode, Peers};
+use crate::raft::peer_error::{never_sent, PeerError};
+use crate::raft::types::{Raft, Request};
 use crate::txn::{NodeId, WriteSet};
 
 /// Batching knobs.

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use openraft::testing::{StoreBuilder, Suite};
 
-use super::log_store::LogStore;
-use super::mem_log::MemLogStore;
 use super::state_machine::StateMachine;
-use super::types::{StorageError, TypeConfig};
 use crate::blocking::Blocking;
 use crate::certify::Certifier;
+use crate::raft::log_store::LogStore;
+use crate::raft::mem_log::MemLogStore;
+use crate::raft::types::{StorageError, TypeConfig};
 use crate::storage::{Engine, MemoryEngine, Mvcc, SledEngine};
 
 /// A state machine over sled (in `dir`) or over the in-memory engine.

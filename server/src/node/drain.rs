@@ -326,7 +326,7 @@ pub async fn campaign(node: &Node, from: NodeId) -> pb::CampaignResponse {
 /// an election, or ends "outcome unknown" (seen: 8 of 4,332 writes of a
 /// rolling restart). A whole cluster restarting waits `grace` once, then
 /// elects as before.
-pub async fn quiet_start(raft: crate::group::types::Raft, me: NodeId, grace: Duration) {
+pub async fn quiet_start(raft: crate::raft::types::Raft, me: NodeId, grace: Duration) {
     let mut metrics = raft.metrics();
     let until = Instant::now() + grace;
     loop {

@@ -75,7 +75,7 @@ mod tests {
     use std::io::{Read, Write};
 
     use super::*;
-    use crate::group::network::{encode, Peers};
+    use crate::raft::network::{encode, Peers};
 
     async fn forward_to(addr: &str) -> tonic::Status {
         let peers = Peers::default();

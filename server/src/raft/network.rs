@@ -74,6 +74,15 @@ impl Transfers {
             .is_some_and(|t| t.elapsed() < Duration::from_secs(2))
     }
 
+    /// Whether a snapshot chunk went out within `window` (a receiver may
+    /// still be installing the last one).
+    pub fn sent_within(&self, window: Duration) -> bool {
+        self.last_chunk
+            .lock()
+            .expect("transfers lock")
+            .is_some_and(|t| t.elapsed() < window)
+    }
+
     fn chunk_sent(&self, done: bool) {
         *self.last_chunk.lock().expect("transfers lock") = Some(tokio::time::Instant::now());
         if done {

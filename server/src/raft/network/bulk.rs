@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 
 use super::{Kind, PeerNetwork, RpcResult};
 use crate::config::Config;
-use crate::group::types::{LogId, TypeConfig};
+use crate::raft::types::{LogId, TypeConfig};
 
 /// When and how an AppendEntries is sent in the background.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -38,7 +38,7 @@ pub enum Request {
     Depart(crate::txn::NodeId),
     /// Changes the replicated cluster parameters (`trireme config set`, or a
     /// new cluster's first leader proposing its own configuration).
-    Params(super::params::ParamsChange),
+    Params(crate::group::params::ParamsChange),
 }
 
 /// What applying one entry produced.
