@@ -1,8 +1,8 @@
 //! etcd's v3 gRPC API on its own listener (`--etcd-listen`), so that
 //! etcdctl and etcd's client libraries work against any node.
 //!
-//! What it owns: the etcd services ([`kv`]: `etcdserverpb.KV`; [`watch`]:
-//! `Watch`; [`cluster`]: `Cluster.MemberList` and `Maintenance.Status`), the
+//! What it owns: the etcd services (`kv`: `etcdserverpb.KV`; `watch`:
+//! `Watch`; `cluster`: `Cluster.MemberList` and `Maintenance.Status`), the
 //! conversions between etcd's messages and the node's types (`convert`),
 //! per-key metadata as etcd presents it (`meta`), and [`serve`]. Like
 //! `api`, it decodes, calls the node's operations and encodes; it reads and
