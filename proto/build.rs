@@ -1,4 +1,5 @@
-//! Generates the trireme.v1 gRPC code with a vendored protoc, so that a fresh
+//! Generates the trireme.v1 gRPC code (and the etcd v3 subset the etcd
+//! listener serves) with a vendored protoc, so that a fresh
 //! machine needs no system protoc.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -11,6 +12,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("trireme_descriptor.bin"))
         .compile_protos(&["proto/trireme/v1/trireme.proto"], &["proto"])?;
+    // The part of etcd's v3 API served on the etcd listener (our own
+    // definitions, wire-compatible with etcd's).
+    tonic_prost_build::configure().compile_protos(
+        &[
+            "proto/etcd/api/mvccpb/kv.proto",
+            "proto/etcd/api/etcdserverpb/rpc.proto",
+        ],
+        &["proto"],
+    )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

@@ -58,6 +58,9 @@ pub struct Config {
     pub evict_after_ms: u64,
     /// Address of the Prometheus `/metrics` HTTP endpoint; none: off.
     pub metrics_listen: Option<String>,
+    /// Address of the etcd v3 gRPC listener (etcdctl, etcd client
+    /// libraries; see the `etcd` module); none: off.
+    pub etcd_listen: Option<String>,
     /// How often each node pings every other member, in milliseconds.
     pub ping_interval_ms: u64,
     /// A member that has not answered for this long is reported down, in milliseconds.
@@ -152,6 +155,7 @@ impl Default for Config {
             join: None,
             evict_after_ms: 0,
             metrics_listen: None,
+            etcd_listen: None,
             ping_interval_ms: 200,
             down_after_ms: 1000,
             stall_after_ms: 10_000,
@@ -270,6 +274,18 @@ impl Config {
             if addr.parse::<std::net::SocketAddr>().is_err() {
                 return bad(format!(
                     "{key} {addr:?} is not HOST:PORT with an IP address"
+                ));
+            }
+        }
+        if let Some(addr) = &self.etcd_listen {
+            if addr.parse::<std::net::SocketAddr>().is_err() {
+                return bad(format!(
+                    "etcd_listen {addr:?} is not HOST:PORT with an IP address"
+                ));
+            }
+            if (addr == &self.listen || addr == &self.peer_listen) && !addr.ends_with(":0") {
+                return bad(format!(
+                    "etcd_listen {addr:?} is also the client or peer port: it needs its own"
                 ));
             }
         }
@@ -466,6 +482,9 @@ pub struct Overrides {
     /// Serve Prometheus metrics at http://HOST:PORT/metrics.
     #[arg(long, env = "TRIREME_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Serve etcd's v3 gRPC API (etcdctl, etcd clients) on HOST:PORT (port 0 picks a free one; default: off).
+    #[arg(long, env = "TRIREME_ETCD_LISTEN")]
+    pub etcd_listen: Option<String>,
     /// Flow control: slow writers while a voter's apply lag exceeds this many log entries.
     #[arg(long, env = "TRIREME_FC_LIMIT")]
     pub fc_limit: Option<u64>,
@@ -681,6 +700,7 @@ mod layers {
                 "--initial-cluster=1=127.0.0.1:7001,2=127.0.0.1:7002",
                 "--evict-after=1m",
                 "--metrics-listen=127.0.0.1:9002",
+                "--etcd-listen=127.0.0.1:2379",
                 "--fc-limit=11",
                 "--cert-window=99",
                 "--heartbeat-ms=90",
@@ -705,6 +725,7 @@ mod layers {
             ]),
             evict_after_ms: 60_000,
             metrics_listen: Some("127.0.0.1:9002".into()),
+            etcd_listen: Some("127.0.0.1:2379".into()),
             fc_limit: 11,
             cert_window: 99,
             heartbeat_ms: 90,

@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod etcd;
 pub mod failpoints;
 pub mod group;
 pub mod lease;

@@ -112,6 +112,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if config.peer_advertise.is_none() && config.peer_listen.ends_with(":0") {
         config.peer_advertise = Some(peer_local.to_string());
     }
+    let etcd_listener = match &config.etcd_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (etcd_listen, the etcd API)"))?,
+        ),
+        None => None,
+    };
     let span = tracing::info_span!("node", id = config.node_id);
     let node = match &args.restore {
         Some(file) => {
@@ -156,6 +164,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         config.data_dir.display()
     );
     span.in_scope(|| tracing::info!(client = %local, peer = %peer_local, "serving"));
+    if let Some(l) = &etcd_listener {
+        // Tests read this line to learn the bound address (port 0).
+        let etcd = l.local_addr()?;
+        span.in_scope(|| tracing::info!(%etcd, "serving the etcd v3 API"));
+    }
     // Serving goes on while the node drains (peers, status, health, and the
     // refusals that send clients elsewhere); it stops once the drain is done,
     // or at once on a second signal.
@@ -173,9 +186,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    trireme_server::server::serve(node.clone(), listener, peer_listener, drained)
-        .instrument(span.clone())
-        .await?;
+    let drained = futures::FutureExt::shared(drained);
+    let etcd = async {
+        match etcd_listener {
+            Some(l) => trireme_server::etcd::serve(node.clone(), l, drained.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let serving = async {
+        tokio::try_join!(
+            trireme_server::server::serve(node.clone(), listener, peer_listener, drained.clone()),
+            etcd
+        )
+    };
+    serving.instrument(span.clone()).await?;
     span.in_scope(|| tracing::info!("shutting down"));
     node.shutdown().await?;
     span.in_scope(|| tracing::info!("stopped"));
