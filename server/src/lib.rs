@@ -23,6 +23,7 @@ pub mod ports;
 pub mod request_metrics;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod txn;
 pub mod watch;
 
