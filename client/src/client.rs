@@ -88,8 +88,9 @@ impl ClientTls {
         key: Option<&std::path::Path>,
     ) -> Result<ClientTls> {
         let read = |what: &str, p: &std::path::Path| {
-            std::fs::read(p)
-                .map_err(|e| Error::InvalidInput(format!("cannot read {what} {}: {e}", p.display())))
+            std::fs::read(p).map_err(|e| {
+                Error::InvalidInput(format!("cannot read {what} {}: {e}", p.display()))
+            })
         };
         let identity = match (cert, key) {
             (Some(c), Some(k)) => Some((read("--cert", c)?, read("--key", k)?)),

@@ -82,7 +82,15 @@ pub async fn serve_tls(
                 let incoming = accept::incoming(client, config, Port::Client);
                 serve_port(node.clone(), Port::Client, incoming, shutdown.clone()).await
             }
-            None => serve_port(node.clone(), Port::Client, incoming(client), shutdown.clone()).await,
+            None => {
+                serve_port(
+                    node.clone(),
+                    Port::Client,
+                    incoming(client),
+                    shutdown.clone(),
+                )
+                .await
+            }
         }
     };
     let peer = async {

@@ -520,7 +520,11 @@ impl Cluster {
     pub fn cli(&self, first: u64, args: &[&str]) -> Result<Output> {
         let mut eps = self.endpoints();
         eps.rotate_left((first - 1) as usize);
-        let tls_flags = self.tls.as_ref().map(TlsFiles::cli_flags).unwrap_or_default();
+        let tls_flags = self
+            .tls
+            .as_ref()
+            .map(TlsFiles::cli_flags)
+            .unwrap_or_default();
         let out = Command::new(bin("trireme"))
             .arg("--endpoints")
             .arg(eps.join(","))

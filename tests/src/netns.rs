@@ -993,7 +993,10 @@ impl NetCluster {
 
     /// The clients' TLS settings (with [`ClusterOptions::tls`]).
     pub fn client_tls(&self) -> Result<Option<trireme_client::ClientTls>> {
-        self.tls.as_ref().map(crate::TlsFiles::client_tls).transpose()
+        self.tls
+            .as_ref()
+            .map(crate::TlsFiles::client_tls)
+            .transpose()
     }
 
     /// A client that talks to node `id` first and fails over to the others.

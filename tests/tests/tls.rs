@@ -65,7 +65,12 @@ async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
         let client = cluster.client_only(id)?;
         wait_for("a write through each node", READY, || {
             let client = client.clone();
-            async move { Ok(client.put(format!("tls/n{id}"), format!("v{id}")).await.ok()) }
+            async move {
+                Ok(client
+                    .put(format!("tls/n{id}"), format!("v{id}"))
+                    .await
+                    .ok())
+            }
         })
         .await
         .with_context(|| cluster.logs())?;
@@ -76,7 +81,10 @@ async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
             .get(format!("tls/n{id}"), ReadConsistency::Linearizable)
             .await?
             .context("a write is missing")?;
-        ensure!(got.value == format!("v{id}").into_bytes(), "wrong value {got:?}");
+        ensure!(
+            got.value == format!("v{id}").into_bytes(),
+            "wrong value {got:?}"
+        );
     }
     let (old, _) = client
         .transaction(Isolation::Serializable, |tx| async move {
@@ -86,7 +94,10 @@ async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
             Ok(old)
         })
         .await?;
-    ensure!(old.as_deref() == Some(&b"v1"[..]), "transaction read {old:?}");
+    ensure!(
+        old.as_deref() == Some(&b"v1"[..]),
+        "transaction read {old:?}"
+    );
     let got = cluster
         .client(3)?
         .get("tls/txn", ReadConsistency::Linearizable)
@@ -191,7 +202,9 @@ async fn peers_must_be_who_their_certificate_says() -> Result<()> {
         .expect_err("an append as another node was answered");
     ensure!(
         status.code() == tonic::Code::PermissionDenied
-            && status.message().contains("AppendEntries claims to come from node 2")
+            && status
+                .message()
+                .contains("AppendEntries claims to come from node 2")
             && status.message().contains("names node 3"),
         "append as node 2 with node 3's certificate: {status:?}"
     );
@@ -265,7 +278,10 @@ async fn peers_must_be_who_their_certificate_says() -> Result<()> {
         ensure!(got.is_none(), "{key} was applied: {got:?}");
     }
     let now = cluster.wait_leader(&[1, 2, 3], READY).await?;
-    ensure!(now == leader, "a refused vote moved the leadership ({leader} -> {now})");
+    ensure!(
+        now == leader,
+        "a refused vote moved the leadership ({leader} -> {now})"
+    );
     let log = std::fs::read_to_string(&cluster.nodes[(target - 1) as usize].log)?;
     ensure!(
         log.contains("peer refused"),
@@ -301,7 +317,10 @@ async fn certificates_rotate_on_sighup() -> Result<()> {
     )?;
     // The files are read only on SIGHUP: until then the old one is served.
     let still = connect::served_certificate(&client_addr, probe()?).await?;
-    ensure!(still.serial == before.serial, "served a new certificate before SIGHUP");
+    ensure!(
+        still.serial == before.serial,
+        "served a new certificate before SIGHUP"
+    );
     cluster.node(1).signal(1)?;
     let after = wait_for("node 1 to serve its new certificate", READY, || async {
         let c = connect::served_certificate(&client_addr, probe()?).await?;
@@ -343,6 +362,9 @@ async fn certificates_rotate_on_sighup() -> Result<()> {
     })
     .await?;
     let kept = connect::served_certificate(&client_addr, probe()?).await?;
-    ensure!(kept.serial == after.serial, "a bad file replaced the certificate");
+    ensure!(
+        kept.serial == after.serial,
+        "a bad file replaced the certificate"
+    );
     Ok(())
 }

@@ -88,10 +88,22 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "TRIREME_CACERT", value_name = "FILE")]
     pub cacert: Option<std::path::PathBuf>,
     /// TLS: this client's certificate (PEM), for servers with --client-cert-auth.
-    #[arg(long, global = true, env = "TRIREME_CERT", value_name = "FILE", requires = "key")]
+    #[arg(
+        long,
+        global = true,
+        env = "TRIREME_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
     pub cert: Option<std::path::PathBuf>,
     /// TLS: the private key of --cert (PEM).
-    #[arg(long, global = true, env = "TRIREME_KEY", value_name = "FILE", requires = "cert")]
+    #[arg(
+        long,
+        global = true,
+        env = "TRIREME_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
     pub key: Option<std::path::PathBuf>,
 }
 
@@ -99,12 +111,10 @@ impl GlobalArgs {
     /// The TLS settings `--cacert`, `--cert` and `--key` give (their files read).
     pub fn tls(&self) -> Result<Option<trireme_client::ClientTls>, Error> {
         match &self.cacert {
-            Some(ca) => trireme_client::ClientTls::from_files(
-                ca,
-                self.cert.as_deref(),
-                self.key.as_deref(),
-            )
-            .map(Some),
+            Some(ca) => {
+                trireme_client::ClientTls::from_files(ca, self.cert.as_deref(), self.key.as_deref())
+                    .map(Some)
+            }
             None if self.cert.is_some() => Err(Error::InvalidInput(
                 "--cert needs --cacert (the CA the server's certificate is verified against)"
                     .into(),

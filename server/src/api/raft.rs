@@ -53,7 +53,12 @@ pub(crate) fn check_peer<T>(
     };
     if let Some(claimed) = claimed {
         if claimed != cert_id {
-            tracing::warn!(certificate = cert_id, claimed, what, "peer refused: its certificate names another node");
+            tracing::warn!(
+                certificate = cert_id,
+                claimed,
+                what,
+                "peer refused: its certificate names another node"
+            );
             return Err(Status::permission_denied(format!(
                 "{what} claims to come from node {claimed} but the peer certificate names node {cert_id}"
             )));
@@ -95,7 +100,13 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc: openraft::raft::AppendEntriesRequest<crate::group::types::TypeConfig> =
             decode(req.get_ref()).map_err(bad)?;
-        check_peer(&self.node, &req, "AppendEntries", vote_node(&rpc.vote), true)?;
+        check_peer(
+            &self.node,
+            &req,
+            "AppendEntries",
+            vote_node(&rpc.vote),
+            true,
+        )?;
         reply(&self.node.raft.append_entries(rpc).await)
     }
 
@@ -111,7 +122,13 @@ impl RaftRpc for RaftService {
     ) -> Result<Response<RaftMessage>, Status> {
         let mut rpc: openraft::raft::InstallSnapshotRequest<crate::group::types::TypeConfig> =
             decode(req.get_ref()).map_err(bad)?;
-        check_peer(&self.node, &req, "InstallSnapshot", vote_node(&rpc.vote), true)?;
+        check_peer(
+            &self.node,
+            &req,
+            "InstallSnapshot",
+            vote_node(&rpc.vote),
+            true,
+        )?;
         let mut msg = req.into_inner();
         rpc.data = std::mem::take(&mut msg.data);
         reply(&self.node.raft.install_snapshot(rpc).await)
@@ -138,10 +155,7 @@ impl RaftRpc for RaftService {
         reply(&submit::order_forwarded(&node.raft, &*node.primary, &*node.cluster.flow, wss).await)
     }
 
-    async fn read_index(
-        &self,
-        req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         check_peer(&self.node, &req, "ReadIndex", None, true)?;
         reply(&reads::leader_read_index(&self.node.raft, &*self.node.primary).await)
     }

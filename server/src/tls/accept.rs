@@ -118,8 +118,11 @@ pub fn incoming(
             let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(acceptor, tcp, remote, peer_port))
-                    .await
+                match tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    handshake(acceptor, tcp, remote, peer_port),
+                )
+                .await
                 {
                     Ok(Ok(Some(conn))) => {
                         let _ = tx.send(Ok(conn)).await;
@@ -189,7 +192,7 @@ async fn refuse_plaintext(tcp: TcpStream, remote: SocketAddr) {
         return;
     }
     let service = hyper::service::service_fn(|_req| async {
-        let response = http::Response::builder()
+        http::Response::builder()
             .status(200)
             .header("content-type", "application/grpc")
             .header("grpc-status", "16")
@@ -198,8 +201,7 @@ async fn refuse_plaintext(tcp: TcpStream, remote: SocketAddr) {
                 "this port requires TLS and the client spoke plaintext: connect with \
                  https:// and the cluster's CA certificate (--cacert)",
             )
-            .body(http_body_util::Empty::<bytes::Bytes>::new());
-        response
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);

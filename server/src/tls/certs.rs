@@ -147,10 +147,14 @@ fn load_ca(dir: &Path) -> Result<(Certificate, KeyPair)> {
             ))
         })
     };
-    let key = KeyPair::from_pem(&read("ca.key")?)
-        .map_err(|e| Error::InvalidInput(format!("{}/ca.key: not a usable key: {e}", dir.display())))?;
+    let key = KeyPair::from_pem(&read("ca.key")?).map_err(|e| {
+        Error::InvalidInput(format!("{}/ca.key: not a usable key: {e}", dir.display()))
+    })?;
     let params = CertificateParams::from_ca_cert_pem(&read("ca.crt")?).map_err(|e| {
-        Error::InvalidInput(format!("{}/ca.crt: not a usable CA certificate: {e}", dir.display()))
+        Error::InvalidInput(format!(
+            "{}/ca.crt: not a usable CA certificate: {e}",
+            dir.display()
+        ))
     })?;
     // The same subject and key as ca.crt: what a signature needs of its issuer.
     let cert = params.self_signed(&key).map_err(cert_error("the CA"))?;

@@ -49,8 +49,11 @@ impl TlsConnector {
     }
 }
 
-type Connecting =
-    Pin<Box<dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send>>;
+type Connecting = Pin<
+    Box<
+        dyn Future<Output = io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>>> + Send,
+    >,
+>;
 
 impl tower_service::Service<http::Uri> for TlsConnector {
     type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
@@ -104,10 +107,7 @@ pub fn peer_connector(config: Arc<Swap<rustls::ClientConfig>>) -> Connector {
 
 /// A client configuration trusting the CA certificates in `ca`, presenting
 /// the certificate and key of `identity` when given (ALPN h2).
-pub fn client_config(
-    ca: &Path,
-    identity: Option<(&Path, &Path)>,
-) -> Result<rustls::ClientConfig> {
+pub fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<rustls::ClientConfig> {
     let builder = rustls::ClientConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
         .map_err(super::tls_error("client"))?

@@ -77,7 +77,9 @@ impl TlsConfig {
                  --tls-cert, --tls-key and --tls-ca (the CA client certificates are checked against)");
         }
         if self.ca.is_some() && self.cert.is_none() {
-            return bad("tls.ca (--tls-ca) is given without tls.cert and tls.key: client TLS is off");
+            return bad(
+                "tls.ca (--tls-ca) is given without tls.cert and tls.key: client TLS is off",
+            );
         }
         if self.peer_enabled()
             && (self.peer_cert.is_none() || self.peer_key.is_none() || self.peer_ca.is_none())
@@ -431,10 +433,7 @@ fn server_config(
 }
 
 /// The certificates of a PEM file (at least one).
-pub fn chain(
-    what: &str,
-    path: &Path,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>> {
+pub fn chain(what: &str, path: &Path) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>> {
     use rustls_pki_types::pem::PemObject;
     let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
