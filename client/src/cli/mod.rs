@@ -85,24 +85,32 @@ pub struct GlobalArgs {
     pub timeout: Duration,
     /// TLS: the CA certificate (PEM) servers are verified against; turns
     /// https:// on for endpoints given without a scheme.
-    #[arg(long, global = true, env = "TRIREME_CACERT", value_name = "FILE")]
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        global = true,
+        env = "TRIREME_CACERT",
+        value_name = "FILE"
+    )]
     pub cacert: Option<std::path::PathBuf>,
     /// TLS: this client's certificate (PEM), for servers with --client-cert-auth.
     #[arg(
-        long,
+        long = "cert",
+        id = "tls_cert",
         global = true,
         env = "TRIREME_CERT",
         value_name = "FILE",
-        requires = "key"
+        requires = "tls_key"
     )]
     pub cert: Option<std::path::PathBuf>,
     /// TLS: the private key of --cert (PEM).
     #[arg(
-        long,
+        long = "key",
+        id = "tls_key",
         global = true,
         env = "TRIREME_KEY",
         value_name = "FILE",
-        requires = "cert"
+        requires = "tls_cert"
     )]
     pub key: Option<std::path::PathBuf>,
 }
