@@ -111,10 +111,16 @@ async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
         "CLI over TLS: {out:?}"
     );
 
-    // No client certificate: the server requires one.
+    // No client certificate: the server requires one. Known gap: the client
+    // sees only "connection closed" (TLS 1.3 sends the alert after the
+    // client's side of the handshake is done, and hyper reports the close,
+    // not the alert); the node's log names the reason.
     let no_cert = ClientTls::from_files(&tls.ca(), None, None)?;
     let e = refused_read(&client_with(&cluster, Some(no_cert))?).await;
-    ensure!(e.contains("CertificateRequired"), "no certificate: {e}");
+    ensure!(
+        e.contains("CertificateRequired") || e.contains("connection closed"),
+        "no certificate: {e}"
+    );
 
     // A certificate signed by another CA.
     let other = cluster.dir.path().join("other-ca");
@@ -156,7 +162,12 @@ async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
     );
     // Each refusal is in node 1's log with its reason, and no key material is.
     let log = std::fs::read_to_string(&cluster.nodes[0].log)?;
-    for reason in ["TLS handshake refused", "UnknownIssuer", "plaintext"] {
+    for reason in [
+        "TLS handshake refused",
+        "peer sent no certificates",
+        "UnknownIssuer",
+        "plaintext",
+    ] {
         ensure!(log.contains(reason), "node 1's log does not say {reason:?}");
     }
     ensure!(!log.contains("PRIVATE KEY"), "a key was logged");
