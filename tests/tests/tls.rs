@@ -127,14 +127,21 @@ async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
     certs::init(&other, Validity::days(1))?;
     let (cert, key) = certs::client(&other, "mallory", Validity::days(1))?;
     let foreign = ClientTls::from_files(&tls.ca(), Some(&cert), Some(&key))?;
+    // Known gap as above: the client may see only the closed connection.
     let e = refused_read(&client_with(&cluster, Some(foreign))?).await;
-    ensure!(e.contains("UnknownCA"), "another CA's certificate: {e}");
+    ensure!(
+        e.contains("UnknownCA") || e.contains("connection"),
+        "another CA's certificate: {e}"
+    );
 
     // An expired certificate of the right CA.
     let (cert, key) = certs::client(&tls.dir, "expired", Validity::expired())?;
     let expired = ClientTls::from_files(&tls.ca(), Some(&cert), Some(&key))?;
     let e = refused_read(&client_with(&cluster, Some(expired))?).await;
-    ensure!(e.contains("CertificateExpired"), "expired certificate: {e}");
+    ensure!(
+        e.contains("CertificateExpired") || e.contains("connection"),
+        "expired certificate: {e}"
+    );
 
     // The client does not trust the server's CA.
     let (cert, key) = tls.client_cert();
@@ -166,6 +173,7 @@ async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
         "TLS handshake refused",
         "peer sent no certificates",
         "UnknownIssuer",
+        "Expired",
         "plaintext",
     ] {
         ensure!(log.contains(reason), "node 1's log does not say {reason:?}");

@@ -121,7 +121,10 @@ pub fn init(dir: &Path, validity: Validity) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::Storage(format!("cannot create {}: {e}", dir.display())))?;
-    let mut p = params(Vec::new(), "Trireme CA", validity)?;
+    // A CA's name is unique: two CAs with one subject are told apart only
+    // by signature ("BadSignature" instead of "UnknownIssuer" in errors).
+    let tag: u32 = rand::random();
+    let mut p = params(Vec::new(), &format!("Trireme CA {tag:08x}"), validity)?;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
