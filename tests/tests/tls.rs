@@ -173,7 +173,7 @@ async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
         "TLS handshake refused",
         "peer sent no certificates",
         "UnknownIssuer",
-        "Expired",
+        "expired",
         "plaintext",
     ] {
         ensure!(log.contains(reason), "node 1's log does not say {reason:?}");
