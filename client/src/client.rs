@@ -56,6 +56,56 @@ pub struct ClientOptions {
     /// How many times [`Client::transaction`] runs a transaction that keeps
     /// aborting on conflicts.
     pub txn_max_attempts: u32,
+    /// TLS: the CA to verify servers with and an optional client
+    /// certificate. With it, endpoints without a scheme use `https://`.
+    pub tls: Option<ClientTls>,
+}
+
+/// A client's TLS settings, as PEM text (see [`ClientTls::from_files`]).
+#[derive(Clone)]
+pub struct ClientTls {
+    /// CA certificates the server's certificate must chain to.
+    pub ca_pem: Vec<u8>,
+    /// A client certificate and its key, for servers that ask for one
+    /// (`--client-cert-auth`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    // Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("client_certificate", &self.identity.is_some())
+            .finish()
+    }
+}
+
+impl ClientTls {
+    /// Reads the CA file and, when both are given, a client certificate and key.
+    pub fn from_files(
+        ca: &std::path::Path,
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+    ) -> Result<ClientTls> {
+        let read = |what: &str, p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| {
+                Error::InvalidInput(format!("cannot read {what} {}: {e}", p.display()))
+            })
+        };
+        let identity = match (cert, key) {
+            (Some(c), Some(k)) => Some((read("--cert", c)?, read("--key", k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(Error::InvalidInput(
+                    "--cert and --key go together: give both".into(),
+                ))
+            }
+        };
+        Ok(ClientTls {
+            ca_pem: read("--cacert", ca)?,
+            identity,
+        })
+    }
 }
 
 impl Default for ClientOptions {
@@ -67,6 +117,7 @@ impl Default for ClientOptions {
             keepalive_timeout: Duration::from_secs(3),
             start_index: 0,
             txn_max_attempts: 10,
+            tls: None,
         }
     }
 }
@@ -835,18 +886,37 @@ fn snapshot_read(snapshot: u64) -> proto::ReadOptions {
 /// The configured (not yet connected) endpoint; `http://` is added when no
 /// scheme is given.
 fn configure(endpoint: &str, options: &ClientOptions) -> Result<Endpoint> {
+    let name = endpoint;
     let uri = if endpoint.contains("://") {
         endpoint.to_string()
+    } else if options.tls.is_some() {
+        format!("https://{endpoint}")
     } else {
         format!("http://{endpoint}")
     };
-    let endpoint = Endpoint::from_shared(uri)
+    let https = uri.starts_with("https://");
+    let mut endpoint = Endpoint::from_shared(uri)
         .map_err(|e| Error::InvalidInput(format!("bad endpoint {endpoint:?}: {e}")))?
         .connect_timeout(options.connect_timeout)
         .http2_keep_alive_interval(options.keepalive_interval)
         .keep_alive_timeout(options.keepalive_timeout)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true);
+    if https {
+        let tls = options.tls.as_ref().ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "{name:?} is https:// but no CA certificate is given (--cacert, TRIREME_CACERT)"
+            ))
+        })?;
+        let mut config = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| Error::InvalidInput(format!("TLS settings for {name:?}: {e}")))?;
+    }
     Ok(endpoint)
 }
 

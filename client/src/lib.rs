@@ -36,7 +36,7 @@ mod txn;
 mod types;
 mod watch;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, ClientTls};
 pub use error::{Error, Result};
 pub use txn::Transaction;
 pub use types::{

@@ -140,6 +140,8 @@ pub struct Config {
     pub max_pending_reads: usize,
     /// Limits on keys, values and write sets.
     pub limits: Limits,
+    /// TLS on the client and peer ports (PEM file paths; off by default).
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl Default for Config {
@@ -185,6 +187,7 @@ impl Default for Config {
             max_pending_write_sets: 512,
             max_pending_reads: 512,
             limits: Limits::default(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -308,6 +311,7 @@ impl Config {
                 self.heartbeat_ms, self.election_timeout_min_ms
             ));
         }
+        self.tls.validate()?;
         if self.election_timeout_min_ms >= self.election_timeout_max_ms {
             return bad(format!(
                 "election_timeout_min_ms ({}) must be below election_timeout_max_ms ({})",
@@ -509,6 +513,34 @@ pub struct Overrides {
     /// Most bytes of log entries kept (the gcache size); 0: no byte bound.
     #[arg(long, env = "TRIREME_LOG_RETAIN_BYTES")]
     pub log_retain_bytes: Option<u64>,
+    /// Client port TLS: this node's certificate chain (PEM).
+    #[arg(long, env = "TRIREME_TLS_CERT")]
+    #[serde(rename = "tls.cert")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client port TLS: the private key of --tls-cert (PEM).
+    #[arg(long, env = "TRIREME_TLS_KEY")]
+    #[serde(rename = "tls.key")]
+    pub tls_key: Option<PathBuf>,
+    /// Client port TLS: the CA (PEM) client certificates are verified against.
+    #[arg(long, env = "TRIREME_TLS_CA")]
+    #[serde(rename = "tls.ca")]
+    pub tls_ca: Option<PathBuf>,
+    /// Every client must present a certificate signed by --tls-ca.
+    #[arg(long, env = "TRIREME_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[serde(rename = "tls.client_cert_auth")]
+    pub client_cert_auth: Option<bool>,
+    /// Peer port mutual TLS: this node's certificate (PEM), with SAN node-<ID>.trireme.
+    #[arg(long, env = "TRIREME_PEER_TLS_CERT")]
+    #[serde(rename = "tls.peer_cert")]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// Peer port mutual TLS: the private key of --peer-tls-cert (PEM).
+    #[arg(long, env = "TRIREME_PEER_TLS_KEY")]
+    #[serde(rename = "tls.peer_key")]
+    pub peer_tls_key: Option<PathBuf>,
+    /// Peer port mutual TLS: the cluster CA (PEM) peers' certificates are verified against.
+    #[arg(long, env = "TRIREME_PEER_TLS_CA")]
+    #[serde(rename = "tls.peer_ca")]
+    pub peer_tls_ca: Option<PathBuf>,
 }
 
 /// Reads `[initial_cluster]`: TOML keys are always strings, so each id is
@@ -737,6 +769,37 @@ mod layers {
             ..Config::default()
         };
         assert_eq!(c, want);
+    }
+
+    #[test]
+    fn tls_flags_set_the_tls_table_over_the_file() {
+        let f = file("[tls]\npeer_ca = \"/etc/ca.crt\"\ncert = \"/file/c.crt\"\n");
+        let c = Config::layered(
+            Some(f.path()),
+            &flags(&[
+                "--tls-cert=/c.crt",
+                "--tls-key=/c.key",
+                "--tls-ca=/ca.crt",
+                "--client-cert-auth",
+                "--peer-tls-cert=/p.crt",
+                "--peer-tls-key=/p.key",
+            ]),
+        )
+        .expect("valid");
+        let want = crate::tls::TlsConfig {
+            cert: Some("/c.crt".into()),
+            key: Some("/c.key".into()),
+            ca: Some("/ca.crt".into()),
+            client_cert_auth: true,
+            peer_cert: Some("/p.crt".into()),
+            peer_key: Some("/p.key".into()),
+            peer_ca: Some("/etc/ca.crt".into()),
+        };
+        assert_eq!(c.tls, want);
+        let half = Config::layered(None, &flags(&["--peer-tls-cert=/p.crt"]))
+            .unwrap_err()
+            .to_string();
+        assert!(half.contains("--peer-tls-ca"), "{half}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod raft;
 pub mod request_metrics;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod txn;
 pub mod watch;
 

@@ -43,13 +43,86 @@ struct Args {
     /// empty or the file is truncated or corrupt.
     #[arg(long, value_name = "FILE")]
     restore: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Tasks other than running a node.
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Make a CA and certificates for TLS (for a test or a first deployment).
+    #[command(subcommand)]
+    Certs(Certs),
+}
+
+/// `certs`: files in one directory; keys are written mode 0600.
+#[derive(clap::Subcommand, Debug)]
+enum Certs {
+    /// Make a CA: DIR/ca.crt and DIR/ca.key (refused if one exists).
+    Init {
+        /// Directory for the CA and the certificates it signs.
+        dir: PathBuf,
+        /// Days the CA is valid.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// Make node ID's certificate (SAN node-ID.trireme and each --host),
+    /// signed by the CA: DIR/node-ID.crt and .key, for both ports.
+    Node {
+        /// The node id the certificate proves.
+        id: u64,
+        /// A name or IP address the node is reached at (repeat; default:
+        /// localhost and 127.0.0.1).
+        #[arg(long = "host", value_name = "H")]
+        hosts: Vec<String>,
+        /// Directory holding the CA.
+        #[arg(long, env = "TRIREME_CERTS_DIR", default_value = "certs")]
+        dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Make a client certificate with CN NAME, signed by the CA:
+    /// DIR/client-NAME.crt and .key.
+    Client {
+        /// The common name (the user it authenticates as).
+        name: String,
+        /// Directory holding the CA.
+        #[arg(long, env = "TRIREME_CERTS_DIR", default_value = "certs")]
+        dir: PathBuf,
+        /// Days the certificate is valid.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+}
+
+fn certs(command: Certs) -> anyhow::Result<()> {
+    use trireme_server::tls::certs::{self, Validity};
+    let (cert, key) = match command {
+        Certs::Init { dir, days } => {
+            let cert = certs::init(&dir, Validity::days(days))?;
+            (cert, dir.join("ca.key"))
+        }
+        Certs::Node {
+            id,
+            hosts,
+            dir,
+            days,
+        } => certs::node(&dir, id, &hosts, Validity::days(days))?,
+        Certs::Client { name, dir, days } => certs::client(&dir, &name, Validity::days(days))?,
+    };
+    println!("wrote {} and {} (mode 0600)", cert.display(), key.display());
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     // Named failpoints from the FAILPOINTS environment variable (fault-injection builds only).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if let Some(Command::Certs(c)) = args.command.take() {
+        return certs(c);
+    }
     // The worker count is a process setting, not part of the node's
     // configuration: several nodes on one small machine each get fewer
     // workers than cores, to spend less on wake-ups and hand-offs.
@@ -121,6 +194,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let span = tracing::info_span!("node", id = config.node_id);
+    let tls = trireme_server::tls::Tls::load(&config.tls).context("loading TLS certificates")?;
+    let peers = trireme_server::tls::Tls::peers(tls.as_deref());
     let node = match &args.restore {
         Some(file) => {
             if config.join.is_some() || config.initial_cluster.len() > 1 {
@@ -129,7 +204,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                      --join nor --initial-cluster (the others join it)"
                 );
             }
-            Node::start_restored(config.clone(), file)
+            Node::start_restored_with_peers(config.clone(), file, peers)
                 .instrument(span.clone())
                 .await
                 .with_context(|| {
@@ -140,7 +215,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     )
                 })?
         }
-        None => Node::start(config.clone())
+        None => Node::start_with_peers(config.clone(), peers)
             .instrument(span.clone())
             .await
             .with_context(|| {
@@ -186,6 +261,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
+    if let Some(tls) = &tls {
+        span.in_scope(|| {
+            tracing::info!(
+                client_tls = tls.client.is_some(),
+                client_cert_auth = config.tls.client_cert_auth,
+                peer_mtls = tls.peer.is_some(),
+                "TLS on; certificate files are re-read on SIGHUP"
+            )
+        });
+        tokio::spawn(reload_on_sighup(tls.clone(), span.clone()));
+    }
     let drained = futures::FutureExt::shared(drained);
     let etcd = async {
         match etcd_listener {
@@ -195,7 +281,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let serving = async {
         tokio::try_join!(
-            trireme_server::server::serve(node.clone(), listener, peer_listener, drained.clone()),
+            trireme_server::server::serve_tls(
+                node.clone(),
+                listener,
+                peer_listener,
+                tls,
+                drained.clone()
+            ),
             etcd
         )
     };
@@ -213,5 +305,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// Re-reads the certificate files on each SIGHUP: new connections use them;
+/// a file that does not load leaves the old configuration in force.
+async fn reload_on_sighup(tls: std::sync::Arc<trireme_server::tls::Tls>, span: tracing::Span) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            span.in_scope(|| tracing::error!(error = %e, "cannot install the SIGHUP handler: certificates will not be reloaded"));
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => span.in_scope(|| tracing::info!("SIGHUP: certificate files reloaded")),
+            Err(e) => span.in_scope(|| {
+                tracing::error!(error = %e, "SIGHUP: certificate files not reloaded; the previous ones stay in force")
+            }),
+        }
     }
 }

@@ -202,6 +202,15 @@ impl Node {
         Self::start_with(config, backend).await
     }
 
+    /// [`Node::start`] with peer channels made by `peers` (TLS: see
+    /// [`crate::tls::Tls::peers`]).
+    pub async fn start_with_peers(config: Config, peers: Peers) -> Result<Arc<Node>> {
+        config.validate()?;
+        let mut backend = Backend::open(&config)?;
+        backend.peers = peers;
+        Self::start_with(config, backend).await
+    }
+
     /// Starts the node's Raft group and tasks on `backend` instead of the data
     /// directory (which it does not touch).
     pub async fn start_with<LS>(config: Config, backend: Backend<LS>) -> Result<Arc<Node>>
@@ -694,8 +703,18 @@ impl Node {
     /// Refuses, creating nothing, a data directory that is not empty or a
     /// file that is truncated or corrupt.
     pub async fn start_restored(config: Config, path: &std::path::Path) -> Result<Arc<Node>> {
+        Self::start_restored_with_peers(config, path, Peers::default()).await
+    }
+
+    /// [`Node::start_restored`] with peer channels made by `peers` (TLS).
+    pub async fn start_restored_with_peers(
+        config: Config,
+        path: &std::path::Path,
+        peers: Peers,
+    ) -> Result<Arc<Node>> {
         config.validate()?;
-        let backend = Self::restore(&config, path)?;
+        let mut backend = Self::restore(&config, path)?;
+        backend.peers = peers;
         Self::start_with(config, backend).await
     }
 

@@ -59,14 +59,49 @@ pub async fn serve(
     peer: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    serve_tls(node, client, peer, None, shutdown).await
+}
+
+/// [`serve`] with TLS where `tls` configures it: each port whose
+/// configuration is present accepts only TLS connections (the peer port
+/// mutual TLS), through [`crate::tls::accept::incoming`].
+pub async fn serve_tls(
+    node: Arc<Node>,
+    client: TcpListener,
+    peer: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    use crate::tls::accept;
     let shutdown = shutdown.shared();
-    let client = serve_port(
-        node.clone(),
-        Port::Client,
-        incoming(client),
-        shutdown.clone(),
-    );
-    let peer = serve_port(node, Port::Peer, incoming(peer), shutdown);
+    let client_tls = tls.as_ref().and_then(|t| t.client.clone());
+    let peer_tls = tls.as_ref().and_then(|t| t.peer.clone());
+    let client = async {
+        match client_tls {
+            Some(config) => {
+                let incoming = accept::incoming(client, config, Port::Client);
+                serve_port(node.clone(), Port::Client, incoming, shutdown.clone()).await
+            }
+            None => {
+                serve_port(
+                    node.clone(),
+                    Port::Client,
+                    incoming(client),
+                    shutdown.clone(),
+                )
+                .await
+            }
+        }
+    };
+    let peer = async {
+        match peer_tls {
+            Some(config) => {
+                let incoming = accept::incoming(peer, config, Port::Peer);
+                serve_port(node.clone(), Port::Peer, incoming, shutdown.clone()).await
+            }
+            None => serve_port(node.clone(), Port::Peer, incoming(peer), shutdown.clone()).await,
+        }
+    };
     tokio::try_join!(client, peer)?;
     Ok(())
 }
@@ -131,6 +166,7 @@ where
     let mut router = Server::builder()
         .layer(PortGuardLayer::new(port))
         .layer(AdmissionLayer::new(node.admission.clone()))
+        .layer(crate::tls::IdentityLayer)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(ClusterServer::new(ClusterService::new(node.clone())));

@@ -201,12 +201,104 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// The certificates of a cluster with TLS on (made with `trireme-server
+/// certs`'s library): a CA, one certificate per node (SAN
+/// `node-<ID>.trireme`, `localhost`, `127.0.0.1` and any extra hosts) and a
+/// client certificate every harness client presents.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The directory holding them.
+    pub dir: PathBuf,
+    /// The common name of the harness's client certificate.
+    pub client: String,
+}
+
+impl TlsFiles {
+    /// Makes a CA in `dir`, certificates for `nodes` (reached at `hosts`
+    /// besides localhost and 127.0.0.1) and a client certificate `root`.
+    pub fn make(dir: &Path, nodes: &[u64], hosts: &[String]) -> Result<TlsFiles> {
+        use trireme_server::tls::certs::{self, Validity};
+        certs::init(dir, Validity::days(2))?;
+        let mut all_hosts = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        all_hosts.extend(hosts.iter().cloned());
+        for id in nodes {
+            certs::node(dir, *id, &all_hosts, Validity::days(2))?;
+        }
+        certs::client(dir, "root", Validity::days(2))?;
+        Ok(TlsFiles {
+            dir: dir.to_path_buf(),
+            client: "root".into(),
+        })
+    }
+
+    /// The CA certificate.
+    pub fn ca(&self) -> PathBuf {
+        trireme_server::tls::certs::ca_cert_path(&self.dir)
+    }
+
+    /// Node `id`'s certificate and key.
+    pub fn node(&self, id: u64) -> (PathBuf, PathBuf) {
+        trireme_server::tls::certs::node_paths(&self.dir, id)
+    }
+
+    /// The harness client's certificate and key.
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        trireme_server::tls::certs::client_paths(&self.dir, &self.client)
+    }
+
+    /// The flags that turn mutual TLS on for both ports of node `id`, with
+    /// client certificates required.
+    pub fn node_flags(&self, id: u64) -> Vec<String> {
+        let (cert, key) = self.node(id);
+        let ca = self.ca();
+        let mut flags = Vec::new();
+        for (flag, path) in [
+            ("--tls-cert", &cert),
+            ("--tls-key", &key),
+            ("--tls-ca", &ca),
+            ("--peer-tls-cert", &cert),
+            ("--peer-tls-key", &key),
+            ("--peer-tls-ca", &ca),
+        ] {
+            flags.push(flag.to_string());
+            flags.push(path.display().to_string());
+        }
+        flags.push("--client-cert-auth".into());
+        flags
+    }
+
+    /// The harness client's TLS settings.
+    pub fn client_tls(&self) -> Result<trireme_client::ClientTls> {
+        let (cert, key) = self.client_cert();
+        Ok(trireme_client::ClientTls::from_files(
+            &self.ca(),
+            Some(&cert),
+            Some(&key),
+        )?)
+    }
+
+    /// The `trireme` CLI flags presenting the harness client's certificate.
+    pub fn cli_flags(&self) -> Vec<String> {
+        let (cert, key) = self.client_cert();
+        vec![
+            "--cacert".into(),
+            self.ca().display().to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ]
+    }
+}
+
 /// N server processes forming one cluster.
 pub struct Cluster {
     /// The nodes, by position (node id = position + 1).
     pub nodes: Vec<NodeProc>,
     /// Holds every data directory and log; removed on drop.
     pub dir: tempfile::TempDir,
+    /// With TLS on ([`Cluster::start_tls`]): the certificates.
+    pub tls: Option<TlsFiles>,
 }
 
 /// A new directory for a cluster's data and logs, removed when the cluster
@@ -223,6 +315,25 @@ impl Cluster {
     /// Starts `n` nodes of a new cluster with `extra` flags for every node.
     pub fn start(n: usize, extra: &[&str]) -> Result<Cluster> {
         let dir = test_dir()?;
+        Self::launch(dir, n, extra, None)
+    }
+
+    /// [`Cluster::start`] with mutual TLS on both ports of every node and
+    /// client certificates required; the harness's clients and CLI present
+    /// [`TlsFiles::client_cert`].
+    pub fn start_tls(n: usize, extra: &[&str]) -> Result<Cluster> {
+        let dir = test_dir()?;
+        let ids: Vec<u64> = (1..=n as u64).collect();
+        let tls = TlsFiles::make(&dir.path().join("certs"), &ids, &[])?;
+        Self::launch(dir, n, extra, Some(tls))
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        n: usize,
+        extra: &[&str],
+        tls: Option<TlsFiles>,
+    ) -> Result<Cluster> {
         // (client, peer) addresses: the members are named by their peer addresses.
         let mut members = BTreeMap::new();
         for id in 1..=n as u64 {
@@ -250,6 +361,9 @@ impl Cluster {
                 "--initial-cluster".into(),
                 spec.clone(),
             ];
+            if let Some(tls) = &tls {
+                args.extend(tls.node_flags(*id));
+            }
             args.extend(extra.iter().map(|s| s.to_string()));
             let mut node = NodeProc {
                 id: *id,
@@ -263,7 +377,7 @@ impl Cluster {
             node.spawn()?;
             nodes.push(node);
         }
-        Ok(Cluster { nodes, dir })
+        Ok(Cluster { nodes, dir, tls })
     }
 
     /// Starts node 1 of a new cluster seeded from the backup `file`
@@ -301,6 +415,7 @@ impl Cluster {
         Ok(Cluster {
             nodes: vec![node],
             dir,
+            tls: None,
         })
     }
 
@@ -323,6 +438,15 @@ impl Cluster {
             "--join".into(),
             self.nodes[(via - 1) as usize].peer_addr.clone(),
         ];
+        if let Some(tls) = &self.tls {
+            trireme_server::tls::certs::node(
+                &tls.dir,
+                id,
+                &["localhost".into(), "127.0.0.1".into()],
+                trireme_server::tls::certs::Validity::days(2),
+            )?;
+            args.extend(tls.node_flags(id));
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut node = NodeProc {
             id,
@@ -348,16 +472,29 @@ impl Cluster {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
     }
 
+    /// Client options: the defaults, with the harness's TLS settings when TLS is on.
+    pub fn client_options(&self) -> Result<trireme_client::ClientOptions> {
+        Ok(trireme_client::ClientOptions {
+            tls: self.tls.as_ref().map(TlsFiles::client_tls).transpose()?,
+            ..trireme_client::ClientOptions::default()
+        })
+    }
+
     /// A client that talks to node `id` first (and fails over to the others).
     pub fn client(&self, id: u64) -> Result<Client> {
-        Ok(Client::pinned(self.endpoints(), (id - 1) as usize)?)
+        let options = trireme_client::ClientOptions {
+            start_index: (id - 1) as usize,
+            ..self.client_options()?
+        };
+        Ok(Client::with_options(self.endpoints(), options)?)
     }
 
     /// A client that talks to node `id` only.
     pub fn client_only(&self, id: u64) -> Result<Client> {
-        Ok(Client::new(vec![self.nodes[(id - 1) as usize]
-            .addr
-            .clone()])?)
+        Ok(Client::with_options(
+            vec![self.nodes[(id - 1) as usize].addr.clone()],
+            self.client_options()?,
+        )?)
     }
 
     /// Kills node `id` with SIGKILL.
@@ -393,9 +530,15 @@ impl Cluster {
     pub fn cli(&self, first: u64, args: &[&str]) -> Result<Output> {
         let mut eps = self.endpoints();
         eps.rotate_left((first - 1) as usize);
+        let tls_flags = self
+            .tls
+            .as_ref()
+            .map(TlsFiles::cli_flags)
+            .unwrap_or_default();
         let out = Command::new(bin("trireme"))
             .arg("--endpoints")
             .arg(eps.join(","))
+            .args(tls_flags)
             .args(args)
             .stdin(Stdio::null())
             .output()

@@ -106,6 +106,9 @@ pub struct ClusterOptions {
     pub faketime_monotonic: bool,
     /// Preload libfiu, controllable with `fiu-ctrl`.
     pub fiu: bool,
+    /// Mutual TLS on both ports, client certificates required
+    /// ([`crate::TlsFiles`]); the cluster's clients present one.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -120,6 +123,7 @@ impl Default for ClusterOptions {
             faketime: false,
             faketime_monotonic: false,
             fiu: false,
+            tls: false,
         }
     }
 }
@@ -733,6 +737,8 @@ pub struct NetCluster {
     mounts: Mutex<Vec<PathBuf>>,
     /// Holds every data directory and log; removed on drop.
     pub dir: tempfile::TempDir,
+    /// With [`ClusterOptions::tls`]: the certificates.
+    pub tls: Option<crate::TlsFiles>,
 }
 
 impl NetCluster {
@@ -777,6 +783,7 @@ impl NetCluster {
             status_clients: Mutex::new(BTreeMap::new()),
             mounts: Mutex::new(Vec::new()),
             dir,
+            tls: None,
         };
         // (client listen, peer listen, peer advertise, client endpoint) per node.
         let mut addrs = Vec::new();
@@ -811,6 +818,23 @@ impl NetCluster {
                 }
                 cluster.proxy = Some(proxy);
             }
+        }
+        if options.tls {
+            // Each node's certificate names every address it is reached at.
+            let mut hosts: Vec<String> = addrs
+                .iter()
+                .flat_map(|(l, p, a, e)| [l, p, a, e])
+                .filter_map(|addr| addr.parse::<SocketAddr>().ok())
+                .map(|a| a.ip().to_string())
+                .collect();
+            hosts.sort();
+            hosts.dedup();
+            let ids: Vec<u64> = (1..=n as u64).collect();
+            cluster.tls = Some(crate::TlsFiles::make(
+                &cluster.dir.path().join("certs"),
+                &ids,
+                &hosts,
+            )?);
         }
         let spec = addrs
             .iter()
@@ -867,6 +891,9 @@ impl NetCluster {
                 std::fs::write(&path, toml)?;
                 args.push("--config".into());
                 args.push(path.display().to_string());
+            }
+            if let Some(tls) = &cluster.tls {
+                args.extend(tls.node_flags(id));
             }
             args.extend(options.extra_args.iter().cloned());
             let mut env = Vec::new();
@@ -964,14 +991,26 @@ impl NetCluster {
         self.node(id).peer_listen.clone()
     }
 
-    /// A client that talks to node `id` first and fails over to the others.
-    pub fn client(&self, id: u64) -> Result<Client> {
-        Ok(Client::pinned(self.endpoints(), (id - 1) as usize)?)
+    /// The clients' TLS settings (with [`ClusterOptions::tls`]).
+    pub fn client_tls(&self) -> Result<Option<trireme_client::ClientTls>> {
+        self.tls
+            .as_ref()
+            .map(crate::TlsFiles::client_tls)
+            .transpose()
     }
 
-    /// A client with these options, starting at node `id`.
+    /// A client that talks to node `id` first and fails over to the others.
+    pub fn client(&self, id: u64) -> Result<Client> {
+        self.client_with(id, ClientOptions::default())
+    }
+
+    /// A client with these options, starting at node `id` (with the
+    /// cluster's TLS settings when it has TLS on).
     pub fn client_with(&self, id: u64, mut options: ClientOptions) -> Result<Client> {
         options.start_index = (id - 1) as usize;
+        if options.tls.is_none() {
+            options.tls = self.client_tls()?;
+        }
         Ok(Client::with_options(self.endpoints(), options)?)
     }
 
@@ -989,6 +1028,7 @@ impl NetCluster {
                 connect_timeout: Duration::from_secs(1),
                 keepalive_interval: Duration::from_secs(1),
                 keepalive_timeout: Duration::from_secs(1),
+                tls: self.client_tls()?,
                 ..ClientOptions::default()
             },
         )?;

@@ -236,6 +236,27 @@ fn scenarios() -> Vec<Scenario> {
             ],
         },
         Scenario {
+            name: "kill-tls",
+            about: "mutual TLS on both ports, client certificates required: SIGKILL one node or the leader and restart (every reconnection is a new TLS handshake)",
+            options: ClusterOptions {
+                tls: true,
+                ..netns.clone()
+            },
+            kinds: vec![FaultKind::KillOne, FaultKind::KillLeader],
+            hold: (1500, 3000),
+            gap: (2000, 4000),
+            needs: vec![],
+            // Half the traffic time: the kill scenario already covers the
+            // faults; this one covers them over TLS.
+            length: 0.5,
+            coverage: vec![
+                Coverage::Installed("kill"),
+                Coverage::Restart,
+                Coverage::LeaderChange,
+                Coverage::EveryKind,
+            ],
+        },
+        Scenario {
             name: "pause",
             about: "SIGSTOP the leader or a follower past the election timeout, then SIGCONT; crafted Forward/AppendEntries messages to every node; a burst of large-value writes",
             options: netns.clone(),
@@ -540,6 +561,7 @@ async fn write_and_read_everywhere(cluster: &NetCluster, seed: u64) -> Result<()
             vec![cluster.endpoint(id)],
             ClientOptions {
                 timeout: Duration::from_secs(3),
+                tls: cluster.client_tls()?,
                 ..ClientOptions::default()
             },
         )?;
@@ -708,12 +730,13 @@ async fn scenario_inner(
     );
     let monitor = Monitor::start(cluster.clone(), Duration::from_millis(250), start);
     let concurrency = (cluster.len()).max(3);
-    let opts = workloads::Options::new(
+    let mut opts = workloads::Options::new(
         cluster.endpoints(),
         Duration::from_secs(secs),
         concurrency,
         seed,
     );
+    opts.tls = cluster.client_tls()?;
     let traffic = {
         let opts = opts.clone();
         let recorders = recorders.clone();
@@ -809,7 +832,13 @@ async fn scenario_inner(
     let histories = recorders.histories();
     histories.save(dir)?;
     let mut results = checkers::check_all(&histories, &CheckOptions::default());
-    match workloads::node_states(&cluster.endpoints(), Duration::from_secs(5)).await {
+    match workloads::node_states_tls(
+        &cluster.endpoints(),
+        Duration::from_secs(5),
+        cluster.client_tls()?,
+    )
+    .await
+    {
         Ok(states) => results.push(("convergence".into(), convergence::check(&states))),
         Err(e) => failures.push(format!("node states: {e:#}")),
     }

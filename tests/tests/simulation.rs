@@ -440,6 +440,7 @@ fn client_options(start_index: usize) -> ClientOptions {
         keepalive_timeout: Duration::from_secs(1),
         start_index,
         txn_max_attempts: 1,
+        ..ClientOptions::default()
     }
 }
 

@@ -109,6 +109,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
             global.endpoints.clone(),
             ClientOptions {
                 timeout: global.timeout,
+                tls: global.tls()?,
                 ..ClientOptions::default()
             },
         )?;
@@ -139,9 +140,11 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
         failed: Arc::new(AtomicU64::new(0)),
     };
     let mut handles = Vec::with_capacity(args.clients);
+    let tls = global.tls()?;
     for i in 0..args.clients {
         let options = ClientOptions {
             timeout: global.timeout,
+            tls: tls.clone(),
             start_index: i,
             ..ClientOptions::default()
         };

@@ -84,9 +84,54 @@ pub struct GlobalArgs {
     /// Deadline of each request, failover included (e.g. 500ms, 10s, 1m).
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// TLS: the CA certificate (PEM) servers are verified against; turns
+    /// https:// on for endpoints given without a scheme.
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        global = true,
+        env = "TRIREME_CACERT",
+        value_name = "FILE"
+    )]
+    pub cacert: Option<std::path::PathBuf>,
+    /// TLS: this client's certificate (PEM), for servers with --client-cert-auth.
+    #[arg(
+        long = "cert",
+        id = "tls_cert",
+        global = true,
+        env = "TRIREME_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub cert: Option<std::path::PathBuf>,
+    /// TLS: the private key of --cert (PEM).
+    #[arg(
+        long = "key",
+        id = "tls_key",
+        global = true,
+        env = "TRIREME_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub key: Option<std::path::PathBuf>,
 }
 
 impl GlobalArgs {
+    /// The TLS settings `--cacert`, `--cert` and `--key` give (their files read).
+    pub fn tls(&self) -> Result<Option<trireme_client::ClientTls>, Error> {
+        match &self.cacert {
+            Some(ca) => {
+                trireme_client::ClientTls::from_files(ca, self.cert.as_deref(), self.key.as_deref())
+                    .map(Some)
+            }
+            None if self.cert.is_some() => Err(Error::InvalidInput(
+                "--cert needs --cacert (the CA the server's certificate is verified against)"
+                    .into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// The output format `--json` or `--output` asks for.
     pub fn format(&self) -> Format {
         match (self.json, self.output) {
@@ -485,8 +530,13 @@ pub fn run(cli: Cli) -> u8 {
     };
     let _entered = runtime.enter();
     let global = cli.global;
+    let tls = match global.tls() {
+        Ok(tls) => tls,
+        Err(e) => return report(Err(e)),
+    };
     let options = ClientOptions {
         timeout: global.timeout,
+        tls,
         ..ClientOptions::default()
     };
     let client = match Client::with_options(global.endpoints.clone(), options) {

@@ -9,6 +9,7 @@ use trireme_proto::v1 as pb;
 use trireme_proto::v1::cluster_server::Cluster;
 
 use super::convert;
+use super::raft::check_peer;
 use super::status::to_status;
 use crate::cluster::{health, membership, params, state};
 use crate::node::Node;
@@ -106,6 +107,11 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        // A joiner asks for itself; a member may forward another's join.
+        let cert_id = crate::tls::peer_node_id(&req)?;
+        if cert_id.is_some_and(|id| id != req.get_ref().node_id) {
+            check_peer(&self.node, &req, "Join (forwarded)", None, true)?;
+        }
         let req = req.into_inner();
         let (leader_id, members) = membership::join(&self.node.cluster, req.node_id, req.address)
             .await
@@ -120,6 +126,8 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::LeaveRequest>,
     ) -> Result<Response<pb::LeaveResponse>, Status> {
+        // A member forwards a leave to the leader (for itself or another).
+        check_peer(&self.node, &req, "Leave", None, true)?;
         let id = match req.into_inner().node_id {
             0 => self.node.id(),
             id => id,
@@ -160,6 +168,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::SetConfigRequest>,
     ) -> Result<Response<pb::ClusterConfig>, Status> {
+        check_peer(&self.node, &req, "SetConfig", None, true)?;
         let req = req.into_inner();
         let resp = params::set(&self.node.cluster, &req.name, &req.value)
             .await
@@ -171,6 +180,9 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::PingRequest>,
     ) -> Result<Response<pb::PingResponse>, Status> {
+        // No membership check: an evicted node learns from ping answers
+        // that it must rejoin, and an answer changes nothing here.
+        check_peer(&self.node, &req, "Ping", Some(req.get_ref().from), false)?;
         let from = req.into_inner().from;
         let answer = health::answer(&self.node.cluster, from);
         Ok(Response::new(convert::ping_response(answer)))
@@ -180,6 +192,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        check_peer(&self.node, &req, "Campaign", Some(req.get_ref().from), true)?;
         let from = req.into_inner().from;
         Ok(Response::new(
             crate::node::drain::campaign(&self.node, from).await,

@@ -11,7 +11,7 @@ use crate::group::{reads, submit};
 use crate::node::Node;
 use crate::raft::network::{decode, encode};
 use crate::raft::peer_error::PeerError;
-use crate::txn::WriteSet;
+use crate::txn::{NodeId, WriteSet};
 
 /// Node-to-node messages.
 pub struct RaftService {
@@ -23,6 +23,61 @@ impl RaftService {
     pub fn new(node: Arc<Node>) -> Self {
         RaftService { node }
     }
+}
+
+/// Whether `id` is in this node's membership (voter or learner: a joiner
+/// the leader admitted is a learner). A node that knows no membership yet (a
+/// fresh joiner before its first entries) cannot tell, and says yes: the CA
+/// and the id check still apply.
+pub(crate) fn is_member(node: &Node, id: NodeId) -> bool {
+    let metrics = node.raft.metrics();
+    let m = metrics.borrow();
+    let membership = m.membership_config.membership();
+    membership.nodes().next().is_none() || membership.get_node(&id).is_some()
+}
+
+/// The identity check of a peer request over mutual TLS: the node id the
+/// certificate names must be `claimed` (the id the message says it comes
+/// from, when it says one) and, with `member`, a member. Without peer TLS
+/// there is no certificate and nothing to check.
+#[allow(clippy::result_large_err)]
+pub(crate) fn check_peer<T>(
+    node: &Node,
+    req: &Request<T>,
+    what: &str,
+    claimed: Option<NodeId>,
+    member: bool,
+) -> Result<(), Status> {
+    let Some(cert_id) = crate::tls::peer_node_id(req)? else {
+        return Ok(());
+    };
+    if let Some(claimed) = claimed {
+        if claimed != cert_id {
+            tracing::warn!(
+                certificate = cert_id,
+                claimed,
+                what,
+                "peer refused: its certificate names another node"
+            );
+            return Err(Status::permission_denied(format!(
+                "{what} claims to come from node {claimed} but the peer certificate names node {cert_id}"
+            )));
+        }
+    }
+    if member && !is_member(node, cert_id) {
+        tracing::warn!(certificate = cert_id, what, "peer refused: not a member");
+        return Err(Status::permission_denied(format!(
+            "{what} from node {cert_id} (its peer certificate's id) refused: node {cert_id} is not a \
+             member of this cluster (this node is {})",
+            node.id()
+        )));
+    }
+    Ok(())
+}
+
+/// The node id in a Raft vote (the leader's or the candidate's).
+fn vote_node(vote: &openraft::Vote<NodeId>) -> Option<NodeId> {
+    vote.leader_id().voted_for()
 }
 
 fn bad(e: crate::Error) -> Status {
@@ -43,12 +98,21 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(req.get_ref()).map_err(bad)?;
+        let rpc: openraft::raft::AppendEntriesRequest<crate::group::types::TypeConfig> =
+            decode(req.get_ref()).map_err(bad)?;
+        check_peer(
+            &self.node,
+            &req,
+            "AppendEntries",
+            vote_node(&rpc.vote),
+            true,
+        )?;
         reply(&self.node.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
-        let rpc = decode(req.get_ref()).map_err(bad)?;
+        let rpc: openraft::raft::VoteRequest<NodeId> = decode(req.get_ref()).map_err(bad)?;
+        check_peer(&self.node, &req, "Vote", vote_node(&rpc.vote), true)?;
         reply(&self.node.raft.vote(rpc).await)
     }
 
@@ -56,9 +120,16 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let mut msg = req.into_inner();
         let mut rpc: openraft::raft::InstallSnapshotRequest<crate::raft::types::TypeConfig> =
-            decode(&msg).map_err(bad)?;
+            decode(req.get_ref()).map_err(bad)?;
+        check_peer(
+            &self.node,
+            &req,
+            "InstallSnapshot",
+            vote_node(&rpc.vote),
+            true,
+        )?;
+        let mut msg = req.into_inner();
         rpc.data = std::mem::take(&mut msg.data);
         reply(&self.node.raft.install_snapshot(rpc).await)
     }
@@ -66,6 +137,12 @@ impl RaftRpc for RaftService {
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let wss: Vec<WriteSet> = decode(req.get_ref()).map_err(bad)?;
         let node = &self.node;
+        // Every write set names its origin, which waits for the verdict.
+        let origin = wss.first().map(|ws| ws.origin);
+        if let Some(other) = wss.iter().find(|ws| Some(ws.origin) != origin) {
+            check_peer(node, &req, "Forward", Some(other.origin), true)?;
+        }
+        check_peer(node, &req, "Forward", origin, true)?;
         // The same check as a client's commit: a peer is not trusted more.
         if let Err(e) = node.config.limits.check_forwarded(&wss) {
             return reply(&Err::<(), PeerError>(PeerError::Invalid(e.to_string())));
@@ -78,14 +155,13 @@ impl RaftRpc for RaftService {
         reply(&submit::order_forwarded(&node.raft, &*node.primary, &*node.cluster.flow, wss).await)
     }
 
-    async fn read_index(
-        &self,
-        _req: Request<RaftMessage>,
-    ) -> Result<Response<RaftMessage>, Status> {
+    async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        check_peer(&self.node, &req, "ReadIndex", None, true)?;
         reply(&reads::leader_read_index(&self.node.raft, &*self.node.primary).await)
     }
 
     async fn lease(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        check_peer(&self.node, &req, "Lease", None, true)?;
         let call: crate::lease::LeaderCall = decode(req.get_ref()).map_err(bad)?;
         reply(&crate::node::lease::answer_peer(&self.node, call).await)
     }

@@ -76,6 +76,8 @@ pub struct Options {
     pub request_timeout: Duration,
     /// Isolation of the list-append transactions.
     pub isolation: Isolation,
+    /// The clients' TLS settings (a cluster with TLS on).
+    pub tls: Option<trireme_client::ClientTls>,
 }
 
 impl Options {
@@ -88,6 +90,7 @@ impl Options {
             seed,
             request_timeout: REQUEST_TIMEOUT,
             isolation: Isolation::Serializable,
+            tls: None,
         }
     }
 
@@ -99,6 +102,7 @@ impl Options {
                 timeout: self.request_timeout,
                 start_index: i,
                 txn_max_attempts: 1,
+                tls: self.tls.clone(),
                 ..ClientOptions::default()
             },
         )?)
@@ -110,6 +114,7 @@ impl Options {
             vec![self.endpoints[i % self.endpoints.len()].clone()],
             ClientOptions {
                 timeout: self.request_timeout,
+                tls: self.tls.clone(),
                 ..ClientOptions::default()
             },
         )?)
@@ -333,10 +338,20 @@ pub async fn final_reads(opts: &Options, recorders: &Recorders, deadline: Durati
 /// Every node's `(seqno, checksum, verdict chain)`, for
 /// [`crate::checkers::convergence::check`]; node ids are 1-based positions.
 pub async fn node_states(endpoints: &[String], timeout: Duration) -> Result<Vec<NodeState>> {
+    node_states_tls(endpoints, timeout, None).await
+}
+
+/// [`node_states`] of a cluster with TLS on.
+pub async fn node_states_tls(
+    endpoints: &[String],
+    timeout: Duration,
+    tls: Option<trireme_client::ClientTls>,
+) -> Result<Vec<NodeState>> {
     let client = Client::with_options(
         endpoints.to_vec(),
         ClientOptions {
             timeout,
+            tls,
             ..ClientOptions::default()
         },
     )?;
