@@ -10,7 +10,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("trireme_descriptor.bin"))
-        .compile_protos(&["proto/trireme/v1/trireme.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/trireme/v1/trireme.proto",
+                "proto/trireme/v1/auth.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
     Ok(())
 }

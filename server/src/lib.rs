@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod blocking;
 pub mod certify;
 pub mod cluster;
