@@ -109,6 +109,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
             global.endpoints.clone(),
             ClientOptions {
                 timeout: global.timeout,
+                credentials: global.credentials()?,
                 ..ClientOptions::default()
             },
         )?;
@@ -143,6 +144,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
         let options = ClientOptions {
             timeout: global.timeout,
             start_index: i,
+            credentials: global.credentials()?,
             ..ClientOptions::default()
         };
         let client = Client::with_options(global.endpoints.clone(), options)?;
