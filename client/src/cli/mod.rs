@@ -86,10 +86,24 @@ pub struct GlobalArgs {
     pub timeout: Duration,
     /// With auth on: the user, as NAME or NAME:PASSWORD. The CLI exchanges
     /// the password for a token and sends the token with each request.
-    #[arg(long, global = true, env = "TRIREME_USER", hide_env_values = true)]
+    // Its own id: `user grant USER ROLE` has a positional named `user`,
+    // which clap would otherwise merge with this global option.
+    #[arg(
+        long = "user",
+        id = "login_user",
+        global = true,
+        env = "TRIREME_USER",
+        hide_env_values = true
+    )]
     pub user: Option<String>,
     /// The password of `--user` (instead of NAME:PASSWORD).
-    #[arg(long, global = true, env = "TRIREME_PASSWORD", hide_env_values = true)]
+    #[arg(
+        long = "password",
+        id = "login_password",
+        global = true,
+        env = "TRIREME_PASSWORD",
+        hide_env_values = true
+    )]
     pub password: Option<String>,
 }
 
