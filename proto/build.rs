@@ -11,7 +11,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("trireme_descriptor.bin"))
-        .compile_protos(&["proto/trireme/v1/trireme.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/trireme/v1/trireme.proto",
+                "proto/trireme/v1/auth.proto",
+            ],
+            &["proto"],
+        )?;
     // The part of etcd's v3 API served on the etcd listener (our own
     // definitions, wire-compatible with etcd's).
     tonic_prost_build::configure().compile_protos(

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use trireme_proto::v1 as proto;
+use trireme_proto::v1::auth_client::AuthClient;
 use trireme_proto::v1::cluster_client::ClusterClient;
 use trireme_proto::v1::kv_client::KvClient;
 
@@ -59,6 +60,10 @@ pub struct ClientOptions {
     /// TLS: the CA to verify servers with and an optional client
     /// certificate. With it, endpoints without a scheme use `https://`.
     pub tls: Option<ClientTls>,
+    /// A user name and password: the client exchanges them for a token
+    /// (`Authenticate`) before its first request, sends the token with every
+    /// request, and authenticates again when a node refuses it (expired).
+    pub credentials: Option<Credentials>,
 }
 
 /// A client's TLS settings, as PEM text (see [`ClientTls::from_files`]).
@@ -108,6 +113,24 @@ impl ClientTls {
     }
 }
 
+/// A user name and password for a cluster with auth on.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The user's name.
+    pub user: String,
+    /// Its password (never printed: `Debug` shows `***`).
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
@@ -118,6 +141,7 @@ impl Default for ClientOptions {
             start_index: 0,
             txn_max_attempts: 10,
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -145,6 +169,8 @@ struct Inner {
     connect: Connect,
     /// A seeded jitter RNG (see [`Client::seed_jitter`]); `None`: the thread's RNG.
     jitter: Mutex<Option<StdRng>>,
+    /// The token from `Authenticate`, when credentials are set.
+    token: Mutex<Option<String>>,
 }
 
 /// Makes a channel from a configured endpoint.
@@ -228,6 +254,7 @@ impl Client {
                 options,
                 connect,
                 jitter: Mutex::new(None),
+                token: Mutex::new(None),
             }),
         })
     }
@@ -325,7 +352,7 @@ impl Client {
     pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<(i64, i64)> {
         let response = self
             .call(OpKind::Write, move |channel, timeout| {
-                let request = with_timeout(proto::LeaseGrantRequest { ttl, id }, timeout);
+                let request = self.with_timeout(proto::LeaseGrantRequest { ttl, id }, timeout);
                 async move { Ok(kv(channel).lease_grant(request).await?.into_inner()) }
             })
             .await?;
@@ -337,7 +364,7 @@ impl Client {
     pub async fn lease_revoke(&self, id: i64) -> Result<u64> {
         let seqno = self
             .call(OpKind::Write, move |channel, timeout| {
-                let request = with_timeout(proto::LeaseRevokeRequest { id }, timeout);
+                let request = self.with_timeout(proto::LeaseRevokeRequest { id }, timeout);
                 async move { Ok(kv(channel).lease_revoke(request).await?.into_inner().seqno) }
             })
             .await?;
@@ -349,7 +376,7 @@ impl Client {
     /// exist (or already expired). Safe to send again.
     pub async fn lease_keep_alive(&self, id: i64) -> Result<i64> {
         self.call(OpKind::Read, move |channel, timeout| {
-            let request = with_timeout(proto::LeaseKeepAliveRequest { id }, timeout);
+            let request = self.with_timeout(proto::LeaseKeepAliveRequest { id }, timeout);
             async move {
                 Ok(kv(channel)
                     .lease_keep_alive(request)
@@ -370,7 +397,7 @@ impl Client {
     ) -> Result<Option<proto::LeaseTimeToLiveResponse>> {
         let response = self
             .call(OpKind::Read, move |channel, timeout| {
-                let request = with_timeout(proto::LeaseTimeToLiveRequest { id, keys }, timeout);
+                let request = self.with_timeout(proto::LeaseTimeToLiveRequest { id, keys }, timeout);
                 async move { Ok(kv(channel).lease_time_to_live(request).await?.into_inner()) }
             })
             .await?;
@@ -380,7 +407,7 @@ impl Client {
     /// The ids of every lease, in id order.
     pub async fn lease_list(&self) -> Result<Vec<i64>> {
         self.call(OpKind::Read, move |channel, timeout| {
-            let request = with_timeout(proto::LeaseListRequest {}, timeout);
+            let request = self.with_timeout(proto::LeaseListRequest {}, timeout);
             async move { Ok(kv(channel).lease_list(request).await?.into_inner().ids) }
         })
         .await
@@ -437,7 +464,7 @@ impl Client {
         };
         let seqno = self
             .call(OpKind::Write, move |channel, timeout| {
-                let request = with_timeout(request.clone(), timeout);
+                let request = self.with_timeout(request.clone(), timeout);
                 async move { Ok(kv(channel).delete(request).await?.into_inner().seqno) }
             })
             .await?;
@@ -492,7 +519,7 @@ impl Client {
     pub async fn commit(&self, request: proto::CommitRequest) -> Result<u64> {
         let seqno = self
             .call(OpKind::Write, move |channel, timeout| {
-                let request = with_timeout(request.clone(), timeout);
+                let request = self.with_timeout(request.clone(), timeout);
                 async move { Ok(kv(channel).commit(request).await?.into_inner().seqno) }
             })
             .await?;
@@ -503,7 +530,7 @@ impl Client {
     /// The status of the node in use (or of the next one that answers).
     pub async fn status(&self) -> Result<NodeStatus> {
         self.call(OpKind::Read, |channel, timeout| async move {
-            let request = with_timeout(proto::StatusRequest {}, timeout);
+            let request = self.with_timeout(proto::StatusRequest {}, timeout);
             Ok(cluster(channel).status(request).await?.into_inner().into())
         })
         .await
@@ -512,7 +539,7 @@ impl Client {
     /// The membership as the node in use sees it.
     pub async fn members(&self) -> Result<Members> {
         self.call(OpKind::Read, |channel, timeout| async move {
-            let request = with_timeout(proto::MembersRequest {}, timeout);
+            let request = self.with_timeout(proto::MembersRequest {}, timeout);
             let r = cluster(channel).members(request).await?.into_inner();
             Ok(Members::from_proto(r.leader_id, r.members))
         })
@@ -526,7 +553,7 @@ impl Client {
         self.call(OpKind::Write, |channel, timeout| {
             let address = address.clone();
             async move {
-                let request = with_timeout(
+                let request = self.with_timeout(
                     proto::JoinRequest {
                         node_id,
                         address,
@@ -544,7 +571,7 @@ impl Client {
     /// Removes node `node_id` for good (0: the node in use).
     pub async fn leave(&self, node_id: u64) -> Result<Members> {
         self.call(OpKind::Write, |channel, timeout| async move {
-            let request = with_timeout(proto::LeaveRequest { node_id }, timeout);
+            let request = self.with_timeout(proto::LeaveRequest { node_id }, timeout);
             let r = cluster(channel).leave(request).await?.into_inner();
             Ok(Members::from_proto(0, r.members))
         })
@@ -554,7 +581,7 @@ impl Client {
     /// The cluster parameters as one endpoint has applied them, without failover.
     pub async fn config_of(&self, endpoint: &str) -> Result<crate::ClusterConfig> {
         self.call_one(endpoint, |channel, timeout| async move {
-            let request = with_timeout(proto::GetConfigRequest {}, timeout);
+            let request = self.with_timeout(proto::GetConfigRequest {}, timeout);
             Ok(cluster(channel)
                 .get_config(request)
                 .await?
@@ -573,7 +600,7 @@ impl Client {
                 value: value.to_string(),
             };
             async move {
-                let request = with_timeout(request, timeout);
+                let request = self.with_timeout(request, timeout);
                 Ok(cluster(channel)
                     .set_config(request)
                     .await?
@@ -587,7 +614,7 @@ impl Client {
     /// The status of one endpoint (configured or not), without failover.
     pub async fn status_of(&self, endpoint: &str) -> Result<NodeStatus> {
         self.call_one(endpoint, |channel, timeout| async move {
-            let request = with_timeout(proto::StatusRequest {}, timeout);
+            let request = self.with_timeout(proto::StatusRequest {}, timeout);
             Ok(cluster(channel).status(request).await?.into_inner().into())
         })
         .await
@@ -596,7 +623,7 @@ impl Client {
     /// The data checksum of the node in use (or of the next one that answers).
     pub async fn checksum(&self) -> Result<Checksum> {
         self.call(OpKind::Read, |channel, timeout| async move {
-            let request = with_timeout(proto::ChecksumRequest {}, timeout);
+            let request = self.with_timeout(proto::ChecksumRequest {}, timeout);
             Ok(cluster(channel)
                 .checksum(request)
                 .await?
@@ -609,7 +636,7 @@ impl Client {
     /// The data checksum of one endpoint (configured or not), without failover.
     pub async fn checksum_of(&self, endpoint: &str) -> Result<Checksum> {
         self.call_one(endpoint, |channel, timeout| async move {
-            let request = with_timeout(proto::ChecksumRequest {}, timeout);
+            let request = self.with_timeout(proto::ChecksumRequest {}, timeout);
             Ok(cluster(channel)
                 .checksum(request)
                 .await?
@@ -642,16 +669,14 @@ impl Client {
             Some(node) => node.channel.clone(),
             None => (self.inner.connect.0)(configure(&wanted, &self.inner.options)?),
         };
+        self.ensure_token().await?;
         let timeout = self.inner.options.timeout;
         let failed = |status: Status| classify(&status, OpKind::Read, &wanted).error;
+        let mut request = Request::new(proto::SaveBackupRequest { chunk_bytes: 0 });
+        self.authorize(&mut request);
         let mut backup = trireme_proto::v1::backup_client::BackupClient::new(channel)
             .max_decoding_message_size(MAX_DECODING_BYTES);
-        let mut stream = match tokio::time::timeout(
-            timeout,
-            backup.save(proto::SaveBackupRequest { chunk_bytes: 0 }),
-        )
-        .await
-        {
+        let mut stream = match tokio::time::timeout(timeout, backup.save(request)).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return Err(failed(status)),
             Err(_) => return Err(timed_out(OpKind::Read, &wanted, timeout)),
@@ -678,7 +703,7 @@ impl Client {
         };
         let snapshot = self
             .call(OpKind::Read, move |channel, timeout| {
-                let request = with_timeout(request, timeout);
+                let request = self.with_timeout(request, timeout);
                 async move { Ok(kv(channel).begin(request).await?.into_inner().snapshot) }
             })
             .await?;
@@ -717,7 +742,7 @@ impl Client {
         let key = request.key.clone();
         let response = self
             .call(OpKind::Read, move |channel, timeout| {
-                let request = with_timeout(request.clone(), timeout);
+                let request = self.with_timeout(request.clone(), timeout);
                 async move { Ok(kv(channel).get(request).await?.into_inner()) }
             })
             .await?;
@@ -731,7 +756,7 @@ impl Client {
 
     async fn scan_request(&self, request: proto::ScanRequest) -> Result<proto::ScanResponse> {
         self.call(OpKind::Read, move |channel, timeout| {
-            let request = with_timeout(request.clone(), timeout);
+            let request = self.with_timeout(request.clone(), timeout);
             async move { Ok(kv(channel).scan(request).await?.into_inner()) }
         })
         .await
@@ -740,7 +765,7 @@ impl Client {
     async fn put_request(&self, request: proto::PutRequest) -> Result<u64> {
         let seqno = self
             .call(OpKind::Write, move |channel, timeout| {
-                let request = with_timeout(request.clone(), timeout);
+                let request = self.with_timeout(request.clone(), timeout);
                 async move { Ok(kv(channel).put(request).await?.into_inner().seqno) }
             })
             .await?;
@@ -763,7 +788,78 @@ impl Client {
     /// others in order, then a couple of backed-off retries, all within the
     /// request timeout. Only failures that certainly did not take effect move
     /// on; the first other failure is returned as is.
-    async fn call<T, F, Fut>(&self, op: OpKind, mut attempt: F) -> Result<T>
+    ///
+    /// With credentials, a token is fetched first, and once more when a node
+    /// refuses it (expired, or the password changed).
+    pub(crate) async fn call<T, F, Fut>(&self, op: OpKind, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        let had_token = self.ensure_token().await?;
+        match self.call_once(op, &mut attempt).await {
+            Err(Error::Unauthenticated(_)) if had_token => {
+                self.clear_token();
+                self.ensure_token().await?;
+                self.call_once(op, &mut attempt).await
+            }
+            other => other,
+        }
+    }
+
+    /// A request carrying the remaining deadline, so the server gives up
+    /// too, and the token when there is one.
+    pub(crate) fn with_timeout<T>(&self, message: T, timeout: Duration) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        self.authorize(&mut request);
+        request
+    }
+
+    /// Adds the token (if any) to `request`'s `authorization` metadata.
+    pub(crate) fn authorize<T>(&self, request: &mut Request<T>) {
+        let token = self.inner.token.lock().expect("token lock").clone();
+        if let Some(value) = token.and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert("authorization", value);
+        }
+    }
+
+    fn clear_token(&self) {
+        *self.inner.token.lock().expect("token lock") = None;
+    }
+
+    /// With credentials and no token yet, authenticates on the endpoints
+    /// in turn (the first that answers decides). Returns whether a token is
+    /// in use.
+    pub(crate) async fn ensure_token(&self) -> Result<bool> {
+        let Some(creds) = self.inner.options.credentials.clone() else {
+            return Ok(false);
+        };
+        if self.inner.token.lock().expect("token lock").is_some() {
+            return Ok(true);
+        }
+        let request = proto::AuthenticateRequest {
+            name: creds.user,
+            password: creds.password,
+        };
+        let token = self
+            .call_once(OpKind::Read, &mut |channel, timeout| {
+                let mut message = Request::new(request.clone());
+                message.set_timeout(timeout);
+                async move {
+                    Ok(auth(channel)
+                        .authenticate(message)
+                        .await?
+                        .into_inner()
+                        .token)
+                }
+            })
+            .await?;
+        *self.inner.token.lock().expect("token lock") = Some(token);
+        Ok(true)
+    }
+
+    async fn call_once<T, F, Fut>(&self, op: OpKind, attempt: &mut F) -> Result<T>
     where
         F: FnMut(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
@@ -858,6 +954,7 @@ impl Client {
         F: FnOnce(Channel, Duration) -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
+        self.ensure_token().await?;
         let wanted = endpoint.trim();
         let channel = match self.inner.nodes.iter().find(|n| n.endpoint == wanted) {
             Some(node) => node.channel.clone(),
@@ -920,15 +1017,12 @@ fn configure(endpoint: &str, options: &ClientOptions) -> Result<Endpoint> {
     Ok(endpoint)
 }
 
-/// A request carrying the remaining deadline, so the server gives up too.
-fn with_timeout<T>(message: T, timeout: Duration) -> Request<T> {
-    let mut request = Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
-
 pub(crate) fn kv(channel: Channel) -> KvClient<Channel> {
     KvClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES)
+}
+
+pub(crate) fn auth(channel: Channel) -> AuthClient<Channel> {
+    AuthClient::new(channel).max_decoding_message_size(MAX_DECODING_BYTES)
 }
 
 fn cluster(channel: Channel) -> ClusterClient<Channel> {

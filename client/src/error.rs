@@ -47,6 +47,14 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// Auth is on and the request had no credentials, or bad or expired
+    /// ones (a wrong password, a deleted user): fix the credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The user lacks a permission the request needs (the message names the
+    /// key or method and the permission).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// Anything else (a server bug, a protocol error, misuse of the API).
     #[error("{0}")]
     Other(String),
@@ -88,6 +96,8 @@ impl Error {
             Error::Indeterminate(_) => "indeterminate".into(),
             Error::SnapshotTooOld(_) => "snapshot_too_old".into(),
             Error::Compacted { .. } => "compacted".into(),
+            Error::Unauthenticated(_) => "unauthenticated".into(),
+            Error::PermissionDenied(_) => "permission_denied".into(),
             Error::Other(_) => "other".into(),
         }
     }
@@ -167,6 +177,8 @@ pub(crate) fn classify(status: &Status, op: OpKind, endpoint: &str) -> Failure {
     }
     match status.code() {
         Code::InvalidArgument => fail(Error::InvalidInput(message), false),
+        Code::Unauthenticated => fail(Error::Unauthenticated(message), false),
+        Code::PermissionDenied => fail(Error::PermissionDenied(message), false),
         Code::Aborted => fail(aborted(status, message), false),
         Code::Unavailable => fail(Error::Unavailable(format!("{endpoint}: {message}")), true),
         // Refused at admission, before the node did anything: safe to resend anywhere.

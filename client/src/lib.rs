@@ -21,7 +21,9 @@
 //! node.
 //!
 //! CAVEATS:
-//! - No TLS and no authentication: the server speaks plain HTTP/2.
+//! - No TLS: the server speaks plain HTTP/2. With auth on, set
+//!   [`ClientOptions::credentials`]: the client authenticates, sends the
+//!   token with every request and authenticates again when it expires.
 //! - Failover is round-robin over the configured endpoints; the client does
 //!   not discover members from `Status`.
 //! - A transaction's scan pages through the whole range before returning; it
@@ -29,6 +31,7 @@
 
 #![warn(missing_docs)]
 
+mod auth;
 mod backoff;
 mod client;
 mod error;
@@ -36,7 +39,7 @@ mod txn;
 mod types;
 mod watch;
 
-pub use client::{Client, ClientOptions, ClientTls};
+pub use client::{Client, ClientOptions, ClientTls, Credentials};
 pub use error::{Error, Result};
 pub use txn::Transaction;
 pub use types::{

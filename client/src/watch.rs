@@ -143,6 +143,9 @@ async fn follow(
                 .progress_interval
                 .map_or(0, |d| d.as_millis().clamp(100, u32::MAX as u128) as u32),
         };
+        client.ensure_token().await?;
+        let mut request = tonic::Request::new(request);
+        client.authorize(&mut request);
         let opened = tokio::time::timeout(timeout, kv(channel).watch(request)).await;
         let status = match opened {
             Err(_) => tonic::Status::unavailable(format!("no answer within {timeout:?}")),

@@ -31,6 +31,13 @@ pub enum Error {
     /// A read asked for history that is no longer kept.
     #[error("snapshot too old: {0}")]
     SnapshotTooOld(String),
+    /// The request has no credentials, or bad or expired ones (auth is on).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The authenticated user lacks a permission the request needs; the
+    /// message names the key or method and the permission.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// Stored data failed to decode or a checksum failed: the node must not serve it.
     #[error("invalid data: {0}")]
     InvalidData(String),

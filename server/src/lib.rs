@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod blocking;
 pub mod certify;
 pub mod cluster;

@@ -14,12 +14,15 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 use tonic::transport::Server;
 use tower::Layer;
+use trireme_proto::v1::auth_server::AuthServer;
 use trireme_proto::v1::backup_server::BackupServer;
 use trireme_proto::v1::cluster_server::ClusterServer;
 use trireme_proto::v1::kv_server::KvServer;
 use trireme_proto::v1::raft_server::RaftServer;
 
 use crate::admission::AdmissionLayer;
+use crate::api::auth::AuthService;
+use crate::api::auth_layer::AuthLayer;
 use crate::api::backup::BackupService;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
@@ -163,10 +166,18 @@ where
     let reflection_v1alpha = reflection()
         .build_v1alpha()
         .map_err(|e| Error::Internal(format!("gRPC reflection: {e}")))?;
+    let auth = crate::auth::Auth::new(node.clone());
+    // Users and roles are checked on the client port only: peers are not
+    // users (the peer port's own authentication is TLS).
+    let auth_layer = match port {
+        Port::Peer => AuthLayer::none(),
+        _ => AuthLayer::new(auth.clone()),
+    };
     let mut router = Server::builder()
         .layer(PortGuardLayer::new(port))
         .layer(AdmissionLayer::new(node.admission.clone()))
         .layer(crate::tls::IdentityLayer)
+        .layer(auth_layer)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(ClusterServer::new(ClusterService::new(node.clone())));
@@ -176,6 +187,7 @@ where
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(BackupServer::new(BackupService::new(node.clone())))
+            .add_service(AuthServer::new(AuthService::new(auth)))
             .add_service(
                 LatencyLayer::new(move |method, elapsed, ok| {
                     timed.requests.observe(method, elapsed, ok)

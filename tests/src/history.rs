@@ -383,7 +383,10 @@ pub fn outcome_of(error: &trireme_client::Error, is_read: bool) -> OpKind {
         | E::InvalidInput(_)
         | E::Unavailable(_)
         | E::SnapshotTooOld(_)
-        | E::Compacted { .. } => OpKind::Fail,
+        | E::Compacted { .. }
+        // Refused by the auth checks before anything was ordered.
+        | E::Unauthenticated(_)
+        | E::PermissionDenied(_) => OpKind::Fail,
         E::Indeterminate(_) | E::Other(_) => OpKind::Info,
     }
 }

@@ -546,6 +546,21 @@ impl Cluster {
         Ok(out)
     }
 
+    /// [`Cluster::cli`] with extra environment variables (e.g. `TRIREME_USER`).
+    pub fn cli_env(&self, first: u64, args: &[&str], env: &[(&str, &str)]) -> Result<Output> {
+        let mut eps = self.endpoints();
+        eps.rotate_left((first - 1) as usize);
+        let out = Command::new(bin("trireme"))
+            .arg("--endpoints")
+            .arg(eps.join(","))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .context("run trireme CLI")?;
+        Ok(out)
+    }
+
     /// The last lines of every node's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut out = String::new();

@@ -110,6 +110,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
             ClientOptions {
                 timeout: global.timeout,
                 tls: global.tls()?,
+                credentials: global.credentials()?,
                 ..ClientOptions::default()
             },
         )?;
@@ -146,6 +147,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
             timeout: global.timeout,
             tls: tls.clone(),
             start_index: i,
+            credentials: global.credentials()?,
             ..ClientOptions::default()
         };
         let client = Client::with_options(global.endpoints.clone(), options)?;

@@ -14,6 +14,7 @@
 //! | 5 | anything else (invalid input, unknown outcome, ...) |
 
 mod admin;
+mod auth;
 mod bench;
 mod demo;
 mod kv;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use output::Format;
-use trireme_client::{Client, ClientOptions, Error, Isolation, ReadConsistency};
+use trireme_client::{Client, ClientOptions, Credentials, Error, Isolation, ReadConsistency};
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
@@ -114,6 +115,27 @@ pub struct GlobalArgs {
         requires = "tls_cert"
     )]
     pub key: Option<std::path::PathBuf>,
+    /// With auth on: the user, as NAME or NAME:PASSWORD. The CLI exchanges
+    /// the password for a token and sends the token with each request.
+    // Its own id: `user grant USER ROLE` has a positional named `user`,
+    // which clap would otherwise merge with this global option.
+    #[arg(
+        long = "user",
+        id = "login_user",
+        global = true,
+        env = "TRIREME_USER",
+        hide_env_values = true
+    )]
+    pub user: Option<String>,
+    /// The password of `--user` (instead of NAME:PASSWORD).
+    #[arg(
+        long = "password",
+        id = "login_password",
+        global = true,
+        env = "TRIREME_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
 }
 
 impl GlobalArgs {
@@ -130,6 +152,31 @@ impl GlobalArgs {
             )),
             None => Ok(None),
         }
+    }
+}
+
+impl GlobalArgs {
+    /// The credentials `--user` and `--password` give, if any.
+    pub fn credentials(&self) -> Result<Option<Credentials>, Error> {
+        let Some(user) = &self.user else {
+            return match self.password {
+                Some(_) => Err(Error::InvalidInput(
+                    "--password (or TRIREME_PASSWORD) needs --user (or TRIREME_USER)".into(),
+                )),
+                None => Ok(None),
+            };
+        };
+        let (user, password) = match (user.split_once(':'), &self.password) {
+            (Some((name, password)), None) => (name.to_string(), password.to_string()),
+            (None, Some(password)) => (user.clone(), password.clone()),
+            (Some((name, _)), Some(password)) => (name.to_string(), password.clone()),
+            (None, None) => {
+                return Err(Error::InvalidInput(format!(
+                    "no password for user {user:?}: give --user NAME:PASSWORD, --password, or TRIREME_PASSWORD"
+                )))
+            }
+        };
+        Ok(Some(Credentials { user, password }))
     }
 
     /// The output format `--json` or `--output` asks for.
@@ -184,6 +231,16 @@ pub enum Command {
     /// Backups: save a consistent snapshot of the whole store, or check one.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// Turn users and roles on or off, or show whether they are on.
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
+    /// Users: add, delete, passwd, list, get, grant ROLE, revoke ROLE.
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Roles: add, delete, list, get, grant read|readwrite over a key, a
+    /// prefix or a range, revoke.
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
     /// Start a local 3-node cluster in a temporary directory and open the
     /// shell on it; on exit (or Ctrl-C) the nodes are stopped and the
     /// directory removed.
@@ -507,6 +564,8 @@ pub fn exit_code(err: &Error) -> u8 {
         | Error::Indeterminate(_)
         | Error::SnapshotTooOld(_)
         | Error::Compacted { .. }
+        | Error::Unauthenticated(_)
+        | Error::PermissionDenied(_)
         | Error::Other(_) => EXIT_OTHER,
     }
 }
@@ -534,9 +593,14 @@ pub fn run(cli: Cli) -> u8 {
         Ok(tls) => tls,
         Err(e) => return report(Err(e)),
     };
+    let credentials = match global.credentials() {
+        Ok(c) => c,
+        Err(e) => return report(Err(e)),
+    };
     let options = ClientOptions {
         timeout: global.timeout,
         tls,
+        credentials,
         ..ClientOptions::default()
     };
     let client = match Client::with_options(global.endpoints.clone(), options) {
@@ -551,6 +615,9 @@ pub fn run(cli: Cli) -> u8 {
         Command::Del(args) => report(runtime.block_on(kv::del(&client, &args, json))),
         Command::Scan(args) => report(runtime.block_on(kv::scan(&client, &args, format))),
         Command::Status => report(runtime.block_on(admin::status(&client, json))),
+        Command::Auth(cmd) => report(runtime.block_on(auth::auth(&client, &cmd, json))),
+        Command::User(cmd) => report(runtime.block_on(auth::user(&client, &cmd, json))),
+        Command::Role(cmd) => report(runtime.block_on(auth::role(&client, &cmd, json))),
         Command::Checksum => report(runtime.block_on(admin::checksum(&client, json))),
         Command::Members => report(runtime.block_on(admin::members(&client, json))),
         Command::Join(args) => report(runtime.block_on(admin::join(&client, &args, json))),

@@ -8,6 +8,7 @@ use trireme_proto::v1::kv_server::Kv;
 
 use super::convert;
 use super::status::to_status;
+use crate::auth::{Access, Kind};
 use crate::node::Node;
 use crate::txn::{reserved, KeyRange, Mutation};
 use crate::watch::Selector;
@@ -37,8 +38,17 @@ impl Kv for KvService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let access = Access::of(req.extensions()).map_err(to_status)?;
         let mut spec = convert::watch_spec(req.into_inner()).map_err(to_status)?;
         spec.selector = user_selector(spec.selector).map_err(to_status)?;
+        // Checked when the watch starts (as etcd does): a permission
+        // revoked later does not end a running watch.
+        match &spec.selector {
+            Selector::Key(key) => access.check_key(Kind::Read, key),
+            Selector::Prefix(prefix) => access.check_range(Kind::Read, &KeyRange::prefix(prefix)),
+            Selector::Range(range) => access.check_range(Kind::Read, range),
+        }
+        .map_err(to_status)?;
         let mut rx = self.node.watch(spec);
         // A draining node ends its watches (UNAVAILABLE, "shutting down"):
         // the client resumes on another node from the last seqno it saw, and
@@ -81,14 +91,17 @@ impl Kv for KvService {
         &self,
         req: Request<pb::BeginRequest>,
     ) -> Result<Response<pb::BeginResponse>, Status> {
+        Access::of(req.extensions()).map_err(to_status)?;
         let opts = convert::read_options(req.into_inner().read).map_err(to_status)?;
         let snapshot = self.node.begin(opts.consistency).await.map_err(to_status)?;
         Ok(Response::new(pb::BeginResponse { snapshot }))
     }
 
     async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let access = Access::of(req.extensions()).map_err(to_status)?;
         let req = req.into_inner();
         reserved::check_client_key(&req.key).map_err(to_status)?;
+        access.check_key(Kind::Read, &req.key).map_err(to_status)?;
         let opts = convert::read_options(req.read).map_err(to_status)?;
         let (found, seqno) = self.node.get(&req.key, opts).await.map_err(to_status)?;
         Ok(Response::new(match found {
@@ -109,10 +122,12 @@ impl Kv for KvService {
         &self,
         req: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
+        let access = Access::of(req.extensions()).map_err(to_status)?;
         let req = req.into_inner();
         let range = convert::scan_range(&req)
             .and_then(reserved::clip_client_range)
             .map_err(to_status)?;
+        access.check_range(Kind::Read, &range).map_err(to_status)?;
         let opts = convert::read_options(req.read).map_err(to_status)?;
         let (pairs, more, seqno) = self
             .node
@@ -134,6 +149,7 @@ impl Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let access = Access::of(req.extensions()).map_err(to_status)?;
         let req = req.into_inner();
         let mut ws = convert::single(
             Mutation::Put {
@@ -144,6 +160,7 @@ impl Kv for KvService {
             req.if_version,
         );
         reserved::check_client_write_set(&mut ws).map_err(to_status)?;
+        access.check_write_set(&ws).map_err(to_status)?;
         self.node
             .leases()
             .attach(&mut ws)
@@ -157,9 +174,11 @@ impl Kv for KvService {
         &self,
         req: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let access = Access::of(req.extensions()).map_err(to_status)?;
         let req = req.into_inner();
         let mut ws = convert::single(Mutation::Delete { key: req.key }, req.if_version);
         reserved::check_client_write_set(&mut ws).map_err(to_status)?;
+        access.check_write_set(&ws).map_err(to_status)?;
         let seqno = self.node.commit(ws, false).await.map_err(to_status)?;
         Ok(Response::new(pb::DeleteResponse { seqno }))
     }
@@ -168,10 +187,12 @@ impl Kv for KvService {
         &self,
         req: Request<pb::CommitRequest>,
     ) -> Result<Response<pb::CommitResponse>, Status> {
+        let access = Access::of(req.extensions()).map_err(to_status)?;
         let req = req.into_inner();
         let server_retry = req.server_retry;
         let mut ws = convert::write_set(req).map_err(to_status)?;
         reserved::check_client_write_set(&mut ws).map_err(to_status)?;
+        access.check_write_set(&ws).map_err(to_status)?;
         self.node
             .leases()
             .attach(&mut ws)

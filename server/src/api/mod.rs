@@ -20,6 +20,8 @@
 //! `NodeState` and `Role` into protobuf here (`convert`); the narrower node
 //! handle of issue 10 is still to come.
 
+pub mod auth;
+pub mod auth_layer;
 pub mod backup;
 pub mod cluster;
 mod convert;

@@ -31,6 +31,8 @@ pub fn to_status(err: Error) -> Status {
             Status::new(Code::DeadlineExceeded, format!("outcome unknown: {m}"))
         }
         Error::SnapshotTooOld(m) => Status::failed_precondition(format!("snapshot too old: {m}")),
+        Error::Unauthenticated(m) => Status::unauthenticated(m),
+        Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::InvalidData(m) => Status::data_loss(m),
         Error::Storage(m) => Status::internal(format!("storage: {m}")),
         Error::Internal(m) => Status::internal(m),

@@ -98,6 +98,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use trireme_proto::etcd::etcdserverpb as epb;
 
@@ -123,20 +124,23 @@ pub async fn serve(
     let decode = node.config.max_client_message_bytes();
     let url = format!("http://{}", listener.local_addr()?);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let guard = auth_guard(crate::auth::Auth::new(node.clone()));
     Server::builder()
         .layer(AdmissionLayer::new(node.admission.clone()))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
-        .add_service(
+        .add_service(InterceptedService::new(
             epb::kv_server::KvServer::new(kv::KvService::new(node.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
+            guard.clone(),
+        ))
+        .add_service(InterceptedService::new(
             epb::watch_server::WatchServer::new(watch::WatchService::new(node.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+            guard,
+        ))
         .add_service(epb::cluster_server::ClusterServer::new(
             cluster::ClusterService::new(node.clone(), url),
         ))
@@ -146,6 +150,26 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| Error::Internal(format!("etcd gRPC server: {e}")))
+}
+
+/// Refuses every KV and Watch call while users and roles are on: this
+/// listener does not authenticate (etcd's `Auth` service is not served), so
+/// it must not become a way around the client port's permission checks.
+/// MemberList and Status stay open, as `Cluster.Status` does.
+fn auth_guard(
+    auth: Arc<crate::auth::Auth>,
+) -> impl FnMut(tonic::Request<()>) -> std::result::Result<tonic::Request<()>, tonic::Status> + Clone
+{
+    move |req| match auth.state() {
+        Ok(state) if !state.enabled => Ok(req),
+        Ok(_) => Err(tonic::Status::unauthenticated(
+            "users and roles are on in this cluster and the etcd listener does not \
+             authenticate: use Trireme's client port (trireme --user)",
+        )),
+        Err(e) => Err(tonic::Status::unavailable(format!(
+            "cannot read the cluster's auth state: {e}"
+        ))),
+    }
 }
 
 /// The header of an answer reflecting `revision`.

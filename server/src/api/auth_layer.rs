@@ -1,0 +1,157 @@
+//! The tower layer that authenticates client-port requests: it decides the
+//! request's [`Access`] once, refuses it (UNAUTHENTICATED, or
+//! PERMISSION_DENIED for a method that needs the role `root`) before any
+//! service runs, and leaves the decision in the request's extensions for the
+//! per-key checks of `api::kv`.
+//!
+//! Which methods need what, while auth is on:
+//! - open: `Auth.Authenticate`, `Auth.AuthStatus`, `Cluster.Status`,
+//!   `Members`, `Checksum`, `GetConfig`, gRPC health and reflection (what
+//!   probes and operators read, and nothing from the key space);
+//! - any user: `Kv.*` (each key then checked against the user's roles);
+//! - root: every other `Auth` method, `Cluster.Join`, `Leave`, `SetConfig`
+//!   (membership and configuration) and `Backup.*` (a backup holds every
+//!   key).
+//!
+//! Peer-port methods are not user-authenticated: the layer is not on that port.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use super::to_status;
+use crate::auth::{Access, Auth};
+
+/// What a method needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Nothing.
+    Open,
+    /// An authenticated user.
+    User,
+    /// A user holding the role `root`.
+    Root,
+}
+
+/// The policy of the gRPC method at `path` (`/pkg.Service/Method`).
+pub fn policy(path: &str) -> Policy {
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return Policy::Open;
+    };
+    match service {
+        "trireme.v1.Kv" => Policy::User,
+        "trireme.v1.Auth" => match method {
+            "Authenticate" | "AuthStatus" => Policy::Open,
+            _ => Policy::Root,
+        },
+        "trireme.v1.Cluster" => match method {
+            "Join" | "Leave" | "SetConfig" => Policy::Root,
+            _ => Policy::Open,
+        },
+        "trireme.v1.Backup" => Policy::Root,
+        _ => Policy::Open,
+    }
+}
+
+/// Authenticates every request of a client-port server.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Option<Arc<Auth>>,
+}
+
+impl AuthLayer {
+    /// Checks requests against `auth`.
+    pub fn new(auth: Arc<Auth>) -> Self {
+        AuthLayer { auth: Some(auth) }
+    }
+
+    /// Checks nothing (the peer port).
+    pub fn none() -> Self {
+        AuthLayer { auth: None }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for AuthLayer {
+    type Service = AuthGuard<S>;
+
+    fn layer(&self, inner: S) -> AuthGuard<S> {
+        AuthGuard {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around a server's routes.
+#[derive(Clone)]
+pub struct AuthGuard<S> {
+    inner: S,
+    auth: Option<Arc<Auth>>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B> tower_service::Service<http::Request<B>> for AuthGuard<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<std::result::Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let Some(auth) = &self.auth else {
+            return Box::pin(self.inner.call(req));
+        };
+        let path = req.uri().path().to_string();
+        let wanted = policy(&path);
+        if wanted == Policy::Open {
+            return Box::pin(self.inner.call(req));
+        }
+        let decided = auth
+            .access(req.headers(), req.extensions())
+            .and_then(|access| {
+                if wanted == Policy::Root {
+                    access.check_root(&path)?;
+                }
+                Ok(access)
+            });
+        match decided {
+            Ok(access) => {
+                req.extensions_mut().insert::<Access>(access);
+                Box::pin(self.inner.call(req))
+            }
+            Err(e) => {
+                let status = to_status(e);
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_method_has_its_policy() {
+        assert_eq!(policy("/trireme.v1.Kv/Get"), Policy::User);
+        assert_eq!(policy("/trireme.v1.Kv/Watch"), Policy::User);
+        assert_eq!(policy("/trireme.v1.Auth/Authenticate"), Policy::Open);
+        assert_eq!(policy("/trireme.v1.Auth/AuthStatus"), Policy::Open);
+        assert_eq!(policy("/trireme.v1.Auth/UserAdd"), Policy::Root);
+        assert_eq!(policy("/trireme.v1.Auth/AuthDisable"), Policy::Root);
+        assert_eq!(policy("/trireme.v1.Cluster/Join"), Policy::Root);
+        assert_eq!(policy("/trireme.v1.Cluster/SetConfig"), Policy::Root);
+        assert_eq!(policy("/trireme.v1.Cluster/Status"), Policy::Open);
+        assert_eq!(policy("/trireme.v1.Backup/Save"), Policy::Root);
+        assert_eq!(policy("/grpc.health.v1.Health/Check"), Policy::Open);
+    }
+}
