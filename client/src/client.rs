@@ -397,7 +397,8 @@ impl Client {
     ) -> Result<Option<proto::LeaseTimeToLiveResponse>> {
         let response = self
             .call(OpKind::Read, move |channel, timeout| {
-                let request = self.with_timeout(proto::LeaseTimeToLiveRequest { id, keys }, timeout);
+                let request =
+                    self.with_timeout(proto::LeaseTimeToLiveRequest { id, keys }, timeout);
                 async move { Ok(kv(channel).lease_time_to_live(request).await?.into_inner()) }
             })
             .await?;

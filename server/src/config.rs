@@ -529,7 +529,7 @@ pub struct Overrides {
     #[arg(long, env = "TRIREME_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     #[serde(rename = "tls.client_cert_auth")]
     pub client_cert_auth: Option<bool>,
-    /// Peer port mutual TLS: this node's certificate (PEM), with SAN node-<ID>.trireme.
+    /// Peer port mutual TLS: this node's certificate (PEM), with SAN `node-<ID>.trireme`.
     #[arg(long, env = "TRIREME_PEER_TLS_CERT")]
     #[serde(rename = "tls.peer_cert")]
     pub peer_tls_cert: Option<PathBuf>,

@@ -385,7 +385,7 @@ async fn tokens_survive_a_leader_kill_and_auth_survives_a_full_restart() -> Resu
     let open = cluster.client(1)?;
     wait_for("auth status after the restart", READY, || {
         let open = open.clone();
-        async move { Ok(open.auth_status().await.ok().map(|on| on)) }
+        async move { Ok(open.auth_status().await.ok()) }
     })
     .await
     .and_then(|on| {

@@ -115,6 +115,7 @@ async fn save_under_load_then_restore_into_a_new_three_node_cluster() -> Result<
                 key: format!("data/{i:06}").into_bytes(),
                 value: vec![b'a' + (i % 26) as u8; 200],
                 delete: false,
+                lease: 0,
             })
             .collect();
         client

@@ -13,6 +13,7 @@ fn mutation(key: &[u8], value: Vec<u8>) -> Mutation {
         key: key.to_vec(),
         value,
         delete: false,
+        lease: 0,
     }
 }
 

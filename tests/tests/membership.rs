@@ -25,6 +25,7 @@ async fn bulk_load(client: &Client, prefix: &str, n: usize) -> Result<()> {
                 key: format!("{prefix}{i:06}").into_bytes(),
                 value: vec![b'v'; 100],
                 delete: false,
+                lease: 0,
             })
             .collect();
         wait_for("a bulk-load chunk to commit", READY, || {
@@ -473,6 +474,7 @@ async fn join_onto_a_large_store_measure() -> Result<()> {
                 key: format!("big/{i:08}").into_bytes(),
                 value: value.clone(),
                 delete: false,
+                lease: 0,
             })
             .collect();
         client

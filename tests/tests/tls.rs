@@ -233,6 +233,7 @@ async fn peers_must_be_who_their_certificate_says() -> Result<()> {
         vec![Mutation::Put {
             key: b"hostile/as-node-2".to_vec(),
             value: b"x".to_vec(),
+            lease: 0,
         }],
     )];
     let status = leader_raft
@@ -277,6 +278,7 @@ async fn peers_must_be_who_their_certificate_says() -> Result<()> {
         vec![Mutation::Put {
             key: b"hostile/non-member".to_vec(),
             value: b"x".to_vec(),
+            lease: 0,
         }],
     )];
     let status = leader_raft

@@ -1,17 +1,12 @@
 //! The client-certificate path: a request whose TLS connection presented a
-//! certificate (with client-cert auth on) is the user named by the
-//! certificate's CN.
+//! certificate the cluster CA verified is the user named by the
+//! certificate's CN (with `--client-cert-auth` every client must present
+//! one; with only `--tls-ca` a client may).
 //!
-//! The TLS listener puts a [`ClientIdentity`] in each request's extensions;
-//! until that listener exists this module defines the type it is to insert,
-//! and [`certificate_user`] is the one place that reads it.
+//! The TLS listener (`crate::tls`) puts a [`ClientIdentity`] in each such
+//! request's extensions; [`certificate_user`] is the one place that reads it.
 
-/// What the TLS layer learned about the client from its certificate.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClientIdentity {
-    /// The certificate subject's common name, if it has one.
-    pub common_name: Option<String>,
-}
+pub use crate::tls::ClientIdentity;
 
 /// The user a request's client certificate names, if any.
 pub fn certificate_user(extensions: &http::Extensions) -> Option<&str> {

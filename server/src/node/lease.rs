@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::{Consistency, Node, ReadOptions};
 use crate::error::{Error, Result};
+use crate::lease::{LeaderAnswer, LeaderCall, LeaseBackend, Leases};
 use crate::raft::network::{decode, encode};
 use crate::raft::peer_error::PeerError;
-use crate::lease::{LeaderAnswer, LeaderCall, LeaseBackend, Leases};
 use crate::storage::Mvcc;
 use crate::txn::{NodeId, Seqno, WriteSet};
 

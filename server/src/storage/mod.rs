@@ -105,6 +105,11 @@ pub struct Mvcc {
 
 /// A visitor of the newest visible version per key: (key, seqno, value or tombstone) -> continue?
 pub type VersionVisitor<'a> = dyn FnMut(&[u8], Seqno, Option<&[u8]>) -> bool + 'a;
+/// A visitor of the newest visible version per key with its metadata:
+/// (key, seqno, value and metadata or tombstone) -> continue?
+pub type MetaVisitor<'a> = dyn FnMut(&[u8], Seqno, Option<(&[u8], KeyMeta)>) -> bool + 'a;
+/// A stored value with its key's metadata.
+pub type ValueMeta = (Value, KeyMeta);
 
 impl Mvcc {
     /// MVCC over this engine.
@@ -148,11 +153,7 @@ impl Mvcc {
 
     /// The newest version of `key` at or below `at` with its metadata,
     /// tombstones included (as `None`).
-    pub fn newest_meta(
-        &self,
-        key: &[u8],
-        at: Seqno,
-    ) -> Result<Option<(Seqno, Option<(Value, KeyMeta)>)>> {
+    pub fn newest_meta(&self, key: &[u8], at: Seqno) -> Result<Option<(Seqno, Option<ValueMeta>)>> {
         let start = keycode::version_key(key, at);
         let end = keycode::version_key(key, 0);
         let mut found = None;
@@ -215,12 +216,7 @@ impl Mvcc {
     }
 
     /// [`Mvcc::visit`] with each live version's metadata.
-    pub fn visit_meta(
-        &self,
-        range: &KeyRange,
-        at: Seqno,
-        f: &mut dyn FnMut(&[u8], Seqno, Option<(&[u8], KeyMeta)>) -> bool,
-    ) -> Result<()> {
+    pub fn visit_meta(&self, range: &KeyRange, at: Seqno, f: &mut MetaVisitor<'_>) -> Result<()> {
         let start = keycode::range_start(&range.start);
         let end = match &range.end {
             Some(e) => keycode::range_start(e),
