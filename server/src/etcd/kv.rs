@@ -73,7 +73,11 @@ impl Kv for KvService {
             // A blind write: it always succeeds, as in etcd.
             let mut ws = WriteSet::blind(0, vec![convert::put(req.key, req.value, req.lease)]);
             reserved::check_client_write_set(&mut ws).map_err(status)?;
-            node.leases().attach(&mut ws).await.map_err(status)?;
+            node.leases()
+                .attach(&mut ws)
+                .await
+                .map_err(lease_not_found)
+                .map_err(status)?;
             let seqno = node.commit(ws, false).await.map_err(status)?;
             return Ok(Response::new(epb::PutResponse {
                 header: Some(header(node, seqno)),
@@ -298,6 +302,17 @@ fn shape_range(
     })
 }
 
+/// A put naming a lease that does not exist fails with etcd's own words
+/// (etcdctl and client libraries look for them), NOT_FOUND as in etcd.
+fn lease_not_found(e: Error) -> Error {
+    match e {
+        Error::NotFound(detail) => {
+            Error::NotFound(format!("{} ({detail})", convert::LEASE_NOT_FOUND))
+        }
+        e => e,
+    }
+}
+
 fn check_put(req: &epb::PutRequest) -> Result<()> {
     if req.key.is_empty() {
         return Err(Error::InvalidInput(convert::EMPTY_KEY.into()));
@@ -381,7 +396,10 @@ where
             ranges: exec.ranges,
         };
         reserved::check_client_write_set(&mut ws)?;
-        node.leases().attach(&mut ws).await?;
+        node.leases()
+            .attach(&mut ws)
+            .await
+            .map_err(lease_not_found)?;
         match node.commit(ws, false).await {
             Ok(seqno) => return Ok((answer, seqno)),
             Err(Error::Aborted(
