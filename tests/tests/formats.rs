@@ -155,6 +155,21 @@ async fn config_set_goes_through_the_log_and_survives_a_restart() -> Result<()> 
     for i in 0..100 {
         client.put(format!("more{i}"), "z").await?;
     }
+    // A joiner is sent a snapshot only once the entries it lacks are gone:
+    // wait until every node has purged past the first snapshots (retention
+    // runs once a second, so a join right after the writes would still find
+    // the whole log and be caught up by replay).
+    for id in ids {
+        wait_for(
+            "the log to be purged behind the snapshots",
+            READY,
+            || async {
+                let s = cluster.status(id).await?;
+                Ok((s.log_first_index > 40).then_some(()))
+            },
+        )
+        .await?;
+    }
     let joined = cluster.join_node(1, &["--cert-window", "700"])?;
     let endpoint = cluster.endpoints()[(joined - 1) as usize].clone();
     let cfg = wait_for("the joiner to apply the parameters", READY, || async {
