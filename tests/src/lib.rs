@@ -42,25 +42,30 @@ pub fn bin_dir() -> PathBuf {
 
 /// Path of a workspace binary (`trireme-server` or `trireme`), built on first
 /// use: `cargo test` does not build other packages' binaries.
+///
+/// Both are built by one `cargo build --workspace --bins --tests`: the same
+/// packages and targets as `cargo test --workspace`, so the same features
+/// (the server with `failpoints`, which this crate asks for) and the same
+/// compiled dependencies. A narrower build (`-p trireme-server`) unifies
+/// features differently, recompiles tonic, rustls and the server, and the next
+/// `cargo test` recompiles them back.
 pub fn bin(name: &str) -> PathBuf {
-    static SERVER: OnceLock<()> = OnceLock::new();
-    static CLI: OnceLock<()> = OnceLock::new();
-    let (once, package) = match name {
-        "trireme-server" => (&SERVER, "trireme-server"),
-        "trireme" => (&CLI, "trireme-client"),
-        other => panic!("unknown binary {other}"),
-    };
+    static BUILT: OnceLock<()> = OnceLock::new();
+    assert!(
+        matches!(name, "trireme-server" | "trireme"),
+        "unknown binary {name}"
+    );
     let dir = bin_dir();
-    once.get_or_init(|| {
+    BUILT.get_or_init(|| {
         let release = dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", package, "--bin", name]);
+        cmd.args(["build", "-q", "--workspace", "--bins", "--tests"]);
         if release {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("run cargo build for the binaries");
-        assert!(status.success(), "building {name} failed");
+        assert!(status.success(), "building the workspace binaries failed");
     });
     dir.join(name)
 }

@@ -41,7 +41,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use trireme_client::{Checksum, Client, ClientOptions, NodeStatus};
 
 use crate::harness::Harness;
-use crate::{bin, bin_dir, free_port, wait_for};
+use crate::{bin, free_port, wait_for};
 use proxy::ProxyNet;
 
 /// The libfaketime library (Debian `faketime`); the thread-safe build.
@@ -76,15 +76,6 @@ impl std::fmt::Display for NetMode {
     }
 }
 
-/// Which server build the nodes run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerBuild {
-    /// The workspace's own binary for this profile.
-    Normal,
-    /// Built with `--features failpoints` into `target/failpoints`.
-    Failpoints,
-}
-
 /// What a [`NetCluster`] starts.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -92,8 +83,6 @@ pub struct ClusterOptions {
     pub nodes: usize,
     /// `None`: namespaces when possible, else the proxy.
     pub mode: Option<NetMode>,
-    /// Which binary.
-    pub build: ServerBuild,
     /// Extra flags for every node.
     pub extra_args: Vec<String>,
     /// A TOML configuration written for every node and passed with `--config`.
@@ -116,7 +105,6 @@ impl Default for ClusterOptions {
         ClusterOptions {
             nodes: 3,
             mode: None,
-            build: ServerBuild::Normal,
             extra_args: Vec::new(),
             config_toml: None,
             tmpfs_mib: None,
@@ -124,51 +112,6 @@ impl Default for ClusterOptions {
             faketime_monotonic: false,
             fiu: false,
             tls: false,
-        }
-    }
-}
-
-/// Path of the server binary of a build; the failpoints build is made on
-/// first use into its own target directory so it never fights the normal
-/// build's features.
-pub fn server_binary(build: ServerBuild) -> Result<PathBuf> {
-    match build {
-        ServerBuild::Normal => Ok(bin("trireme-server")),
-        ServerBuild::Failpoints => {
-            static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-            BUILT
-                .get_or_init(|| {
-                    let dir = bin_dir();
-                    let release = dir.file_name().is_some_and(|n| n == "release");
-                    let target = dir
-                        .parent()
-                        .ok_or("no target directory")?
-                        .join("failpoints");
-                    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                    let mut cmd = Command::new(cargo);
-                    cmd.args([
-                        "build",
-                        "-q",
-                        "-p",
-                        "trireme-server",
-                        "--bin",
-                        "trireme-server",
-                        "--features",
-                        "failpoints",
-                    ])
-                    .env("CARGO_TARGET_DIR", &target);
-                    if release {
-                        cmd.arg("--release");
-                    }
-                    let status = cmd.status().map_err(|e| format!("run cargo: {e}"))?;
-                    if !status.success() {
-                        return Err("building trireme-server --features failpoints failed".into());
-                    }
-                    let profile = if release { "release" } else { "debug" };
-                    Ok(target.join(profile).join("trireme-server"))
-                })
-                .clone()
-                .map_err(|e| anyhow!(e))
         }
     }
 }
@@ -744,7 +687,7 @@ pub struct NetCluster {
 impl NetCluster {
     /// Starts a cluster (does not wait for a leader).
     pub async fn start(options: ClusterOptions) -> Result<NetCluster> {
-        let binary = server_binary(options.build)?;
+        let binary = bin("trireme-server");
         let (mut mode, mut fallback_reason) = match options.mode {
             Some(m) => (m, None),
             None => match netns_unavailable() {

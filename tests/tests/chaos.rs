@@ -47,8 +47,7 @@ use trireme_tests::checkers::{self, convergence, CheckOptions};
 use trireme_tests::history::{self, OpFn};
 use trireme_tests::nemesis::{FaultKind, FaultLog, Monitor, Nemesis, Observations, Partition};
 use trireme_tests::netns::{
-    self, netns_unavailable, ClusterOptions, NetCluster, NetMode, ServerBuild, FAKETIME_LIB,
-    FIU_LIBS,
+    self, netns_unavailable, ClusterOptions, NetCluster, NetMode, FAKETIME_LIB, FIU_LIBS,
 };
 use trireme_tests::wait_for;
 use trireme_tests::workloads::{self, Histories, Recorders};
@@ -381,9 +380,8 @@ fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "crash-points",
-            about: "abort at named crash points (failpoints build): one node, and all nodes at once",
+            about: "abort at named crash points: one node, and all nodes at once",
             options: ClusterOptions {
-                build: ServerBuild::Failpoints,
                 config_toml: Some(SMALL_SNAPSHOTS.into()),
                 ..netns.clone()
             },
@@ -451,7 +449,6 @@ fn soak_scenario() -> Scenario {
         options: ClusterOptions {
             nodes: 5,
             mode: Some(NetMode::Netns),
-            build: ServerBuild::Failpoints,
             config_toml: Some(SMALL_SNAPSHOTS.into()),
             faketime: true,
             fiu: true,
@@ -1376,7 +1373,6 @@ async fn netns_cluster_isolates_and_cleans_up() -> Result<()> {
 async fn crash_mid_snapshot_install_then_restart_recovers() -> Result<()> {
     let _serial = netns::serial();
     let cluster = NetCluster::start(ClusterOptions {
-        build: ServerBuild::Failpoints,
         config_toml: Some(SMALL_SNAPSHOTS.into()),
         ..ClusterOptions::default()
     })

@@ -1,8 +1,7 @@
 //! The etcd v3 API (`--etcd-listen`) driven by etcd's own tools: Debian's
 //! `etcdctl` (3.4) against a 3-node cluster, and the Rust `etcd-client`
-//! crate (with the `etcd-client` feature: its build needs protoc, see
-//! `.ci/run`), including concurrent compare-and-swap Txns from all three
-//! nodes on one counter.
+//! crate, including concurrent compare-and-swap Txns from all three nodes on
+//! one counter.
 //!
 //! Where etcdctl's output differs from what a real etcd prints, the check
 //! says why. Without etcdctl the etcdctl test fails under CI (`CI=true`)
@@ -267,16 +266,6 @@ async fn etcdctl_put_get_del_prefix_txn_watch_members_status() -> Result<()> {
     r.with_context(|| c.logs())
 }
 
-#[cfg(not(feature = "etcd-client"))]
-#[test]
-fn etcd_client_crate() {
-    eprintln!(
-        "SKIPPED: the etcd-client crate tests need `--features etcd-client` (its build runs \
-         protoc; .ci/run sets PROTOC and runs them)"
-    );
-}
-
-#[cfg(feature = "etcd-client")]
 mod crate_client {
     use super::*;
     use etcd_client::{

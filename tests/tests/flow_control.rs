@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use trireme_client::Client;
-use trireme_tests::netns::{self, ClusterOptions, NetCluster, ServerBuild};
+use trireme_tests::netns::{self, ClusterOptions, NetCluster};
 use trireme_tests::wait_for;
 
 const CONFIG: &str = "\
@@ -53,7 +53,6 @@ fn load(
 async fn a_slow_voter_slows_writers_and_a_stalled_one_is_evicted() -> Result<()> {
     let _serial = netns::serial();
     let cluster = NetCluster::start(ClusterOptions {
-        build: ServerBuild::Failpoints,
         config_toml: Some(CONFIG.into()),
         ..ClusterOptions::default()
     })
