@@ -61,6 +61,30 @@ pub fn bin(name: &str) -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-q", "--workspace", "--bins", "--tests"]);
+        // cargo runs this test with the tests package's own variables set
+        // (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, OUT_DIR, ...). ring's build
+        // script reruns when one of them changes, and the cargo that built
+        // the tests had none: inherited, they would rebuild ring and
+        // everything above it here, and back again at the next cargo test.
+        for (key, _) in std::env::vars_os() {
+            let Some(k) = key.to_str() else { continue };
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || matches!(
+                    k,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_MANIFEST_LINKS"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                        | "OUT_DIR"
+                )
+            {
+                cmd.env_remove(&key);
+            }
+        }
         if release {
             cmd.arg("--release");
         }
