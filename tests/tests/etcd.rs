@@ -254,10 +254,53 @@ async fn etcdctl_put_get_del_prefix_txn_watch_members_status() -> Result<()> {
             assert_eq!(s["version"], "3.4.0");
         }
 
-        // etcd's Lease service is not served (Trireme's own lease API is):
-        // etcdctl is told so; a put naming an unknown lease gets etcd's words.
-        let lease = etcdctl(&ep[0], &["lease", "grant", "10"], None)?;
-        ensure!(!lease.status.success(), "lease grant succeeded without a lease service");
+        // Leases through etcd's Lease service, each step on another node:
+        // grant, attach a key, time-to-live with keys, keep-alive, list,
+        // revoke (the key goes on every node), then expiry. etcdctl prints
+        // lease ids in hex, as for a real etcd.
+        let grant = ok(&ep[0], &["lease", "grant", "30"], None)?;
+        let id = grant.split_whitespace().nth(1).context("lease id")?.to_string();
+        assert_eq!(grant, format!("lease {id} granted with TTL(30s)\n"));
+        let lease_flag = format!("--lease={id}");
+        assert_eq!(ok(&ep[1], &["put", "leased", "v", &lease_flag], None)?, "OK\n");
+        let ttl = ok(&ep[2], &["lease", "timetolive", &id, "--keys"], None)?;
+        ensure!(
+            ttl.starts_with(&format!("lease {id} granted with TTL(30s), remaining("))
+                && ttl.ends_with("s), attached keys([leased])\n"),
+            "{ttl}"
+        );
+        let kept = ok(&ep[1], &["lease", "keep-alive", "--once", &id], None)?;
+        assert_eq!(kept, format!("lease {id} keepalived with TTL(30)\n"));
+        let list = ok(&ep[2], &["lease", "list"], None)?;
+        assert_eq!(list, format!("found 1 leases\n{id}\n"));
+        assert_eq!(
+            ok(&ep[2], &["lease", "revoke", &id], None)?,
+            format!("lease {id} revoked\n")
+        );
+        for e in &ep {
+            assert_eq!(ok(e, &["get", "leased"], None)?, "", "node {e} kept a revoked lease's key");
+        }
+        assert_eq!(
+            ok(&ep[0], &["lease", "timetolive", &id], None)?,
+            format!("lease {id} already expired\n")
+        );
+        let again = etcdctl(&ep[1], &["lease", "revoke", &id], None)?;
+        ensure!(String::from_utf8_lossy(&again.stderr).contains("requested lease not found"));
+
+        // Expiry: a 1 s lease's key disappears from every node once the
+        // leader expires it (nobody keeps it alive).
+        let short = ok(&ep[1], &["lease", "grant", "1"], None)?;
+        let short = short.split_whitespace().nth(1).context("lease id")?.to_string();
+        let short_flag = format!("--lease={short}");
+        assert_eq!(ok(&ep[2], &["put", "brief", "v", &short_flag], None)?, "OK\n");
+        for e in &ep {
+            wait_for("the expired lease's key to go", READY, || async {
+                Ok(ok(e, &["get", "brief"], None)?.is_empty().then_some(()))
+            })
+            .await?;
+        }
+
+        // A put naming an unknown lease gets etcd's words.
         let put_lease = etcdctl(&ep[0], &["put", "leased", "v", "--lease=1234"], None)?;
         ensure!(String::from_utf8_lossy(&put_lease.stderr).contains("requested lease not found"));
         Ok(())
@@ -269,8 +312,9 @@ async fn etcdctl_put_get_del_prefix_txn_watch_members_status() -> Result<()> {
 mod crate_client {
     use super::*;
     use etcd_client::{
-        Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, PutOptions, SortOrder,
-        SortTarget, Txn, TxnOp, TxnOpResponse, WatchOptions,
+        Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, LeaseGrantOptions,
+        LeaseTimeToLiveOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+        WatchOptions,
     };
 
     async fn connect(ep: &str) -> Result<Client> {
@@ -498,6 +542,47 @@ mod crate_client {
             eprintln!("counter: {successes} increments committed, {failures} lost a compare");
             assert_eq!(final_value, successes, "{failures} compare failures");
             ensure!(successes > 0);
+
+            // Leases through the crate: grant with an id on node 1, attach on
+            // node 2, keep alive over a stream on node 3, time-to-live with
+            // keys, revoke; a second grant of the same id is refused.
+            let granted = n1
+                .lease_grant(60, Some(LeaseGrantOptions::new().with_id(77)))
+                .await?;
+            assert_eq!((granted.id(), granted.ttl()), (77, 60));
+            let taken = n2
+                .lease_grant(60, Some(LeaseGrantOptions::new().with_id(77)))
+                .await;
+            let err = taken
+                .err()
+                .context("a second grant of lease 77 succeeded")?
+                .to_string();
+            ensure!(err.contains("lease already exists"), "{err}");
+            n2.put("lk", "v", Some(PutOptions::new().with_lease(77)))
+                .await?;
+            assert_eq!(n3.get("lk", None).await?.kvs()[0].lease(), 77);
+            let (mut keeper, mut replies) = n3.lease_keep_alive(77).await?;
+            keeper.keep_alive().await?;
+            let reply = replies.message().await?.context("a keep-alive reply")?;
+            assert_eq!((reply.id(), reply.ttl()), (77, 60));
+            let ttl = n1
+                .lease_time_to_live(77, Some(LeaseTimeToLiveOptions::new().with_keys()))
+                .await?;
+            assert_eq!((ttl.granted_ttl(), ttl.keys()), (60, &[b"lk".to_vec()][..]));
+            ensure!((1..=60).contains(&ttl.ttl()), "remaining {}", ttl.ttl());
+            let leases = n2.leases().await?;
+            let ids: Vec<i64> = leases.leases().iter().map(|l| l.id()).collect();
+            assert_eq!(ids, [77]);
+            n2.lease_revoke(77).await?;
+            assert_eq!(n1.get("lk", None).await?.count(), 0);
+            assert_eq!(n3.lease_time_to_live(77, None).await?.ttl(), -1);
+            keeper.keep_alive().await?;
+            let reply = replies.message().await?.context("a keep-alive reply")?;
+            assert_eq!(
+                (reply.id(), reply.ttl()),
+                (77, 0),
+                "a revoked lease kept alive"
+            );
             Ok(())
         }
         .await;

@@ -2,7 +2,8 @@
 //! etcdctl and etcd's client libraries work against any node.
 //!
 //! What it owns: the etcd services (`kv`: `etcdserverpb.KV`; `watch`:
-//! `Watch`; `cluster`: `Cluster.MemberList` and `Maintenance.Status`), the
+//! `Watch`; `lease`: `Lease`, over the node's leases; `cluster`:
+//! `Cluster.MemberList` and `Maintenance.Status`), the
 //! conversions between etcd's messages and the node's types (`convert`),
 //! per-key metadata as etcd presents it (`meta`), and [`serve`]. Like
 //! `api`, it decodes, calls the node's operations and encodes; it reads and
@@ -83,14 +84,13 @@
 //!
 //! # Not served
 //!
-//! Auth, Lease (until leases land on this branch's base; a `Put` with a
-//! lease is refused with etcd's "requested lease not found"), member
-//! changes, and the rest of Maintenance are UNIMPLEMENTED: a client calling
-//! them learns so at once.
+//! Auth, member changes, and the rest of Maintenance are UNIMPLEMENTED: a
+//! client calling them learns so at once.
 
 mod cluster;
 mod convert;
 mod kv;
+mod lease;
 mod meta;
 mod watch;
 
@@ -113,7 +113,7 @@ pub const TXN_ATTEMPTS: usize = 8;
 /// Largest gRPC message sent to etcd clients (a large `Range`).
 const MAX_MESSAGE_BYTES: usize = 80 << 20;
 
-/// Serves etcd's KV, Watch, Cluster (MemberList) and Maintenance (Status)
+/// Serves etcd's KV, Watch, Lease, Cluster (MemberList) and Maintenance (Status)
 /// services for `node` on `listener` until `shutdown` resolves. Client
 /// requests share the node's admission bound with its own API.
 pub async fn serve(
@@ -139,6 +139,12 @@ pub async fn serve(
             epb::watch_server::WatchServer::new(watch::WatchService::new(node.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            guard.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            epb::lease_server::LeaseServer::new(lease::LeaseService::new(node.clone()))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
             guard,
         ))
         .add_service(epb::cluster_server::ClusterServer::new(
@@ -152,7 +158,7 @@ pub async fn serve(
         .map_err(|e| Error::Internal(format!("etcd gRPC server: {e}")))
 }
 
-/// Refuses every KV and Watch call while users and roles are on: this
+/// Refuses every KV, Watch and Lease call while users and roles are on: this
 /// listener does not authenticate (etcd's `Auth` service is not served), so
 /// it must not become a way around the client port's permission checks.
 /// MemberList and Status stay open, as `Cluster.Status` does.
