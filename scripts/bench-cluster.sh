@@ -10,6 +10,10 @@
 # in DIR (another build, for an A/B comparison) instead of building these.
 # TXN=1 adds a table of contended transactions (64 clients, read-modify-write
 # of 4 keys, over 100 and 10,000 keys, SERIALIZABLE and SNAPSHOT, no retry).
+# TLS=1 runs the cluster with TLS on both ports (mutual on the peer port,
+# client certificates required on the client port; certificates made with
+# `trireme-server certs`) and the bench client over TLS; run it with TLS=0
+# and TLS=1 alternately for an A/B of what TLS costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-15s}
@@ -31,16 +35,33 @@ for i in 1 2 3; do
 done
 IC="1=127.0.0.1:${PEERS[0]},2=127.0.0.1:${PEERS[1]},3=127.0.0.1:${PEERS[2]}"
 EP="127.0.0.1:${PORTS[0]},127.0.0.1:${PORTS[1]},127.0.0.1:${PORTS[2]}"
+NODE_TLS=()
+CLIENT_TLS=()
+if [ "${TLS:-0}" = 1 ]; then
+  C=$DIR/certs
+  "$B" certs init --dir "$C" >/dev/null
+  for i in 1 2 3; do "$B" certs node "$i" --dir "$C" >/dev/null; done
+  "$B" certs client bench --dir "$C" >/dev/null
+  CLIENT_TLS=(--cacert "$C/ca.crt" --cert "$C/client-bench.crt" --key "$C/client-bench.key")
+fi
+node_tls() {
+  if [ "${TLS:-0}" = 1 ]; then
+    local c=$C/node-$1.crt k=$C/node-$1.key
+    NODE_TLS=(--tls-cert "$c" --tls-key "$k" --tls-ca "$C/ca.crt" --client-cert-auth
+      --peer-tls-cert "$c" --peer-tls-key "$k" --peer-tls-ca "$C/ca.crt")
+  fi
+}
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 for i in 1 2 3; do
-  "$B" --node-id "$i" --listen "127.0.0.1:${PORTS[$((i-1))]}" --peer-listen "127.0.0.1:${PEERS[$((i-1))]}" --data-dir "$DIR/n$i" --initial-cluster "$IC" \
+  node_tls "$i"
+  "$B" "${NODE_TLS[@]}" --node-id "$i" --listen "127.0.0.1:${PORTS[$((i-1))]}" --peer-listen "127.0.0.1:${PEERS[$((i-1))]}" --data-dir "$DIR/n$i" --initial-cluster "$IC" \
     >"$DIR/n$i.out" 2>"$DIR/n$i.log" &
   PIDS+=("$!")
 done
 for _ in $(seq 1 100); do
-  "$T" --endpoints "$EP" put bench/ready yes >/dev/null 2>&1 && break
+  "$T" "${CLIENT_TLS[@]}" --endpoints "$EP" put bench/ready yes >/dev/null 2>&1 && break
   sleep 0.2
 done
 echo "| clients | workload | ops/s | p50 ms | p99 ms | p999 ms | errors |"
@@ -48,7 +69,7 @@ echo "|---|---|---|---|---|---|---|"
 for clients in $CLIENTS; do
   for ratio in $RATIOS; do
     name=$([ "$ratio" = 0 ] && echo "write-only" || echo "50/50")
-    "$T" --endpoints "$EP" --json bench --clients "$clients" --keys 100000 --value-size 100 \
+    "$T" "${CLIENT_TLS[@]}" --endpoints "$EP" --json bench --clients "$clients" --keys 100000 --value-size 100 \
       --read-ratio "$ratio" --duration "$DURATION" 2>/dev/null | python3 -c "
 import json,sys
 w=json.load(sys.stdin); l=w['latency_us']
@@ -62,7 +83,7 @@ if [ "${TXN:-0}" = 1 ]; then
   echo "|---|---|---|---|---|---|---|"
   for keys in 100 10000; do
     for iso in serializable snapshot; do
-      "$T" --endpoints "$EP" --json bench --clients 64 --keys "$keys" --txn 4 --isolation "$iso" \
+      "$T" "${CLIENT_TLS[@]}" --endpoints "$EP" --json bench --clients 64 --keys "$keys" --txn 4 --isolation "$iso" \
         --prefix "txn$keys/" --duration "$DURATION" 2>/dev/null | python3 -c "
 import json,sys
 w=json.load(sys.stdin); l=w['latency_us']
