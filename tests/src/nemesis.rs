@@ -14,7 +14,7 @@
 //! | clock jump / strobe | libfaketime's timestamp file of a node started with the library preloaded |
 //! | disk full | a filler file on the node's size-limited tmpfs until `ENOSPC` |
 //! | fsync failure | `fiu-ctrl` enabling `posix/io/sync/*` in a node started with libfiu preloaded |
-//! | crash point | restart with `FAILPOINTS=<name>=1*return` (failpoints build), wait for the abort |
+//! | crash point | restart with `FAILPOINTS=<name>=1*return` (the tests' server has failpoints compiled in), wait for the abort |
 //! | crafted peer messages | `Forward` / `AppendEntries` of [`crate::hostile`] sent to every running node; each must be refused |
 //! | large-value burst | 64 writers of 64 KiB values and one of 12 MiB transactions ([`LargeValueBurst`]), installed once a write is acknowledged |
 //!

@@ -15,7 +15,7 @@
 //!
 //! Environment:
 //! - `TRIREME_CHAOS_SECS`: traffic seconds per scenario (default 50, so that
-//!   the whole file, failpoints build included, ends within ~15 minutes on 2 cores);
+//!   the whole file ends within ~10 minutes on 2 cores);
 //! - `TRIREME_CHAOS_SEED`: the run's seed (default: from the clock; printed);
 //! - `TRIREME_CHAOS_ONLY`: comma-separated scenario names to run;
 //! - `TRIREME_CHAOS_NET=proxy`: run on the proxy fallback even where network

@@ -1,4 +1,4 @@
-//! Flow control and stalled nodes, on real processes: the failpoints build
+//! Flow control and stalled nodes, on real processes: the failpoints hook
 //! slows one follower's apply (`apply-before-write=sleep(MS)`), the others
 //! take a write load.
 //!
