@@ -39,7 +39,7 @@ NODE_TLS=()
 CLIENT_TLS=()
 if [ "${TLS:-0}" = 1 ]; then
   C=$DIR/certs
-  "$B" certs init --dir "$C" >/dev/null
+  "$B" certs init "$C" >/dev/null
   for i in 1 2 3; do "$B" certs node "$i" --dir "$C" >/dev/null; done
   "$B" certs client bench --dir "$C" >/dev/null
   CLIENT_TLS=(--cacert "$C/ca.crt" --cert "$C/client-bench.crt" --key "$C/client-bench.key")
