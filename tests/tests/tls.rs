@@ -389,3 +389,88 @@ async fn certificates_rotate_on_sighup() -> Result<()> {
     );
     Ok(())
 }
+
+/// With `--client-cert-auth` and auth on, a client certificate's CN is its
+/// user: no password, no token. The harness's own certificate names `root`;
+/// one naming a read-only user reads its prefix and nothing else, and one
+/// naming no user is refused, each with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_names_its_user() -> Result<()> {
+    use trireme_client::{proto, Error};
+    let cluster = Cluster::start_tls(3, &[])?;
+    let tls = cluster.tls.clone().expect("TLS on");
+    cluster
+        .wait_leader(&[1, 2, 3], READY)
+        .await
+        .with_context(|| cluster.logs())?;
+    let root = cluster.client(1)?;
+    wait_for("a first write", READY, || {
+        let root = root.clone();
+        async move { Ok(root.put("cn/a", "1").await.ok()) }
+    })
+    .await
+    .with_context(|| cluster.logs())?;
+    root.put("other/x", "2").await?;
+    root.user_add("root", "rootpw").await?;
+    root.user_grant("root", "root").await?;
+    root.role_add("cn-reader").await?;
+    root.role_grant(
+        "cn-reader",
+        proto::Permission {
+            kind: proto::PermissionKind::Read as i32,
+            key: b"cn/".to_vec(),
+            range_end: Vec::new(),
+            prefix: true,
+        },
+    )
+    .await?;
+    root.user_add("reader", "unused").await?;
+    root.user_grant("reader", "cn-reader").await?;
+    root.auth_enable().await?;
+
+    // root by its certificate alone: writes and reads anything.
+    root.put("cn/b", "2").await.context("root by its CN")?;
+    ensure!(root
+        .get("other/x", ReadConsistency::Linearizable)
+        .await?
+        .is_some());
+
+    // reader by its certificate: its prefix only.
+    let dir = tls.ca().parent().context("certs dir")?.to_path_buf();
+    let (cert, key) = certs::client(&dir, "reader", Validity::days(1))?;
+    let reader = client_with(
+        &cluster,
+        Some(ClientTls::from_files(&tls.ca(), Some(&cert), Some(&key))?),
+    )?;
+    let got = reader.get("cn/a", ReadConsistency::Linearizable).await?;
+    ensure!(
+        got.map(|v| v.value) == Some(b"1".to_vec()),
+        "reader reads cn/a"
+    );
+    match reader.get("other/x", ReadConsistency::Linearizable).await {
+        Err(Error::PermissionDenied(m)) => ensure!(m.contains("other/x"), "{m}"),
+        other => anyhow::bail!("reader outside its prefix: {other:?}"),
+    }
+    match reader.put("cn/c", "3").await {
+        Err(Error::PermissionDenied(m)) => ensure!(m.contains("cn/c"), "{m}"),
+        other => anyhow::bail!("reader writing: {other:?}"),
+    }
+
+    // A certificate from the cluster CA whose CN names no user.
+    let (cert, key) = certs::client(&dir, "stranger", Validity::days(1))?;
+    let stranger = client_with(
+        &cluster,
+        Some(ClientTls::from_files(&tls.ca(), Some(&cert), Some(&key))?),
+    )?;
+    match stranger.get("cn/a", ReadConsistency::Linearizable).await {
+        Err(Error::Unauthenticated(m)) => ensure!(m.contains("\"stranger\" names no user"), "{m}"),
+        other => anyhow::bail!("a CN naming no user: {other:?}"),
+    }
+    ensure!(
+        root.get("cn/c", ReadConsistency::Linearizable)
+            .await?
+            .is_none(),
+        "the refused write was applied"
+    );
+    Ok(())
+}
