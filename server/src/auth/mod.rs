@@ -151,29 +151,30 @@ impl Auth {
     }
 
     /// The state at `at` and the version of its record.
+    ///
+    /// Called for every client request while the node applies writes, so the
+    /// applied seqno has usually moved since the last call: the record's
+    /// version is read from the store each time, but outside the cache's
+    /// lock (every request of every core takes it), and the record is decoded
+    /// only when its version changed.
     fn read_at(&self, at: Seqno) -> Result<(Seqno, Arc<AuthState>)> {
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| Error::Internal("auth cache lock poisoned".into()))?;
-        if let Some(c) = cache.as_ref() {
-            if c.checked_at == at {
-                return Ok((c.version, c.state.clone()));
+        let cached = {
+            let cache = self.lock_cache()?;
+            match cache.as_ref() {
+                Some(c) if c.checked_at == at => return Ok((c.version, c.state.clone())),
+                Some(c) => Some((c.version, c.state.clone())),
+                None => None,
             }
-        }
+        };
         let found = self.node.mvcc.get(&state::state_key(), at)?;
         let version = found.as_ref().map_or(0, |(v, _)| *v);
-        if let Some(c) = cache.as_mut() {
-            if c.version == version && c.checked_at < at {
-                c.checked_at = at;
-                return Ok((version, c.state.clone()));
-            }
-        }
-        let state = Arc::new(match found {
-            Some((_, bytes)) => AuthState::decode(&bytes)?,
-            None => AuthState::default(),
-        });
+        let state = match (cached, found) {
+            (Some((v, state)), _) if v == version => state,
+            (_, Some((_, bytes))) => Arc::new(AuthState::decode(&bytes)?),
+            (_, None) => Arc::new(AuthState::default()),
+        };
         // Never move the cache back to an older seqno.
+        let mut cache = self.lock_cache()?;
         if cache.as_ref().is_none_or(|c| c.checked_at <= at) {
             *cache = Some(Cached {
                 checked_at: at,
@@ -182,6 +183,12 @@ impl Auth {
             });
         }
         Ok((version, state))
+    }
+
+    fn lock_cache(&self) -> Result<std::sync::MutexGuard<'_, Option<Cached>>> {
+        self.cache
+            .lock()
+            .map_err(|_| Error::Internal("auth cache lock poisoned".into()))
     }
 
     /// The state at this node's applied seqno.
