@@ -11,7 +11,7 @@
 //! - any user: `Kv.*` (each key then checked against the user's roles);
 //! - root: every other `Auth` method, `Cluster.Join`, `Leave`, `SetConfig`
 //!   (membership and configuration) and `Backup.*` (a backup holds every
-//!   key).
+//!   key), and any method not listed here (closed by default).
 //!
 //! Peer-port methods are not user-authenticated: the layer is not on that port.
 
@@ -34,10 +34,12 @@ pub enum Policy {
     Root,
 }
 
-/// The policy of the gRPC method at `path` (`/pkg.Service/Method`).
+/// The policy of the gRPC method at `path` (`/pkg.Service/Method`). What is
+/// not listed needs root: a method added later stays closed until someone
+/// decides who may call it.
 pub fn policy(path: &str) -> Policy {
     let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
-        return Policy::Open;
+        return Policy::Root;
     };
     match service {
         "trireme.v1.Kv" => Policy::User,
@@ -46,11 +48,17 @@ pub fn policy(path: &str) -> Policy {
             _ => Policy::Root,
         },
         "trireme.v1.Cluster" => match method {
-            "Join" | "Leave" | "SetConfig" => Policy::Root,
-            _ => Policy::Open,
+            "Status" | "Members" | "Checksum" | "GetConfig" => Policy::Open,
+            // Peer-port methods: `ports` refuses them here, naming the port.
+            "Ping" | "Campaign" => Policy::Open,
+            _ => Policy::Root,
         },
-        "trireme.v1.Backup" => Policy::Root,
-        _ => Policy::Open,
+        // Peer-port only, refused here by `ports` the same way.
+        "trireme.v1.Raft" => Policy::Open,
+        "grpc.health.v1.Health"
+        | "grpc.reflection.v1.ServerReflection"
+        | "grpc.reflection.v1alpha.ServerReflection" => Policy::Open,
+        _ => Policy::Root,
     }
 }
 
@@ -153,5 +161,13 @@ mod tests {
         assert_eq!(policy("/trireme.v1.Cluster/Status"), Policy::Open);
         assert_eq!(policy("/trireme.v1.Backup/Save"), Policy::Root);
         assert_eq!(policy("/grpc.health.v1.Health/Check"), Policy::Open);
+        assert_eq!(
+            policy("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            Policy::Open
+        );
+        // Not listed: closed.
+        assert_eq!(policy("/trireme.v1.Cluster/SomethingNew"), Policy::Root);
+        assert_eq!(policy("/trireme.v1.NewService/Call"), Policy::Root);
+        assert_eq!(policy("not a path"), Policy::Root);
     }
 }
