@@ -583,6 +583,26 @@ mod crate_client {
                 (77, 0),
                 "a revoked lease kept alive"
             );
+            // Grants out of range are refused with etcd's words or the limit.
+            let huge = n3.lease_grant(9_000_000_001, None).await;
+            let err = huge
+                .err()
+                .context("a TTL over etcd's maximum was granted")?
+                .to_string();
+            ensure!(err.contains("too large lease TTL"), "{err}");
+            let negative = n1
+                .lease_grant(10, Some(LeaseGrantOptions::new().with_id(-5)))
+                .await;
+            let err = negative
+                .err()
+                .context("a negative lease id was granted")?
+                .to_string();
+            ensure!(err.contains("negative"), "{err}");
+            assert_eq!(
+                n2.leases().await?.leases().len(),
+                0,
+                "a refused grant left a lease"
+            );
             Ok(())
         }
         .await;

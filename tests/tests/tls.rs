@@ -51,14 +51,21 @@ async fn refused_read(client: &Client) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
+/// A 3-node cluster with mutual TLS on both ports and client certificates
+/// required, once it has a leader, and its certificates.
+async fn tls_cluster() -> Result<(Cluster, trireme_tests::TlsFiles)> {
     let cluster = Cluster::start_tls(3, &[])?;
     let tls = cluster.tls.clone().expect("TLS on");
     cluster
         .wait_leader(&[1, 2, 3], READY)
         .await
         .with_context(|| cluster.logs())?;
+    Ok((cluster, tls))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_cluster_works_and_refuses_strangers() -> Result<()> {
+    let (cluster, tls) = tls_cluster().await?;
 
     // Ordinary work through every node.
     for id in 1..=3u64 {
@@ -397,12 +404,7 @@ async fn certificates_rotate_on_sighup() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_certificate_names_its_user() -> Result<()> {
     use trireme_client::{proto, Error};
-    let cluster = Cluster::start_tls(3, &[])?;
-    let tls = cluster.tls.clone().expect("TLS on");
-    cluster
-        .wait_leader(&[1, 2, 3], READY)
-        .await
-        .with_context(|| cluster.logs())?;
+    let (cluster, tls) = tls_cluster().await?;
     let root = cluster.client(1)?;
     wait_for("a first write", READY, || {
         let root = root.clone();
