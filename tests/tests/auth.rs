@@ -128,6 +128,36 @@ async fn users_and_roles_are_enforced_on_every_node() -> Result<()> {
         root.user_list().await? == vec!["alice", "ro", "root"],
         "users listed in order"
     );
+
+    // Password guessing is braked per node and per name: after five wrong
+    // passwords for alice on node 1, even the right one waits there (the
+    // refusal names the wait and the limit); root and node 2 are not
+    // affected; once the wait is over, alice logs in on node 1 again.
+    let node1 = || vec![cluster.endpoints()[0].clone()];
+    for _ in 0..5 {
+        expect_unauthenticated(
+            as_user(node1(), "alice", "guess")?.get("app/a", LINEAR).await,
+            "a guessed password",
+        )?;
+    }
+    match as_user(node1(), "alice", "alicepw")?.get("app/a", LINEAR).await {
+        Err(Error::Unauthenticated(m))
+            if m.contains("too many failed authentications")
+                && m.contains("5 in a row")
+                && m.contains("try again in") => {}
+        other => bail!("the sixth attempt was not braked: {other:?}"),
+    }
+    as_user(node1(), "root", "rootpw")?.get("app/a", LINEAR).await?;
+    as_user(vec![cluster.endpoints()[1].clone()], "alice", "alicepw")?
+        .get("app/a", LINEAR)
+        .await?;
+    wait_for("alice's wait on node 1 to end", READY, || async move {
+        Ok(as_user(node1(), "alice", "alicepw")?
+            .get("app/a", LINEAR)
+            .await
+            .ok())
+    })
+    .await?;
     ensure!(root.user_get("alice").await? == vec!["app"]);
 
     // A read-only user reads everything and writes nothing.

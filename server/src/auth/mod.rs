@@ -21,6 +21,7 @@ pub mod identity;
 pub mod password;
 pub mod perm;
 pub mod state;
+pub mod throttle;
 pub mod token;
 
 use std::sync::{Arc, Mutex};
@@ -128,6 +129,25 @@ struct Cached {
 pub struct Auth {
     node: Arc<Node>,
     cache: Mutex<Option<Cached>>,
+    /// The brakes on password checks ([`throttle`]).
+    throttle: throttle::Throttle,
+}
+
+/// A hash no password matches, checked for a name that is not a user so
+/// that the answer takes as long as for one that is.
+fn unknown_user_hash() -> Result<String> {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if let Some(h) = HASH.get() {
+        return Ok(h.clone());
+    }
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let h = password::hash(&hex_of(&secret))?;
+    Ok(HASH.get_or_init(|| h).clone())
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn now_secs() -> u64 {
@@ -142,6 +162,9 @@ impl Auth {
         Arc::new(Auth {
             node,
             cache: Mutex::new(None),
+            throttle: throttle::Throttle::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         })
     }
 
@@ -245,19 +268,33 @@ impl Auth {
     /// Checks `name` and `password` and returns a token (valid on every
     /// node until it expires, or the user is deleted or its password
     /// changes) and its lifetime in seconds. A wrong name and a wrong
-    /// password get the same answer.
+    /// password get the same answer, after the same work (an unknown name is
+    /// checked against a hash of nothing). Repeated failures for one name,
+    /// and too many checks at once, are refused ([`throttle`]).
     pub async fn authenticate(&self, name: &str, password: &str) -> Result<(String, u64)> {
+        self.throttle.admit(name, std::time::Instant::now())?;
+        let _turn = self.throttle.turn().await?;
         let state = self.state()?;
-        let refused = || Error::Unauthenticated("wrong user name or password".into());
-        let user = state.users.get(name).ok_or_else(refused)?.clone();
+        let user = state.users.get(name).cloned();
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
         let password = password.to_string();
-        let hash = user.password_hash.clone();
-        let ok = tokio::task::spawn_blocking(move || password::verify(&password, &hash))
-            .await
-            .map_err(|e| Error::Internal(format!("password check: {e}")))?;
-        if !ok {
-            return Err(refused());
-        }
+        let ok = tokio::task::spawn_blocking(move || {
+            let hash = match hash {
+                Some(h) => h,
+                None => unknown_user_hash()?,
+            };
+            Ok::<_, Error>(password::verify(&password, &hash))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password check: {e}")))??;
+        let user = match user {
+            Some(user) if ok => user,
+            _ => {
+                self.throttle.failed(name, std::time::Instant::now());
+                return Err(Error::Unauthenticated("wrong user name or password".into()));
+            }
+        };
+        self.throttle.succeeded(name);
         let claims = token::Claims {
             user: name.to_string(),
             revision: user.revision,

@@ -5,9 +5,11 @@
 //! verified certificate ([`super::TlsConnInfo`]).
 //!
 //! A refused handshake is logged with the remote address and rustls's reason
-//! (unknown CA, expired, no certificate); key material never is. A client
-//! that speaks plaintext HTTP/2 to a TLS port gets a gRPC error saying so
-//! instead of a reset connection.
+//! (unknown CA, expired, no certificate); key material never is. On the
+//! client port a client certificate is checked right after the handshake
+//! ([`super::ClientCheck`]): a client refused there, or one that speaks
+//! plaintext HTTP/2 to a TLS port, gets a gRPC UNAUTHENTICATED error naming
+//! the reason instead of a closed connection.
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,10 +20,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::rustls;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{PeerCert, Swap, TlsConnInfo};
+use super::{PeerCert, ServerSide, Swap, TlsConnInfo};
 use crate::ports::Port;
 
 /// How long a connection may take to complete its handshake.
@@ -90,7 +91,7 @@ impl AsyncWrite for TlsConn {
 /// in logs and in each connection's [`TlsConnInfo`]). The stream ends the accept loop when dropped (server shutdown).
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<Swap<rustls::ServerConfig>>,
+    config: Arc<Swap<ServerSide>>,
     port: Port,
 ) -> ReceiverStream<io::Result<TlsConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -115,12 +116,12 @@ pub fn incoming(
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
             }
-            let acceptor = tokio_rustls::TlsAcceptor::from(config.current());
+            let side = config.current();
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(
                     HANDSHAKE_TIMEOUT,
-                    handshake(acceptor, tcp, remote, peer_port),
+                    handshake(&side, tcp, remote, peer_port),
                 )
                 .await
                 {
@@ -143,10 +144,10 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-/// The handshake of one connection: `None` for a plaintext client (answered
-/// and closed here).
+/// The handshake of one connection: `None` for a plaintext client or a
+/// refused client certificate (answered and closed here).
 async fn handshake(
-    acceptor: tokio_rustls::TlsAcceptor,
+    side: &ServerSide,
     tcp: TcpStream,
     remote: SocketAddr,
     peer_port: bool,
@@ -160,7 +161,15 @@ async fn handshake(
         refuse_plaintext(tcp, remote).await;
         return Ok(None);
     }
+    let acceptor = tokio_rustls::TlsAcceptor::from(side.config.clone());
     let stream = acceptor.accept(tcp).await?;
+    if let Some(check) = &side.clients {
+        if let Err(reason) = check.check(stream.get_ref().1.peer_certificates()) {
+            tracing::warn!(%remote, %reason, "TLS client refused");
+            answer_unauthenticated(stream, &reason).await;
+            return Ok(None);
+        }
+    }
     let peer = match stream.get_ref().1.peer_certificates() {
         Some([leaf, ..]) => match PeerCert::parse(leaf) {
             Ok(cert) => Some(Arc::new(cert)),
@@ -188,22 +197,59 @@ async fn refuse_plaintext(tcp: TcpStream, remote: SocketAddr) {
         _ => false,
     };
     tracing::warn!(%remote, "a client spoke plaintext to a TLS port: refused");
-    if !looks_h2 {
-        return;
+    if looks_h2 {
+        answer_unauthenticated(
+            tcp,
+            "this port requires TLS and the client spoke plaintext: connect with \
+             https:// and the cluster's CA certificate (--cacert)",
+        )
+        .await;
     }
-    let service = hyper::service::service_fn(|_req| async {
-        http::Response::builder()
-            .status(200)
-            .header("content-type", "application/grpc")
-            .header("grpc-status", "16")
-            .header(
-                "grpc-message",
-                "this port requires TLS and the client spoke plaintext: connect with \
-                 https:// and the cluster's CA certificate (--cacert)",
-            )
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+}
+
+/// Serves HTTP/2 on `io` for a few seconds, answering every gRPC call with
+/// UNAUTHENTICATED and `reason`, then drops the connection.
+async fn answer_unauthenticated<IO>(io: IO, reason: &str)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // grpc-message is percent-encoded on the wire (gRPC over HTTP/2).
+    let reason: Arc<str> = percent_encode(reason).into();
+    let service = hyper::service::service_fn(move |_req| {
+        let reason = reason.clone();
+        async move {
+            http::Response::builder()
+                .status(200)
+                .header("content-type", "application/grpc")
+                .header("grpc-status", "16")
+                .header("grpc-message", &*reason)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+        }
     });
     let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+}
+
+/// `text` as a grpc-message header value: printable ASCII but '%' as it is,
+/// every other byte as `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(super::percent_encode("plain text: ok"), "plain text: ok");
+        assert_eq!(super::percent_encode("50%\n\u{e9}"), "50%25%0A%C3%A9");
+    }
 }

@@ -284,19 +284,120 @@ impl<T> Swap<T> {
 pub struct Tls {
     settings: TlsConfig,
     /// The client port's server side; `None`: plaintext.
-    pub client: Option<Arc<Swap<rustls::ServerConfig>>>,
+    pub client: Option<Arc<Swap<ServerSide>>>,
     /// The peer port's server side; `None`: plaintext.
-    pub peer: Option<Arc<Swap<rustls::ServerConfig>>>,
+    pub peer: Option<Arc<Swap<ServerSide>>>,
     /// Outgoing peer calls; `None`: plaintext.
     pub peer_client: Option<Arc<Swap<rustls::ClientConfig>>>,
 }
 
 /// The three configurations one load of the files makes.
 type Built = (
-    Option<rustls::ServerConfig>,
-    Option<rustls::ServerConfig>,
+    Option<ServerSide>,
+    Option<ServerSide>,
     Option<rustls::ClientConfig>,
 );
+
+/// One listener's server side: the rustls configuration, and on the client
+/// port the check of a client certificate that runs once the handshake is
+/// done.
+///
+/// Why after: under TLS 1.3 a server's refusal of a client certificate
+/// arrives after the client's side of the handshake has finished, so the
+/// client only sees its connection closed. On the client port the handshake
+/// therefore takes any certificate whose holder proves its key, and
+/// [`accept`] verifies the chain against the CA right after; a refused one
+/// is answered on that connection with a gRPC UNAUTHENTICATED error naming
+/// the reason, and the connection never reaches a service. The peer port
+/// refuses inside the handshake: its clients are nodes, whose logs say why.
+#[derive(Debug)]
+pub struct ServerSide {
+    /// The rustls configuration new connections use.
+    pub config: Arc<rustls::ServerConfig>,
+    /// The client port's certificate check; `None` on the peer port, or
+    /// without a CA (no client certificates asked for).
+    pub clients: Option<ClientCheck>,
+}
+
+/// How a client port checks a client's certificate after the handshake.
+#[derive(Debug)]
+pub struct ClientCheck {
+    /// The strict verifier (chain to the CA, validity, key usage).
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// Whether a client must present a certificate (`client_cert_auth`).
+    required: bool,
+}
+
+impl ClientCheck {
+    /// `Ok` for a connection that may proceed; the reason a client is
+    /// refused otherwise, in words meant for the client.
+    pub fn check(&self, presented: Option<&[rustls_pki_types::CertificateDer<'_>]>) -> std::result::Result<(), String> {
+        match presented {
+            Some([leaf, intermediates @ ..]) => self
+                .verifier
+                .verify_client_cert(leaf, intermediates, rustls_pki_types::UnixTime::now())
+                .map(|_| ())
+                .map_err(|e| {
+                    format!(
+                        "client certificate refused: {e}; this node accepts client \
+                         certificates signed by its CA (tls.ca) and valid now"
+                    )
+                }),
+            _ if self.required => Err("client certificate required: this node runs with \
+                 --client-cert-auth; connect with --cert and --key signed by the cluster CA"
+                .to_string()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The client port's handshake verifier: it asks for a client certificate,
+/// checks that the client holds its key (the handshake signature), and
+/// leaves the chain to [`ClientCheck`] after the handshake.
+#[derive(Debug)]
+struct Deferred(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for Deferred {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _now: rustls_pki_types::UnixTime,
+    ) -> std::result::Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        // Checked by `ClientCheck` before the connection reaches a service.
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
 
 impl Tls {
     /// Reads every file `settings` names; `None` when TLS is off on both ports.
@@ -354,7 +455,7 @@ fn build(s: &TlsConfig) -> Result<Built> {
             Some(server_config(
                 ("tls.cert", cert),
                 ("tls.key", key),
-                roots.map(|r| (r, !s.client_cert_auth)),
+                roots.map(|r| Clients::Deferred(r, s.client_cert_auth)),
             )?)
         }
         _ => None,
@@ -365,7 +466,7 @@ fn build(s: &TlsConfig) -> Result<Built> {
             let server = server_config(
                 ("tls.peer_cert", cert),
                 ("tls.peer_key", key),
-                Some((roots.clone(), false)),
+                Some(Clients::Required(roots.clone())),
             )?;
             let mut client = rustls::ClientConfig::builder_with_provider(provider())
                 .with_safe_default_protocol_versions()
@@ -388,33 +489,39 @@ fn tls_error(what: &'static str) -> impl Fn(rustls::Error) -> Error {
     move |e| Error::InvalidInput(format!("{what}: {e}"))
 }
 
+/// Which client certificates a server configuration asks for.
+enum Clients {
+    /// Verified in the handshake, required (the peer port).
+    Required(rustls::RootCertStore),
+    /// Verified after the handshake by [`ClientCheck`] (the client port);
+    /// required when the flag says so.
+    Deferred(rustls::RootCertStore, bool),
+}
+
 /// A server configuration presenting `cert` with `key`; with `clients`,
-/// client certificates are verified against those roots (required unless the
-/// flag says optional).
+/// client certificates are verified against those roots.
 fn server_config(
     cert: (&str, &Path),
     key: (&str, &Path),
-    clients: Option<(rustls::RootCertStore, bool)>,
-) -> Result<rustls::ServerConfig> {
+    clients: Option<Clients>,
+) -> Result<ServerSide> {
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(tls_error("server"))?;
-    let builder = match clients {
-        None => builder.with_no_client_auth(),
-        Some((roots, optional)) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            );
-            let verifier = if optional {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| Error::InvalidInput(format!("client certificate verifier: {e}")))?;
-            builder.with_client_cert_verifier(verifier)
+    let strict = |roots: rustls::RootCertStore| {
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| Error::InvalidInput(format!("client certificate verifier: {e}")))
+    };
+    let (builder, check) = match clients {
+        None => (builder.with_no_client_auth(), None),
+        Some(Clients::Required(roots)) => (builder.with_client_cert_verifier(strict(roots)?), None),
+        Some(Clients::Deferred(roots, required)) => {
+            let verifier = strict(roots)?;
+            (
+                builder.with_client_cert_verifier(Arc::new(Deferred(verifier.clone()))),
+                Some(ClientCheck { verifier, required }),
+            )
         }
     };
     let mut config = builder
@@ -429,7 +536,10 @@ fn server_config(
             ))
         })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(config)
+    Ok(ServerSide {
+        config: Arc::new(config),
+        clients: check,
+    })
 }
 
 /// The certificates of a PEM file (at least one).
