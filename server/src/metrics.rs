@@ -22,7 +22,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::cluster::snapshot::{NodeState, Role};
+use crate::cluster::snapshot::NodeState;
 use crate::node::Node;
 pub use crate::request_metrics::{RequestMetrics, METHODS};
 
@@ -94,10 +94,10 @@ impl Collector for StatusFields {
 /// Reads the status fields of `node`.
 fn status_fields(node: &Node) -> StatusFields {
     let mut f = StatusFields::default();
-    let m = node.raft.metrics().borrow().clone();
-    let stats = &node.applied.stats;
-    let applied = node.applied.seqno();
-    let last_log = m.last_log_index.unwrap_or(0);
+    let st = node.status();
+    let m = &st.raft;
+    let stats = st.stats;
+    let applied = st.applied;
     f.gauge(
         "applied_seqno",
         "Highest seqno applied on this node",
@@ -106,12 +106,12 @@ fn status_fields(node: &Node) -> StatusFields {
     f.gauge(
         "committed_seqno",
         "Highest seqno in this node's log",
-        last_log.max(applied),
+        st.committed(),
     );
     f.gauge(
         "apply_lag",
         "Log entries held but not yet applied",
-        last_log.saturating_sub(applied),
+        st.apply_lag(),
     );
     f.gauge("raft_term", "Current Raft term", m.current_term);
     f.gauge(
@@ -122,23 +122,21 @@ fn status_fields(node: &Node) -> StatusFields {
     f.counter(
         "leader_changes",
         "Leader changes seen by this node",
-        node.leader_changes.load(Ordering::Relaxed),
+        st.leader_changes,
     );
     f.gauge(
         "unreplicated_voters",
         "Voters this leader has not replicated to for down_after_ms while behind",
-        node.cluster.replication.unreplicated().len() as u64,
+        st.unreplicated_voters.len() as u64,
     );
-    let members = crate::cluster::membership::members(&node.cluster);
-    let voters = members.iter().filter(|m| m.role == Role::Voter).count() as u64;
-    let up = members.iter().filter(|m| m.up).count() as u64;
-    f.gauge("cluster_size", "Voters in the membership", voters);
+    let up = st.members.iter().filter(|m| m.up).count() as u64;
+    f.gauge("cluster_size", "Voters in the membership", st.voters());
     f.gauge(
         "members_up",
         "Members this node sees up (itself included)",
         up,
     );
-    let (state, _) = crate::cluster::state::node_state(&node.cluster);
+    let state = st.state;
     f.0.push(Family0 {
         name: "state",
         help: "Galera-like node state (1 for the current one)",
@@ -188,11 +186,7 @@ fn status_fields(node: &Node) -> StatusFields {
         "Log entries carrying write-set batches",
         stats.batches.load(Ordering::Relaxed),
     );
-    f.counter(
-        "snapshots_sent",
-        "State transfers sent",
-        node.peers.transfers.sent.load(Ordering::Relaxed),
-    );
+    f.counter("snapshots_sent", "State transfers sent", st.snapshots_sent);
     f.counter(
         "snapshots_received",
         "State transfers installed",
@@ -208,21 +202,17 @@ fn status_fields(node: &Node) -> StatusFields {
         "Records written to the Raft log",
         node.log_stats().records.load(Ordering::Relaxed),
     );
-    f.gauge(
-        "log_retained",
-        "Log entries retained",
-        last_log.saturating_sub(m.purged.map_or(0, |p| p.index)),
-    );
+    f.gauge("log_retained", "Log entries retained", st.log_retained());
     f.gauge(
         "log_retained_bytes",
         "Bytes of the log entries retained",
-        node.log_bytes(),
+        st.log_bytes,
     );
     f.push(
         "flow_control_paused_seconds",
         "Time writers were slowed by flow control",
         MetricType::Counter,
-        Value::Float(node.cluster.flow.paused_us.load(Ordering::Relaxed) as f64 / 1e6),
+        Value::Float(st.flow_paused_us as f64 / 1e6),
     );
     f.counter(
         "evictions",
@@ -239,7 +229,7 @@ pub fn render(node: &Node) -> String {
         [("node".into(), node.id().to_string().into())].into_iter(),
     );
     registry.register_collector(Box::new(status_fields(node)));
-    let r = &node.requests;
+    let r = &node.requests();
     registry.register(
         "request_duration_seconds",
         "Client API request latency",
@@ -258,7 +248,7 @@ pub fn render(node: &Node) -> String {
     registry.register(
         "batch_size",
         "Write sets per applied log entry",
-        node.applied.stats.batch_sizes.histogram(),
+        node.applied().stats.batch_sizes.histogram(),
     );
     registry.register(
         "apply_lag_entries",
@@ -336,9 +326,9 @@ async fn sample_apply_lag(node: Weak<Node>) {
     loop {
         tick.tick().await;
         let Some(node) = node.upgrade() else { return };
-        let last_log = node.raft.metrics().borrow().last_log_index.unwrap_or(0);
-        let lag = last_log.saturating_sub(node.applied.seqno());
-        node.requests.observe_apply_lag(lag);
+        let last_log = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
+        let lag = last_log.saturating_sub(node.applied().seqno());
+        node.requests().observe_apply_lag(lag);
     }
 }
 

@@ -20,6 +20,7 @@
 
 pub mod drain;
 pub mod lease;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -83,39 +84,47 @@ pub struct Checksum {
 }
 
 /// A running node.
+///
+/// Its parts are private: the services reach them through the operations
+/// below ([`Node::commit`], [`Node::get`], [`Node::scan`], [`Node::watch`],
+/// ...), the read-only views ([`Node::config`], [`Node::applied`],
+/// [`Node::raft_metrics`], [`Node::status`]) and the membership layer's
+/// [`cluster::Handle`](crate::cluster::Handle) ([`Node::cluster`]). Only the
+/// peer service (`api::raft`, inside this crate) gets Raft itself and the
+/// primary check; nothing outside the crate does.
 pub struct Node {
     /// The configuration it started with.
-    pub config: Config,
+    config: Config,
     /// The openraft handle.
-    pub raft: Raft,
+    raft: Raft,
     /// MVCC storage.
-    pub mvcc: Mvcc,
+    mvcc: Mvcc,
     /// The applied watermark, waiters and apply counters.
-    pub applied: Arc<Applied>,
+    applied: Arc<Applied>,
     /// Channels to peers.
-    pub peers: Peers,
+    peers: Peers,
     submitter: Arc<Submitter>,
     reads: ReadIndex,
     log_stats: Arc<crate::raft::log_store::LogStats>,
     /// The in-memory view of the segment-file log (retention by bytes).
     log_reader: Option<crate::raft::log_store::LogReader>,
     /// Whether this node is in the primary component.
-    pub primary: Arc<Primary>,
+    primary: Arc<Primary>,
     /// The membership layer's handle (failure detector, flow control,
     /// replication watch); its loops hold it weakly.
-    pub cluster: Arc<crate::cluster::Handle>,
+    cluster: Arc<crate::cluster::Handle>,
     /// Client API latency histograms.
-    pub requests: crate::request_metrics::RequestMetrics,
+    requests: crate::request_metrics::RequestMetrics,
     /// Leader changes seen by this node.
-    pub leader_changes: std::sync::atomic::AtomicU64,
+    leader_changes: std::sync::atomic::AtomicU64,
     /// Where scans, checksums and garbage collection run.
     blocking: Blocking,
     /// The bound on client requests in flight (`max_requests_in_flight`).
-    pub admission: crate::admission::Limiter,
+    admission: crate::admission::Limiter,
     /// Whether the node drains before it stops (see [`Node::drain`]).
-    pub drain: crate::node::drain::Drain,
+    drain: crate::node::drain::Drain,
     /// The leader's lease deadlines (empty on a follower; see [`crate::lease`]).
-    pub lease_deadlines: Arc<crate::lease::Deadlines>,
+    lease_deadlines: Arc<crate::lease::Deadlines>,
 }
 
 /// What a node runs on: its storage, its Raft log, its peer transport and
@@ -404,6 +413,67 @@ impl Node {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.config.node_id
+    }
+
+    /// The configuration it started with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The applied watermark: the seqno applied, waiting for one, the GC
+    /// horizon, the replicated parameters and the apply counters.
+    pub fn applied(&self) -> &Applied {
+        &self.applied
+    }
+
+    /// The MVCC store, for reads at a seqno this node has applied.
+    pub fn mvcc(&self) -> &Mvcc {
+        &self.mvcc
+    }
+
+    /// Raft's view of this node now (role, term, leader, log positions,
+    /// membership), read once.
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The openraft handle: for the peer service, which hands Raft its
+    /// messages (not part of the library's surface).
+    pub(crate) fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The primary-component check (see [`Node::check_primary`]), for the
+    /// peer service.
+    pub(crate) fn primary(&self) -> &Primary {
+        &self.primary
+    }
+
+    /// The membership layer: members, join and leave, health, flow control.
+    pub fn cluster(&self) -> &Arc<crate::cluster::Handle> {
+        &self.cluster
+    }
+
+    /// The client API's latency histograms.
+    pub fn requests(&self) -> &crate::request_metrics::RequestMetrics {
+        &self.requests
+    }
+
+    /// Leader changes seen by this node.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Relaxed)
+    }
+
+    /// The bound on client requests in flight (`max_requests_in_flight`),
+    /// shared by the services' admission layers.
+    pub fn admission(&self) -> &crate::admission::Limiter {
+        &self.admission
+    }
+
+    /// Whether this node is draining, and the forward guard of the peer
+    /// service (see [`Node::drain`]).
+    pub fn drain_state(&self) -> &crate::node::drain::Drain {
+        &self.drain
     }
 
     /// Group-commit counters of the Raft log.

@@ -143,7 +143,7 @@ where
     let timed = node.clone();
     health.set_serving::<KvServer<KvService>>().await;
     // A draining node says NOT_SERVING, for load balancers and probes.
-    let mut draining = node.drain.subscribe();
+    let mut draining = node.drain_state().subscribe();
     let reporter = health.clone();
     tokio::spawn(async move {
         if draining.wait_for(|d| *d).await.is_ok() {
@@ -153,7 +153,7 @@ where
                 .await;
         }
     });
-    let client_message_bytes = node.config.max_client_message_bytes();
+    let client_message_bytes = node.config().max_client_message_bytes();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(trireme_proto::FILE_DESCRIPTOR_SET)
@@ -175,7 +175,7 @@ where
     };
     let mut router = Server::builder()
         .layer(PortGuardLayer::new(port))
-        .layer(AdmissionLayer::new(node.admission.clone()))
+        .layer(AdmissionLayer::new(node.admission().clone()))
         .layer(crate::tls::IdentityLayer)
         .layer(auth_layer)
         .tcp_nodelay(true)
@@ -190,7 +190,7 @@ where
             .add_service(AuthServer::new(AuthService::new(auth)))
             .add_service(
                 LatencyLayer::new(move |method, elapsed, ok| {
-                    timed.requests.observe(method, elapsed, ok)
+                    timed.requests().observe(method, elapsed, ok)
                 })
                 .layer(
                     KvServer::new(KvService::new(node.clone()))

@@ -268,7 +268,12 @@ fn the_graph_sees_the_imports_it_should() {
     // root re-export, and the parent/child rule.
     assert!(g["server"].contains("api::kv"), "{:?}", g["server"]);
     assert!(
-        g["metrics"].contains("cluster::state"),
+        g["node::status"].contains("cluster::state"),
+        "{:?}",
+        g["node::status"]
+    );
+    assert!(
+        g["metrics"].contains("cluster::snapshot"),
         "{:?}",
         g["metrics"]
     );

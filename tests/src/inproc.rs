@@ -172,7 +172,7 @@ impl Harness for InProcCluster {
             .nodes
             .get(&id)
             .ok_or_else(|| anyhow!("node {id} is stopped"))?;
-        let leader = n.node.raft.metrics().borrow().current_leader;
+        let leader = n.node.raft_metrics().current_leader;
         Ok(leader)
     }
 

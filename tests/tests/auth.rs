@@ -136,18 +136,25 @@ async fn users_and_roles_are_enforced_on_every_node() -> Result<()> {
     let node1 = || vec![cluster.endpoints()[0].clone()];
     for _ in 0..5 {
         expect_unauthenticated(
-            as_user(node1(), "alice", "guess")?.get("app/a", LINEAR).await,
+            as_user(node1(), "alice", "guess")?
+                .get("app/a", LINEAR)
+                .await,
             "a guessed password",
         )?;
     }
-    match as_user(node1(), "alice", "alicepw")?.get("app/a", LINEAR).await {
+    match as_user(node1(), "alice", "alicepw")?
+        .get("app/a", LINEAR)
+        .await
+    {
         Err(Error::Unauthenticated(m))
             if m.contains("too many failed authentications")
                 && m.contains("5 in a row")
                 && m.contains("try again in") => {}
         other => bail!("the sixth attempt was not braked: {other:?}"),
     }
-    as_user(node1(), "root", "rootpw")?.get("app/a", LINEAR).await?;
+    as_user(node1(), "root", "rootpw")?
+        .get("app/a", LINEAR)
+        .await?;
     as_user(vec![cluster.endpoints()[1].clone()], "alice", "alicepw")?
         .get("app/a", LINEAR)
         .await?;

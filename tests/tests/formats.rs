@@ -347,7 +347,7 @@ async fn generate_datadir_v1_fixture() -> Result<()> {
     t.commit().await?;
     // Enough entries for a snapshot file and a purged log prefix.
     wait_for("a snapshot", READY, || async {
-        Ok(node.raft.metrics().borrow().snapshot.map(|_| ()))
+        Ok(node.raft_metrics().snapshot.map(|_| ()))
     })
     .await?;
     let _ = stop_tx.send(());

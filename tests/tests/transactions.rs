@@ -225,10 +225,10 @@ mod scenarios {
                         .all(|n| {
                             let target = n
                                 .node
-                                .applied
+                                .applied()
                                 .seqno()
-                                .saturating_sub(n.node.config.cert_window);
-                            n.node.applied.horizon() >= target
+                                .saturating_sub(n.node.config().cert_window);
+                            n.node.applied().horizon() >= target
                         })
                         .then_some(()))
                 },
@@ -1221,7 +1221,7 @@ mod gc {
     /// Entries of one namespace of the node's store.
     fn count(node: &trireme_server::Node, namespace: u8) -> Result<u64> {
         let mut n = 0u64;
-        node.mvcc
+        node.mvcc()
             .engine()
             .scan(&[namespace], Some(&[namespace + 1]), &mut |_, _| {
                 n += 1;
@@ -1287,7 +1287,7 @@ mod gc {
         eprintln!("{written} writes leave {versions} versions and {ids} write-set ids");
         // The log was snapshotted and purged too.
         wait_for("a log snapshot and purge", READY, || async {
-            let m = node.raft.metrics().borrow().clone();
+            let m = node.raft_metrics();
             Ok((m.snapshot.is_some() && m.purged.is_some()).then_some(()))
         })
         .await?;

@@ -117,7 +117,7 @@ impl auth_server::Auth for AuthService {
         &self,
         _req: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
-        let seqno = self.auth.node().applied.seqno();
+        let seqno = self.auth.node().applied().seqno();
         let state = self.auth.state().map_err(to_status)?;
         Ok(Response::new(pb::AuthStatusResponse {
             enabled: state.enabled,

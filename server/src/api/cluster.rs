@@ -11,7 +11,7 @@ use trireme_proto::v1::cluster_server::Cluster;
 use super::convert;
 use super::raft::check_peer;
 use super::status::to_status;
-use crate::cluster::{health, membership, params, state};
+use crate::cluster::{health, membership, params};
 use crate::node::Node;
 
 /// The admin API.
@@ -33,7 +33,8 @@ impl Cluster for ClusterService {
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let node = &self.node;
-        let m = node.raft.metrics().borrow().clone();
+        let st = node.status();
+        let m = &st.raft;
         let role = match m.state {
             ServerState::Leader => "leader",
             ServerState::Follower => "follower",
@@ -41,28 +42,23 @@ impl Cluster for ClusterService {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         };
-        let applied = node.applied.seqno();
-        let last_log = m.last_log_index.unwrap_or(0);
-        // Exact on the leader; elsewhere the log this node holds bounds it.
-        let committed = last_log.max(applied);
-        let (state, state_reason) = state::node_state(&node.cluster);
-        let stats = &node.applied.stats;
+        let stats = st.stats;
         Ok(Response::new(pb::StatusResponse {
             node_id: m.id,
             role: role.into(),
             leader_id: m.current_leader.unwrap_or(0),
-            members: convert::members(&membership::members(&node.cluster)),
-            applied_seqno: applied,
-            committed_seqno: committed,
+            members: convert::members(&st.members),
+            applied_seqno: st.applied,
+            committed_seqno: st.committed(),
             term: m.current_term,
-            state: state.as_str().into(),
+            state: st.state.as_str().into(),
             commits: stats.commits.load(Ordering::Relaxed),
             cert_failures: stats.cert_failures(),
             server_retries: stats.server_retries.load(Ordering::Relaxed),
             write_sets_applied: stats.commits.load(Ordering::Relaxed) + stats.cert_failures(),
             batches_applied: stats.batches.load(Ordering::Relaxed),
-            address: node.config.peer_advertise_addr().to_string(),
-            client_address: node.config.advertise_addr().to_string(),
+            address: node.config().peer_advertise_addr().to_string(),
+            client_address: node.config().advertise_addr().to_string(),
             cert_failures_by_reason: crate::certify::Abort::KINDS
                 .iter()
                 .zip(&stats.aborts)
@@ -70,23 +66,18 @@ impl Cluster for ClusterService {
                 .collect(),
             duplicates: stats.duplicates.load(Ordering::Relaxed),
             cluster_size: m.membership_config.membership().voter_ids().count() as u64,
-            apply_lag: last_log.saturating_sub(applied),
-            snapshots_sent: node.peers.transfers.sent.load(Ordering::Relaxed),
+            apply_lag: st.apply_lag(),
+            snapshots_sent: st.snapshots_sent,
             snapshots_received: stats.snapshots_received.load(Ordering::Relaxed),
-            log_retained: last_log.saturating_sub(m.purged.map_or(0, |p| p.index)),
-            flow_control_paused_ms: node.cluster.flow.paused_us.load(Ordering::Relaxed) / 1000,
+            log_retained: st.log_retained(),
+            flow_control_paused_ms: st.flow_paused_us / 1000,
             evictions: stats.evictions.load(Ordering::Relaxed),
-            state_reason,
-            last_log_index: last_log,
-            log_first_index: m.purged.map_or(0, |p| p.index) + 1,
-            log_retained_bytes: node.log_bytes(),
-            unreplicated_voters: node.cluster.replication.unreplicated(),
-            cluster_health: node
-                .cluster
-                .replication
-                .cluster_health()
-                .map_or("", |h| h.as_str())
-                .into(),
+            last_log_index: st.last_log(),
+            log_first_index: st.log_first_index(),
+            log_retained_bytes: st.log_bytes,
+            cluster_health: st.cluster_health.map_or("", |h| h.as_str()).into(),
+            state_reason: st.state_reason,
+            unreplicated_voters: st.unreplicated_voters,
         }))
     }
 
@@ -113,7 +104,7 @@ impl Cluster for ClusterService {
             check_peer(&self.node, &req, "Join (forwarded)", None, true)?;
         }
         let req = req.into_inner();
-        let (leader_id, members) = membership::join(&self.node.cluster, req.node_id, req.address)
+        let (leader_id, members) = membership::join(self.node.cluster(), req.node_id, req.address)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::JoinResponse {
@@ -132,7 +123,7 @@ impl Cluster for ClusterService {
             0 => self.node.id(),
             id => id,
         };
-        let members = membership::leave(&self.node.cluster, id)
+        let members = membership::leave(self.node.cluster(), id)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::LeaveResponse {
@@ -144,16 +135,10 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<pb::MembersRequest>,
     ) -> Result<Response<pb::MembersResponse>, Status> {
-        let leader_id = self
-            .node
-            .raft
-            .metrics()
-            .borrow()
-            .current_leader
-            .unwrap_or(0);
+        let leader_id = self.node.raft_metrics().current_leader.unwrap_or(0);
         Ok(Response::new(pb::MembersResponse {
             leader_id,
-            members: convert::members(&membership::members(&self.node.cluster)),
+            members: convert::members(&membership::members(self.node.cluster())),
         }))
     }
 
@@ -161,7 +146,7 @@ impl Cluster for ClusterService {
         &self,
         _req: Request<pb::GetConfigRequest>,
     ) -> Result<Response<pb::ClusterConfig>, Status> {
-        Ok(Response::new(params::get(&self.node.cluster)))
+        Ok(Response::new(params::get(self.node.cluster())))
     }
 
     async fn set_config(
@@ -170,7 +155,7 @@ impl Cluster for ClusterService {
     ) -> Result<Response<pb::ClusterConfig>, Status> {
         check_peer(&self.node, &req, "SetConfig", None, true)?;
         let req = req.into_inner();
-        let resp = params::set(&self.node.cluster, &req.name, &req.value)
+        let resp = params::set(self.node.cluster(), &req.name, &req.value)
             .await
             .map_err(to_status)?;
         Ok(Response::new(resp))
@@ -184,7 +169,7 @@ impl Cluster for ClusterService {
         // that it must rejoin, and an answer changes nothing here.
         check_peer(&self.node, &req, "Ping", Some(req.get_ref().from), false)?;
         let from = req.into_inner().from;
-        let answer = health::answer(&self.node.cluster, from);
+        let answer = health::answer(self.node.cluster(), from);
         Ok(Response::new(convert::ping_response(answer)))
     }
 

@@ -53,7 +53,7 @@ impl Kv for KvService {
         // A draining node ends its watches (UNAVAILABLE, "shutting down"):
         // the client resumes on another node from the last seqno it saw, and
         // the server's graceful stop does not wait on streams that never end.
-        let draining = drained(self.node.drain.subscribe());
+        let draining = drained(self.node.drain_state().subscribe());
         let (tx, out) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             tokio::pin!(draining);

@@ -30,7 +30,7 @@ impl RaftService {
 /// fresh joiner before its first entries) cannot tell, and says yes: the CA
 /// and the id check still apply.
 pub(crate) fn is_member(node: &Node, id: NodeId) -> bool {
-    let metrics = node.raft.metrics();
+    let metrics = node.raft().metrics();
     let m = metrics.borrow();
     let membership = m.membership_config.membership();
     membership.nodes().next().is_none() || membership.get_node(&id).is_some()
@@ -107,13 +107,13 @@ impl RaftRpc for RaftService {
             vote_node(&rpc.vote),
             true,
         )?;
-        reply(&self.node.raft.append_entries(rpc).await)
+        reply(&self.node.raft().append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: openraft::raft::VoteRequest<NodeId> = decode(req.get_ref()).map_err(bad)?;
         check_peer(&self.node, &req, "Vote", vote_node(&rpc.vote), true)?;
-        reply(&self.node.raft.vote(rpc).await)
+        reply(&self.node.raft().vote(rpc).await)
     }
 
     async fn install_snapshot(
@@ -131,7 +131,7 @@ impl RaftRpc for RaftService {
         )?;
         let mut msg = req.into_inner();
         rpc.data = std::mem::take(&mut msg.data);
-        reply(&self.node.raft.install_snapshot(rpc).await)
+        reply(&self.node.raft().install_snapshot(rpc).await)
     }
 
     async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
@@ -144,20 +144,22 @@ impl RaftRpc for RaftService {
         }
         check_peer(node, &req, "Forward", origin, true)?;
         // The same check as a client's commit: a peer is not trusted more.
-        if let Err(e) = node.config.limits.check_forwarded(&wss) {
+        if let Err(e) = node.config().limits.check_forwarded(&wss) {
             return reply(&Err::<(), PeerError>(PeerError::Invalid(e.to_string())));
         }
         // A draining leader takes no new batch; the follower keeps it and
         // sends it to the next leader (nothing was appended).
-        let Some(_counted) = node.drain.forward() else {
+        let Some(_counted) = node.drain_state().forward() else {
             return reply(&Err::<(), PeerError>(PeerError::NotLeader { leader: None }));
         };
-        reply(&submit::order_forwarded(&node.raft, &*node.primary, &*node.cluster.flow, wss).await)
+        reply(
+            &submit::order_forwarded(node.raft(), node.primary(), &*node.cluster().flow, wss).await,
+        )
     }
 
     async fn read_index(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         check_peer(&self.node, &req, "ReadIndex", None, true)?;
-        reply(&reads::leader_read_index(&self.node.raft, &*self.node.primary).await)
+        reply(&reads::leader_read_index(self.node.raft(), self.node.primary()).await)
     }
 
     async fn lease(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

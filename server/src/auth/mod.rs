@@ -189,7 +189,7 @@ impl Auth {
                 None => None,
             }
         };
-        let found = self.node.mvcc.get(&state::state_key(), at)?;
+        let found = self.node.mvcc().get(&state::state_key(), at)?;
         let version = found.as_ref().map_or(0, |(v, _)| *v);
         let state = match (cached, found) {
             (Some((v, state)), _) if v == version => state,
@@ -216,7 +216,7 @@ impl Auth {
 
     /// The state at this node's applied seqno.
     pub fn state(&self) -> Result<Arc<AuthState>> {
-        Ok(self.read_at(self.node.applied.seqno())?.1)
+        Ok(self.read_at(self.node.applied().seqno())?.1)
     }
 
     /// Applies `change` to the newest state and commits it, retrying from the

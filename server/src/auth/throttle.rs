@@ -157,15 +157,24 @@ mod tests {
         t.admit("alice", t0).unwrap();
         t.failed("alice", t0);
         let e = t.admit("alice", t0).unwrap_err().to_string();
-        assert!(e.contains("\"alice\" (5 in a row)") && e.contains("try again in 1s"), "{e}");
+        assert!(
+            e.contains("\"alice\" (5 in a row)") && e.contains("try again in 1s"),
+            "{e}"
+        );
         // Another name is not affected.
         t.admit("bob", t0).unwrap();
         // After the wait, one more try; its failure doubles the wait.
         let t1 = t0 + Duration::from_secs(1);
         t.admit("alice", t1).unwrap();
         t.failed("alice", t1);
-        let e = t.admit("alice", t1 + Duration::from_millis(1500)).unwrap_err().to_string();
-        assert!(e.contains("6 in a row") && e.contains("try again in 1s"), "{e}");
+        let e = t
+            .admit("alice", t1 + Duration::from_millis(1500))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("6 in a row") && e.contains("try again in 1s"),
+            "{e}"
+        );
         t.admit("alice", t1 + Duration::from_secs(2)).unwrap();
         t.succeeded("alice");
         t.failed("alice", t1);

@@ -47,9 +47,9 @@ impl epb::cluster_server::Cluster for ClusterService {
                 .await
                 .map_err(status)?
         } else {
-            node.applied.seqno()
+            node.applied().seqno()
         };
-        let members = membership::members(&node.cluster)
+        let members = membership::members(node.cluster())
             .into_iter()
             .map(|m| epb::Member {
                 id: m.id,
@@ -89,9 +89,9 @@ impl epb::maintenance_server::Maintenance for MaintenanceService {
         _req: Request<epb::StatusRequest>,
     ) -> Result<Response<epb::StatusResponse>, Status> {
         let node = &self.node;
-        let m = node.raft.metrics().borrow().clone();
-        let applied = node.applied.seqno();
-        let engine = node.mvcc.engine().clone();
+        let m = node.raft_metrics();
+        let applied = node.applied().seqno();
+        let engine = node.mvcc().engine().clone();
         let db_size = tokio::task::spawn_blocking(move || engine.size_on_disk())
             .await
             .unwrap_or(0);

@@ -121,7 +121,7 @@ impl Kv for KvService {
         let req = req.into_inner();
         let node = &self.node;
         let ops = count_ops(&req);
-        let max = node.config.limits.max_ops;
+        let max = node.config().limits.max_ops;
         if ops > max {
             return Err(Status::invalid_argument(format!(
                 "etcdserver: too many operations in txn request ({ops} compares and operations; \
@@ -163,7 +163,7 @@ fn check_revision(node: &Node, rev: Seqno, fresh: Seqno) -> Result<Seqno> {
     if rev > fresh {
         return Err(future_rev());
     }
-    let horizon = node.applied.horizon();
+    let horizon = node.applied().horizon();
     if rev < horizon {
         return Err(Error::SnapshotTooOld(format!(
             "revision {rev} is below this node's history horizon {horizon}"
@@ -185,7 +185,7 @@ async fn read(
     at: Seqno,
     keys_only: bool,
 ) -> Result<(Vec<Versioned>, bool)> {
-    let max = node.config.limits.max_scan_limit;
+    let max = node.config().limits.max_scan_limit;
     let (pairs, more, _) = node
         .scan(
             keys.range(),
@@ -253,7 +253,7 @@ fn shape_range(
 ) -> Result<epb::RangeResponse> {
     use epb::range_request::SortOrder;
     let sort = sort_target(req)?;
-    let max = node.config.limits.max_scan_limit;
+    let max = node.config().limits.max_scan_limit;
     if over && (req.limit <= 0 || sort != Sort::None || req.count_only) {
         return Err(Error::InvalidInput(format!(
             "the range holds more than max_scan_limit = {max} keys: give a limit (without \
@@ -485,7 +485,7 @@ impl Exec<'_> {
         let keys = Keys::from(&req.key, &req.range_end)?;
         let (pairs, over) = self.read(&keys, !req.prev_kv).await?;
         if over {
-            let max = self.node.config.limits.max_scan_limit;
+            let max = self.node.config().limits.max_scan_limit;
             return Err(Error::InvalidInput(format!(
                 "the range to delete holds more than max_scan_limit = {max} keys: delete it in parts"
             )));
@@ -569,7 +569,7 @@ impl Exec<'_> {
             .map_err(|_| Error::InvalidInput(format!("unknown compare result {}", c.result)))?;
         let (pairs, over) = self.read(&keys, target != T::Value).await?;
         if over {
-            let max = self.node.config.limits.max_scan_limit;
+            let max = self.node.config().limits.max_scan_limit;
             return Err(Error::InvalidInput(format!(
                 "a compare's range holds more than max_scan_limit = {max} keys"
             )));

@@ -72,7 +72,7 @@ impl epb::lease_server::Lease for LeaseService {
         let node = &self.node;
         match node.leases().grant(req.id, ttl).await {
             Ok(granted) => Ok(Response::new(epb::LeaseGrantResponse {
-                header: Some(header(node, node.applied.seqno())),
+                header: Some(header(node, node.applied().seqno())),
                 id: granted.id,
                 ttl: granted.ttl,
                 error: String::new(),
@@ -80,7 +80,7 @@ impl epb::lease_server::Lease for LeaseService {
             // A grant whose id was taken fails its compare; the node has
             // applied the seqno that decided it, so the record is visible.
             Err(e @ Error::InvalidInput(_)) if req.id != 0 => {
-                match lease::record(&node.mvcc, req.id, node.applied.seqno()) {
+                match lease::record(node.mvcc(), req.id, node.applied().seqno()) {
                     Ok(Some(_)) => Err(Status::failed_precondition(LEASE_EXISTS)),
                     _ => Err(status(e)),
                 }
@@ -128,7 +128,7 @@ impl epb::lease_server::Lease for LeaseService {
             .time_to_live(req.id, req.keys)
             .await
             .map_err(status)?;
-        let header = Some(header(node, node.applied.seqno()));
+        let header = Some(header(node, node.applied().seqno()));
         Ok(Response::new(match info {
             Some(info) => epb::LeaseTimeToLiveResponse {
                 header,
@@ -154,7 +154,7 @@ impl epb::lease_server::Lease for LeaseService {
         let node = &self.node;
         let ids = node.leases().list().await.map_err(status)?;
         Ok(Response::new(epb::LeaseLeasesResponse {
-            header: Some(header(node, node.applied.seqno())),
+            header: Some(header(node, node.applied().seqno())),
             leases: ids.into_iter().map(|id| epb::LeaseStatus { id }).collect(),
         }))
     }
@@ -178,7 +178,7 @@ async fn keep_alive_session(
         };
         let answer = match node.leases().keep_alive(req.id).await {
             Ok(ttl) => Ok(epb::LeaseKeepAliveResponse {
-                header: Some(header(&node, node.applied.seqno())),
+                header: Some(header(&node, node.applied().seqno())),
                 id: req.id,
                 ttl,
             }),

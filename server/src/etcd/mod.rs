@@ -121,12 +121,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let decode = node.config.max_client_message_bytes();
+    let decode = node.config().max_client_message_bytes();
     let url = format!("http://{}", listener.local_addr()?);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let guard = auth_guard(crate::auth::Auth::new(node.clone()));
     Server::builder()
-        .layer(AdmissionLayer::new(node.admission.clone()))
+        .layer(AdmissionLayer::new(node.admission().clone()))
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .add_service(InterceptedService::new(
@@ -180,7 +180,7 @@ fn auth_guard(
 
 /// The header of an answer reflecting `revision`.
 fn header(node: &Node, revision: u64) -> epb::ResponseHeader {
-    let term = node.raft.metrics().borrow().current_term;
+    let term = node.raft().metrics().borrow().current_term;
     epb::ResponseHeader {
         cluster_id: 0,
         member_id: node.id(),

@@ -78,7 +78,7 @@ struct Watcher {
 async fn session(node: Arc<Node>, mut inbound: Streaming<epb::WatchRequest>, tx: Out) {
     let mut watchers: HashMap<i64, Watcher> = HashMap::new();
     let mut next_id: i64 = 0;
-    let draining = drained(node.drain.subscribe());
+    let draining = drained(node.drain_state().subscribe());
     tokio::pin!(draining);
     loop {
         let req = tokio::select! {
@@ -147,7 +147,7 @@ async fn session(node: Arc<Node>, mut inbound: Streaming<epb::WatchRequest>, tx:
                     .values()
                     .map(|w| w.cursor.load(Ordering::Acquire))
                     .min()
-                    .unwrap_or_else(|| node.applied.seqno());
+                    .unwrap_or_else(|| node.applied().seqno());
                 let resp = epb::WatchResponse {
                     header: Some(header(&node, rev)),
                     watch_id: -1,
@@ -173,7 +173,7 @@ async fn drained(mut draining: tokio::sync::watch::Receiver<bool>) -> bool {
 /// A create that was refused: created and canceled at once, with the reason.
 fn refused(node: &Node, id: i64, reason: &str) -> epb::WatchResponse {
     epb::WatchResponse {
-        header: Some(header(node, node.applied.seqno())),
+        header: Some(header(node, node.applied().seqno())),
         watch_id: id,
         created: true,
         canceled: true,
@@ -205,7 +205,7 @@ async fn start(
     // From now: right after the applied seqno, so that nothing between the
     // created answer and the watch's registration is missed.
     let after = match start_rev {
-        0 => node.applied.seqno(),
+        0 => node.applied().seqno(),
         rev => rev - 1,
     };
     let spec = WatchSpec {
@@ -256,7 +256,7 @@ async fn start(
                     }
                 }
                 Err(WatchError::Compacted { horizon }) => epb::WatchResponse {
-                    header: Some(header(&node, node.applied.seqno())),
+                    header: Some(header(&node, node.applied().seqno())),
                     watch_id: id,
                     canceled: true,
                     compact_revision: (horizon + 1) as i64,
@@ -264,7 +264,7 @@ async fn start(
                     ..Default::default()
                 },
                 Err(WatchError::Other(e)) => epb::WatchResponse {
-                    header: Some(header(&node, node.applied.seqno())),
+                    header: Some(header(&node, node.applied().seqno())),
                     watch_id: id,
                     canceled: true,
                     cancel_reason: e.to_string(),

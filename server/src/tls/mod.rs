@@ -331,7 +331,10 @@ pub struct ClientCheck {
 impl ClientCheck {
     /// `Ok` for a connection that may proceed; the reason a client is
     /// refused otherwise, in words meant for the client.
-    pub fn check(&self, presented: Option<&[rustls_pki_types::CertificateDer<'_>]>) -> std::result::Result<(), String> {
+    pub fn check(
+        &self,
+        presented: Option<&[rustls_pki_types::CertificateDer<'_>]>,
+    ) -> std::result::Result<(), String> {
         match presented {
             Some([leaf, intermediates @ ..]) => self
                 .verifier
