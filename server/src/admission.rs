@@ -15,11 +15,8 @@
 //! would cost the node its place in the cluster. A follower's `Forward`s are
 //! bounded by its own batcher (`batch_in_flight` batches at a time).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -101,72 +98,21 @@ const KV_PATH: &str = "/trireme.v1.Kv/";
 /// A tower layer that admits client (`Kv`) requests up to a [`Limiter`]'s
 /// bound before anything else happens to them, and refuses the rest with
 /// RESOURCE_EXHAUSTED; other services pass through.
-#[derive(Clone, Debug)]
-pub struct AdmissionLayer {
-    limiter: Limiter,
-}
+pub type AdmissionLayer = crate::guard::GateLayer<Limiter>;
 
-impl AdmissionLayer {
-    /// Limits client requests with `limiter`.
-    pub fn new(limiter: Limiter) -> Self {
-        AdmissionLayer { limiter }
-    }
-}
+impl crate::guard::Gate for Limiter {
+    /// The slot lives as long as the request: until its answer, or until
+    /// the future is dropped because the client went away.
+    type Held = Option<Slot>;
 
-impl<S> tower_layer::Layer<S> for AdmissionLayer {
-    type Service = Admission<S>;
-
-    fn layer(&self, inner: S) -> Admission<S> {
-        Admission {
-            inner,
-            limiter: self.limiter.clone(),
-        }
-    }
-}
-
-/// The service [`AdmissionLayer`] wraps around the node's routes.
-#[derive(Clone, Debug)]
-pub struct Admission<S> {
-    inner: S,
-    limiter: Limiter,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-impl<S, B> tower_service::Service<http::Request<B>> for Admission<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<std::result::Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn decide<B>(
+        &self,
+        req: &mut http::Request<B>,
+    ) -> std::result::Result<Option<Slot>, tonic::Status> {
         if !req.uri().path().starts_with(KV_PATH) {
-            return Box::pin(self.inner.call(req));
+            return Ok(None);
         }
-        match self.limiter.try_take() {
-            Ok(slot) => {
-                let response = self.inner.call(req);
-                // The slot lives as long as the request: until its answer, or
-                // until the future is dropped because the client went away.
-                Box::pin(async move {
-                    let r = response.await;
-                    drop(slot);
-                    r
-                })
-            }
-            Err(e) => {
-                let status = to_status(e);
-                Box::pin(async move { Ok(status.into_http()) })
-            }
-        }
+        self.try_take().map(Some).map_err(to_status)
     }
 }
 

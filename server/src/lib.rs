@@ -20,6 +20,7 @@ pub mod error;
 pub mod etcd;
 pub mod failpoints;
 pub mod group;
+pub mod guard;
 pub mod lease;
 pub mod metrics;
 pub mod node;

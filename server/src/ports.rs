@@ -11,10 +11,6 @@
 //! is refused by [`PortGuardLayer`] with UNIMPLEMENTED and a message naming
 //! the port that serves it, before it reaches any service.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 /// Which listener a server serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Port {
@@ -87,59 +83,18 @@ impl Port {
 }
 
 /// A tower layer refusing the gRPC methods its [`Port`] does not serve.
-#[derive(Clone, Copy, Debug)]
-pub struct PortGuardLayer {
-    port: Port,
-}
+pub type PortGuardLayer = crate::guard::GateLayer<Port>;
 
-impl PortGuardLayer {
-    /// Guards a server on `port`.
-    pub fn new(port: Port) -> Self {
-        PortGuardLayer { port }
-    }
-}
+impl crate::guard::Gate for Port {
+    type Held = ();
 
-impl<S> tower_layer::Layer<S> for PortGuardLayer {
-    type Service = PortGuard<S>;
-
-    fn layer(&self, inner: S) -> PortGuard<S> {
-        PortGuard {
-            inner,
-            port: self.port,
-        }
-    }
-}
-
-/// The service [`PortGuardLayer`] wraps around a server's routes.
-#[derive(Clone, Debug)]
-pub struct PortGuard<S> {
-    inner: S,
-    port: Port,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-impl<S, B> tower_service::Service<http::Request<B>> for PortGuard<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<std::result::Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn decide<B>(&self, req: &mut http::Request<B>) -> Result<(), tonic::Status> {
         let path = req.uri().path();
-        if self.port.serves(path) {
-            return Box::pin(self.inner.call(req));
+        if self.serves(path) {
+            Ok(())
+        } else {
+            Err(self.refusal(path))
         }
-        let status = self.port.refusal(path);
-        Box::pin(async move { Ok(status.into_http()) })
     }
 }
 

@@ -22,7 +22,7 @@ use trireme_proto::v1::raft_server::RaftServer;
 
 use crate::admission::AdmissionLayer;
 use crate::api::auth::AuthService;
-use crate::api::auth_layer::AuthLayer;
+use crate::api::auth_layer::{AuthGate, AuthLayer};
 use crate::api::backup::BackupService;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
@@ -170,8 +170,8 @@ where
     // Users and roles are checked on the client port only: peers are not
     // users (the peer port's own authentication is TLS).
     let auth_layer = match port {
-        Port::Peer => AuthLayer::none(),
-        _ => AuthLayer::new(auth.clone()),
+        Port::Peer => AuthLayer::new(AuthGate::none()),
+        _ => AuthLayer::new(AuthGate::new(auth.clone())),
     };
     let mut router = Server::builder()
         .layer(PortGuardLayer::new(port))

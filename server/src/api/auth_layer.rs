@@ -15,10 +15,7 @@
 //!
 //! Peer-port methods are not user-authenticated: the layer is not on that port.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use super::to_status;
 use crate::auth::{Access, Auth};
@@ -63,84 +60,49 @@ pub fn policy(path: &str) -> Policy {
 }
 
 /// Authenticates every request of a client-port server.
-#[derive(Clone)]
-pub struct AuthLayer {
-    auth: Option<Arc<Auth>>,
-}
+pub type AuthLayer = crate::guard::GateLayer<AuthGate>;
 
-impl AuthLayer {
+/// The check [`AuthLayer`] makes: the caller's [`Access`] from its token
+/// or certificate, put in the request's extensions, and root for the
+/// methods that need it.
+#[derive(Clone)]
+pub struct AuthGate(Option<Arc<Auth>>);
+
+impl AuthGate {
     /// Checks requests against `auth`.
     pub fn new(auth: Arc<Auth>) -> Self {
-        AuthLayer { auth: Some(auth) }
+        AuthGate(Some(auth))
     }
 
     /// Checks nothing (the peer port).
     pub fn none() -> Self {
-        AuthLayer { auth: None }
+        AuthGate(None)
     }
 }
 
-impl<S> tower_layer::Layer<S> for AuthLayer {
-    type Service = AuthGuard<S>;
+impl crate::guard::Gate for AuthGate {
+    type Held = ();
 
-    fn layer(&self, inner: S) -> AuthGuard<S> {
-        AuthGuard {
-            inner,
-            auth: self.auth.clone(),
-        }
-    }
-}
-
-/// The service [`AuthLayer`] wraps around a server's routes.
-#[derive(Clone)]
-pub struct AuthGuard<S> {
-    inner: S,
-    auth: Option<Arc<Auth>>,
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-impl<S, B> tower_service::Service<http::Request<B>> for AuthGuard<S>
-where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<std::result::Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<std::result::Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let Some(auth) = &self.auth else {
-            return Box::pin(self.inner.call(req));
+    fn decide<B>(&self, req: &mut http::Request<B>) -> Result<(), tonic::Status> {
+        let Some(auth) = &self.0 else {
+            return Ok(());
         };
-        let path = req.uri().path().to_string();
-        let wanted = policy(&path);
+        let path = req.uri().path();
+        let wanted = policy(path);
         if wanted == Policy::Open {
-            return Box::pin(self.inner.call(req));
+            return Ok(());
         }
-        let decided = auth
+        let access = auth
             .access(req.headers(), req.extensions())
             .and_then(|access| {
                 if wanted == Policy::Root {
-                    access.check_root(&path)?;
+                    access.check_root(path)?;
                 }
                 Ok(access)
-            });
-        match decided {
-            Ok(access) => {
-                req.extensions_mut().insert::<Access>(access);
-                Box::pin(self.inner.call(req))
-            }
-            Err(e) => {
-                let status = to_status(e);
-                Box::pin(async move { Ok(status.into_http()) })
-            }
-        }
+            })
+            .map_err(to_status)?;
+        req.extensions_mut().insert::<Access>(access);
+        Ok(())
     }
 }
 
