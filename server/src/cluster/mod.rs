@@ -12,7 +12,9 @@
 //!   `ping_interval_ms` and records when each answered and where its apply
 //!   stood (for flow control, stall detection, and automatic rejoin).
 //! - [`manage`]: the leader's reconciliation loop, acting on
-//!   [`decide::reconcile`]; on other nodes, rejoin after an eviction.
+//!   [`decide::reconcile`] through a [`manage::ClusterView`] (the snapshot and
+//!   the membership changes: [`Handle`] over openraft, or a fake in unit
+//!   tests); on other nodes, rejoin after an eviction.
 //! - [`membership`]: join, leave and rejoin, forwarded to the leader.
 //! - [`params`]: the replicated parameters' bootstrap and `trireme config set`.
 //! - [`flow`]: flow control on the leader, reaching the batcher as
