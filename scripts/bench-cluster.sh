@@ -6,7 +6,10 @@
 #
 #   scripts/bench-cluster.sh [DURATION]      (default 15s per cell)
 #
-# CLIENTS="64" RATIOS="0" narrow the matrix; BIN_DIR=DIR runs the binaries
+# CLIENTS="64" RATIOS="0" narrow the matrix; KEYS=1000 changes the key count
+# and ZIPF=0.99 chooses keys by Zipf's law (hot keys) instead of uniformly;
+# IDLE=30 also measures the idle cluster's CPU over 30 s (from /proc, before
+# any load); BIN_DIR=DIR runs the binaries
 # in DIR (another build, for an A/B comparison) instead of building these.
 # TXN=1 adds a table of contended transactions (64 clients, read-modify-write
 # of 4 keys, over 100 and 10,000 keys, SERIALIZABLE and SNAPSHOT, no retry).
@@ -64,12 +67,20 @@ for _ in $(seq 1 100); do
   "$T" "${CLIENT_TLS[@]}" --endpoints "$EP" put bench/ready yes >/dev/null 2>&1 && break
   sleep 0.2
 done
+if [ -n "${IDLE:-}" ]; then
+  ticks() { local t=0; for p in "${PIDS[@]}"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
+  sleep 5
+  t0=$(ticks); s0=$(date +%s.%N)
+  sleep "$IDLE"
+  t1=$(ticks); s1=$(date +%s.%N)
+  python3 -c "print(f'idle: 3 nodes used {($t1-$t0)/$(getconf CLK_TCK)/($s1-$s0)*100:.2f}% of one core together over {$s1-$s0:.0f} s')"
+fi
 echo "| clients | workload | ops/s | p50 ms | p99 ms | p999 ms | errors |"
 echo "|---|---|---|---|---|---|---|"
 for clients in $CLIENTS; do
   for ratio in $RATIOS; do
     name=$([ "$ratio" = 0 ] && echo "write-only" || echo "50/50")
-    "$T" "${CLIENT_TLS[@]}" --endpoints "$EP" --json bench --clients "$clients" --keys 100000 --value-size 100 \
+    "$T" "${CLIENT_TLS[@]}" --endpoints "$EP" --json bench --clients "$clients" --keys "${KEYS:-100000}" ${ZIPF:+--zipf "$ZIPF"} --value-size 100 \
       --read-ratio "$ratio" --duration "$DURATION" 2>/dev/null | python3 -c "
 import json,sys
 w=json.load(sys.stdin); l=w['latency_us']

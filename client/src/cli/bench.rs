@@ -61,11 +61,74 @@ fn histogram() -> Result<Histogram<u64>> {
         .map_err(|e| Error::Other(format!("cannot create the latency histogram: {e}")))
 }
 
+/// Most keys `--zipf` takes (its table holds one f64 per key: 80 MB).
+const MAX_ZIPF_KEYS: u64 = 10_000_000;
+
+/// How keys are chosen.
+enum Keys {
+    /// Uniformly among this many.
+    Uniform(u64),
+    /// By Zipf's law: `cdf[k]` is the probability of a key at or below k.
+    Zipf(Vec<f64>),
+}
+
+impl Keys {
+    /// The key chooser of `keys` keys, Zipf with exponent `s` if given.
+    fn new(keys: u64, zipf: Option<f64>) -> Result<Keys> {
+        let Some(s) = zipf else {
+            return Ok(Keys::Uniform(keys));
+        };
+        if keys > MAX_ZIPF_KEYS {
+            return Err(Error::InvalidInput(format!(
+                "--zipf takes at most {MAX_ZIPF_KEYS} keys (--keys is {keys})"
+            )));
+        }
+        let mut cdf = Vec::with_capacity(keys as usize);
+        let mut sum = 0.0;
+        for k in 1..=keys {
+            sum += 1.0 / (k as f64).powf(s);
+            cdf.push(sum);
+        }
+        for c in &mut cdf {
+            *c /= sum;
+        }
+        Ok(Keys::Zipf(cdf))
+    }
+
+    /// One key's index.
+    fn pick(&self, rng: &mut impl Rng) -> u64 {
+        match self {
+            Keys::Uniform(n) => rng.gen_range(0..*n),
+            Keys::Zipf(cdf) => {
+                let u: f64 = rng.gen();
+                (cdf.partition_point(|c| *c < u) as u64).min(cdf.len() as u64 - 1)
+            }
+        }
+    }
+
+    /// `n` distinct keys' indexes (`n` at most the number of keys).
+    fn pick_distinct(&self, rng: &mut impl Rng, n: usize) -> Vec<usize> {
+        match self {
+            Keys::Uniform(keys) => rand::seq::index::sample(rng, *keys as usize, n).into_vec(),
+            Keys::Zipf(_) => {
+                let mut out: Vec<usize> = Vec::with_capacity(n);
+                while out.len() < n {
+                    let k = self.pick(rng) as usize;
+                    if !out.contains(&k) {
+                        out.push(k);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
 /// What a worker needs to know.
 #[derive(Clone)]
 struct Workload {
-    /// Number of keys.
-    keys: u64,
+    /// How keys are chosen.
+    keys: Arc<Keys>,
     /// Key prefix.
     prefix: String,
     /// Bytes per value.
@@ -127,9 +190,10 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
             }
         }
     }
+    let keys = Arc::new(Keys::new(args.keys, args.zipf)?);
     let start = Instant::now();
     let workload = Workload {
-        keys: args.keys,
+        keys,
         prefix: args.prefix.clone(),
         value_size: args.value_size,
         read_ratio: args.read_ratio,
@@ -192,11 +256,11 @@ async fn worker(client: Client, w: Workload) -> Result<WorkerStats> {
         let began = Instant::now();
         let result = match w.txn {
             Some(n) => {
-                let keys = rand::seq::index::sample(&mut rng, w.keys as usize, n as usize);
-                read_modify_write(&client, &w, keys.iter(), &value).await
+                let keys = w.keys.pick_distinct(&mut rng, n as usize);
+                read_modify_write(&client, &w, keys.into_iter(), &value).await
             }
             None => {
-                let key = format!("{}{}", w.prefix, rng.gen_range(0..w.keys));
+                let key = format!("{}{}", w.prefix, w.keys.pick(&mut rng));
                 if read {
                     client.get(&key, w.consistency).await.map(|_| ())
                 } else {
@@ -312,6 +376,8 @@ fn render(total: &WorkerStats, elapsed: Duration, args: &BenchArgs, json: bool) 
             },
             "errors": total.errors,
             "errors_total": failed,
+            "keys": args.keys,
+            "zipf": args.zipf,
             "txn_keys": args.txn,
             "isolation": args.txn.map(|_| format!("{:?}", args.isolation).to_lowercase()),
             "commits": total.txns,
@@ -381,6 +447,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn zipf_keys_follow_the_law_and_uniform_keys_do_not() -> Result<()> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let zipf = Keys::new(1000, Some(0.99))?;
+        let mut counts = vec![0u64; 1000];
+        for _ in 0..200_000 {
+            counts[zipf.pick(&mut rng) as usize] += 1;
+        }
+        // P(k) ~ 1/(k+1)^0.99 / H: key 0 about 13% of picks, key 1 half of
+        // key 0, key 9 a tenth of it.
+        let share = |k: usize| counts[k] as f64 / 200_000.0;
+        assert!((0.12..0.145).contains(&share(0)), "key 0: {}", share(0));
+        let ratio = counts[0] as f64 / counts[1] as f64;
+        assert!((1.8..2.2).contains(&ratio), "key 0 / key 1: {ratio}");
+        let ratio = counts[0] as f64 / counts[9] as f64;
+        assert!((8.0..12.5).contains(&ratio), "key 0 / key 9: {ratio}");
+        assert!(counts[999] < counts[0] / 100);
+        let uniform = Keys::new(1000, None)?;
+        let mut counts = vec![0u64; 1000];
+        for _ in 0..200_000 {
+            counts[uniform.pick(&mut rng) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|c| (100..320).contains(c)),
+            "uniform spread"
+        );
+        // Distinct picks are distinct, also under heavy skew.
+        let hot = Keys::new(4, Some(5.0))?;
+        let mut four = hot.pick_distinct(&mut rng, 4);
+        four.sort_unstable();
+        assert_eq!(four, [0, 1, 2, 3]);
+        let e = Keys::new(MAX_ZIPF_KEYS + 1, Some(1.0))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("at most 10000000 keys")));
+        Ok(())
+    }
+
+    #[test]
     fn report_shows_percentiles_and_errors() -> Result<()> {
         let mut stats = WorkerStats::new()?;
         for us in 1..=1000 {
@@ -400,6 +504,7 @@ mod tests {
             txn: None,
             isolation: super::super::IsolationArg::Serializable,
             idle_watchers: 0,
+            zipf: None,
         };
         let reply = render(&stats, Duration::from_secs(2), &args, true);
         let v: serde_json::Value =

@@ -491,9 +491,15 @@ pub struct BenchArgs {
     /// Concurrent workers, each with its own connection, spread over the endpoints.
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
-    /// Number of distinct keys (chosen uniformly).
+    /// Number of distinct keys (chosen uniformly, or by `--zipf`).
     #[arg(long, default_value_t = 1000)]
     pub keys: u64,
+    /// Choose keys by a Zipf distribution with this exponent instead of
+    /// uniformly: key `bench/0` is the hottest, key k is chosen in
+    /// proportion to 1/(k+1)^S (0.99 is the usual "hot keys" workload; at
+    /// most 10,000,000 keys).
+    #[arg(long, value_name = "S", value_parser = parse_zipf)]
+    pub zipf: Option<f64>,
     /// Bytes per written value.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
@@ -523,6 +529,20 @@ pub struct BenchArgs {
     /// node: what idle watchers cost the writes.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub idle_watchers: usize,
+}
+
+/// A Zipf exponent: finite, above 0, at most 10.
+fn parse_zipf(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number (a Zipf exponent such as 0.99)"))?;
+    if v.is_finite() && v > 0.0 && v <= 10.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "the Zipf exponent must be above 0 and at most 10 (it is {s})"
+        ))
+    }
 }
 
 /// `txn` options.
