@@ -272,8 +272,7 @@ impl Auth {
     /// checked against a hash of nothing). Repeated failures for one name,
     /// and too many checks at once, are refused ([`throttle`]).
     pub async fn authenticate(&self, name: &str, password: &str) -> Result<(String, u64)> {
-        self.throttle.admit(name, std::time::Instant::now())?;
-        let _turn = self.throttle.turn().await?;
+        let _turn = self.throttle.enter(name).await?;
         let state = self.state()?;
         let user = state.users.get(name).cloned();
         let hash = user.as_ref().map(|u| u.password_hash.clone());

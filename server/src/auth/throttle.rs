@@ -15,6 +15,11 @@
 //!   one core by design; at most one per core runs at once, at most
 //!   [`MAX_WAITING`] more wait for their turn, and past that a request is
 //!   refused at once (RESOURCE_EXHAUSTED: another node may have a core).
+//!
+//! Both meet in [`Throttle::enter`]: the name's wait is checked before and
+//! again after the turn, so guesses sent in parallel, which all pass the
+//! first check while nothing has failed yet, are refused once the failures
+//! of those ahead of them in the queue are recorded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,9 +95,21 @@ impl Throttle {
         }
     }
 
+    /// Admits one password check for `name`: refused inside the name's
+    /// wait, then a turn on a core ([`MAX_WAITING`] bound), then the wait is
+    /// checked again. The second check is what makes the brake hold against
+    /// guesses sent in parallel: they queue for a core, and the failures of
+    /// those ahead of them are recorded by the time their turn comes.
+    pub async fn enter(&self, name: &str) -> Result<SemaphorePermit<'_>> {
+        self.admit(name, Instant::now())?;
+        let turn = self.turn().await?;
+        self.admit(name, Instant::now())?;
+        Ok(turn)
+    }
+
     /// A turn to run one password check: waits for a free core, or is
     /// refused when [`MAX_WAITING`] checks already wait.
-    pub async fn turn(&self) -> Result<SemaphorePermit<'_>> {
+    async fn turn(&self) -> Result<SemaphorePermit<'_>> {
         if let Ok(permit) = self.running.try_acquire() {
             return Ok(permit);
         }
@@ -200,6 +217,37 @@ mod tests {
         for w in waiters {
             w.await.unwrap().unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn guesses_sent_in_parallel_are_braked_once_their_turn_comes() {
+        let t = std::sync::Arc::new(Throttle::new(1));
+        // One check runs; five guesses for alice queue behind it.
+        let running = t.enter("alice").await.unwrap();
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..5 {
+            let (t, done_tx) = (t.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let r = t.enter("alice").await.map(drop);
+                done_tx.send(r.map_err(|e| e.to_string())).unwrap();
+            });
+        }
+        while t.waiting.load(Ordering::Acquire) < 5 {
+            tokio::task::yield_now().await;
+        }
+        // Meanwhile five guesses fail: the queued ones must not be checked.
+        let now = Instant::now();
+        for _ in 0..FREE_FAILURES {
+            t.failed("alice", now);
+        }
+        drop(running);
+        for _ in 0..5 {
+            let r = done_rx.recv().await.unwrap();
+            let e = r.expect_err("a queued guess was let through");
+            assert!(e.contains("too many failed authentications"), "{e}");
+        }
+        // Another name is not braked.
+        drop(t.enter("bob").await.unwrap());
     }
 
     #[test]
