@@ -605,6 +605,61 @@ mod tests {
         assert_eq!(node_id_of_dns_name("localhost"), None);
     }
 
+    /// The client port's check after the handshake: with the certificate
+    /// required or optional, what passes and what is refused, and why.
+    #[test]
+    fn the_client_check_refuses_bad_certificates_in_both_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        let other = dir.path().join("other");
+        certs::init(&ca, certs::Validity::days(1)).unwrap();
+        certs::init(&other, certs::Validity::days(1)).unwrap();
+        let der = |path: &Path| chain("test", path).unwrap();
+        let good = der(&certs::client(&ca, "alice", certs::Validity::days(1))
+            .unwrap()
+            .0);
+        let expired = der(&certs::client(&ca, "old", certs::Validity::expired())
+            .unwrap()
+            .0);
+        let foreign = der(&certs::client(&other, "mallory", certs::Validity::days(1))
+            .unwrap()
+            .0);
+        let garbage = vec![rustls_pki_types::CertificateDer::from(vec![
+            0x30, 0x03, 1, 2, 3,
+        ])];
+        for required in [true, false] {
+            let settings = TlsConfig {
+                cert: Some(certs::node_paths(&ca, 1).0),
+                key: Some(certs::node_paths(&ca, 1).1),
+                ca: Some(certs::ca_cert_path(&ca)),
+                client_cert_auth: required,
+                ..TlsConfig::default()
+            };
+            certs::node(&ca, 1, &[], certs::Validity::days(1)).unwrap();
+            let (client, _, _) = build(&settings).unwrap();
+            let check = client.unwrap().clients.expect("a client check");
+            assert!(check.check(Some(&good)).is_ok());
+            match check.check(None) {
+                Err(e) if required => assert!(e.contains("client certificate required"), "{e}"),
+                Err(e) => panic!("optional certificate, none presented: refused: {e}"),
+                Ok(()) => assert!(!required, "no certificate accepted while required"),
+            }
+            for (name, presented, reason) in [
+                ("expired", &expired, "expired"),
+                ("another CA's", &foreign, "UnknownIssuer"),
+                ("garbage", &garbage, "client certificate refused"),
+            ] {
+                let e = check.check(Some(presented)).expect_err(&format!(
+                    "{name} certificate accepted (required: {required})"
+                ));
+                assert!(
+                    e.contains("client certificate refused") && e.contains(reason),
+                    "{name}: {e}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn incomplete_settings_are_refused_by_name() {
         let peer_only_cert = TlsConfig {
