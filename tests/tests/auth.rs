@@ -134,6 +134,14 @@ async fn users_and_roles_are_enforced_on_every_node() -> Result<()> {
     // refusal names the wait and the limit); root and node 2 are not
     // affected; once the wait is over, alice logs in on node 1 again.
     let node1 = || vec![cluster.endpoints()[0].clone()];
+    // A name no user can have is refused by the rule, before any check.
+    match as_user(node1(), &"x".repeat(129), "pw")?
+        .get("app/a", LINEAR)
+        .await
+    {
+        Err(Error::InvalidInput(m)) if m.contains("1 to 128 bytes") => {}
+        other => bail!("a 129-byte user name: {other:?}"),
+    }
     for _ in 0..5 {
         expect_unauthenticated(
             as_user(node1(), "alice", "guess")?

@@ -269,9 +269,14 @@ impl Auth {
     /// node until it expires, or the user is deleted or its password
     /// changes) and its lifetime in seconds. A wrong name and a wrong
     /// password get the same answer, after the same work (an unknown name is
-    /// checked against a hash of nothing). Repeated failures for one name,
-    /// and too many checks at once, are refused ([`throttle`]).
+    /// checked against a hash of nothing). A name no user can have (empty,
+    /// over [`state::MAX_NAME_BYTES`], other characters) is INVALID_ARGUMENT
+    /// naming the rule. Repeated failures for one name, and too many checks
+    /// at once, are refused ([`throttle`]).
     pub async fn authenticate(&self, name: &str, password: &str) -> Result<(String, u64)> {
+        // A name no user can have is refused before it is remembered
+        // anywhere (the throttle's table holds names).
+        state::check_name("user", name)?;
         let _turn = self.throttle.enter(name).await?;
         let state = self.state()?;
         let user = state.users.get(name).cloned();

@@ -124,8 +124,13 @@ impl Throttle {
         permit.map_err(|_| Error::Internal("the password check semaphore was closed".into()))
     }
 
-    /// Records a wrong password for `name` at `now`.
+    /// Records a wrong password for `name` at `now`. A name longer than a
+    /// user name may be is not recorded (the caller refuses those first):
+    /// the table's size stays bounded in bytes, not only in names.
     pub fn failed(&self, name: &str, now: Instant) {
+        if name.len() > super::state::MAX_NAME_BYTES {
+            return;
+        }
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if !failures.contains_key(name) && failures.len() >= MAX_TRACKED {
             // Forget names whose wait is long over; if none, this name goes
@@ -258,6 +263,10 @@ mod tests {
             t.failed(&format!("user{i}"), t0);
         }
         assert_eq!(t.failures.lock().unwrap().len(), MAX_TRACKED);
+        // Names longer than a user name are never stored.
+        let long = "x".repeat(super::super::state::MAX_NAME_BYTES + 1);
+        t.failed(&long, t0 + MAX_WAIT * 3);
+        assert!(!t.failures.lock().unwrap().contains_key(&long));
         // Once the old waits are long over, new names are tracked again.
         let later = t0 + MAX_WAIT * 3;
         t.failed("late", later);
