@@ -99,6 +99,16 @@ pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `n` distinct free ports on 127.0.0.1: all are held bound until every one
+/// is picked, so that the kernel cannot hand the same port out twice (two
+/// nodes of one cluster given one port is a start that never converges).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
 /// Polls `f` until it returns `Ok(Some(v))` or `deadline` passes.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> Result<T>
 where
@@ -365,9 +375,10 @@ impl Cluster {
     ) -> Result<Cluster> {
         // (client, peer) addresses: the members are named by their peer addresses.
         let mut members = BTreeMap::new();
-        for id in 1..=n as u64 {
-            let client = format!("127.0.0.1:{}", free_port()?);
-            let peer = format!("127.0.0.1:{}", free_port()?);
+        let ports = free_ports(2 * n)?;
+        for (id, pair) in (1..=n as u64).zip(ports.chunks(2)) {
+            let client = format!("127.0.0.1:{}", pair[0]);
+            let peer = format!("127.0.0.1:{}", pair[1]);
             members.insert(id, (client, peer));
         }
         let spec = members
@@ -414,8 +425,9 @@ impl Cluster {
     /// [`Cluster::join_node`]. Later restarts run without `--restore`.
     pub fn start_restored(file: &Path, extra: &[&str]) -> Result<Cluster> {
         let dir = test_dir()?;
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        let peer_addr = format!("127.0.0.1:{}", free_port()?);
+        let ports = free_ports(2)?;
+        let addr = format!("127.0.0.1:{}", ports[0]);
+        let peer_addr = format!("127.0.0.1:{}", ports[1]);
         let data_dir = dir.path().join("node1");
         let mut args = vec![
             "--node-id".to_string(),
@@ -452,8 +464,9 @@ impl Cluster {
     /// the cluster through node `via`, with `extra` flags.
     pub fn join_node(&mut self, via: u64, extra: &[&str]) -> Result<u64> {
         let id = self.nodes.len() as u64 + 1;
-        let addr = format!("127.0.0.1:{}", free_port()?);
-        let peer_addr = format!("127.0.0.1:{}", free_port()?);
+        let ports = free_ports(2)?;
+        let addr = format!("127.0.0.1:{}", ports[0]);
+        let peer_addr = format!("127.0.0.1:{}", ports[1]);
         let data_dir = self.dir.path().join(format!("node{id}"));
         let mut args = vec![
             "--node-id".to_string(),

@@ -41,7 +41,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use trireme_client::{Checksum, Client, ClientOptions, NodeStatus};
 
 use crate::harness::Harness;
-use crate::{bin, free_port, wait_for};
+use crate::{bin, free_ports, wait_for};
 use proxy::ProxyNet;
 
 /// The libfaketime library (Debian `faketime`); the thread-safe build.
@@ -745,10 +745,10 @@ impl NetCluster {
                 // cuts are between nodes; clients reach each node directly.
                 let mut upstreams = Vec::new();
                 let mut clients = Vec::new();
-                for id in 1..=n as u64 {
-                    let port = free_port()?;
-                    upstreams.push((id, SocketAddr::from(([127, 0, 0, 1], port))));
-                    clients.push(format!("127.0.0.1:{}", free_port()?));
+                let ports = free_ports(2 * n)?;
+                for (id, pair) in (1..=n as u64).zip(ports.chunks(2)) {
+                    upstreams.push((id, SocketAddr::from(([127, 0, 0, 1], pair[0]))));
+                    clients.push(format!("127.0.0.1:{}", pair[1]));
                 }
                 let proxy = ProxyNet::start(&upstreams).await?;
                 for ((id, up), client) in upstreams.iter().zip(clients) {
