@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use trireme_client::{Checksum, Client, NodeStatus};
 
 use crate::harness::Harness;
@@ -94,19 +94,68 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 ([`free_ports`]).
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(free_ports(1)?[0])
 }
 
-/// `n` distinct free ports on 127.0.0.1: all are held bound until every one
-/// is picked, so that the kernel cannot hand the same port out twice (two
-/// nodes of one cluster given one port is a start that never converges).
+/// `n` distinct free ports on 127.0.0.1 for servers a test starts.
+///
+/// They come from below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`), never from it: a port from that range,
+/// released for a node to bind a moment later, can meanwhile become the
+/// source port of any outgoing connection on the machine (another test's
+/// client, another cluster's peers), and the node then fails to bind, or a
+/// restarted node finds its port taken. One counter per test process walks
+/// the range, so two tests of one binary never get the same port; each
+/// candidate is bound to check that nothing else holds it, and all are held
+/// until every one is picked.
 pub fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let held = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let (low, high) = harness_port_range();
+    let span = high - low;
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    // Start where another test process (the docker tier, a second run) is
+    // unlikely to be.
+    let cursor = next.get_or_insert_with(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        (std::process::id().wrapping_mul(7919) ^ nanos) % span
+    });
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..span {
+        if held.len() == n {
+            break;
+        }
+        let port = (low + *cursor) as u16;
+        *cursor = (*cursor + 1) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    ensure!(
+        held.len() == n,
+        "no {n} free ports between {low} and {high} on 127.0.0.1"
+    );
     held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
+}
+
+/// `[low, high)`: the ports below the ephemeral range, from 10000 up (or the
+/// 8,192 below it when it starts lower than 18,192).
+fn harness_port_range() -> (u32, u32) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_low.clamp(2048, 65535);
+    let low = if high >= 18192 {
+        10000
+    } else {
+        high.saturating_sub(8192).max(1024)
+    };
+    (low, high)
 }
 
 /// Polls `f` until it returns `Ok(Some(v))` or `deadline` passes.
@@ -558,8 +607,13 @@ impl Cluster {
 
     /// Waits until every running node among `ids` agrees on one leader, which is among `ids`
     /// ([`Harness::wait_leader`]).
+    ///
+    /// On timeout the error carries the tail of every node's log (a node
+    /// that could not start says why there).
     pub async fn wait_leader(&self, ids: &[u64], deadline: Duration) -> Result<u64> {
-        Harness::wait_leader(self, ids, deadline).await
+        Harness::wait_leader(self, ids, deadline)
+            .await
+            .with_context(|| format!("the nodes' logs:\n{}", self.logs()))
     }
 
     /// Waits until nodes `ids` have the same applied seqno, checksum and
