@@ -12,7 +12,9 @@
 # any load); BIN_DIR=DIR runs the binaries
 # in DIR (another build, for an A/B comparison) instead of building these.
 # TXN=1 adds a table of contended transactions (64 clients, read-modify-write
-# of 4 keys, over 100 and 10,000 keys, SERIALIZABLE and SNAPSHOT, no retry).
+# of 4 keys, over 100 and 10,000 keys, SERIALIZABLE and SNAPSHOT, no retry);
+# TXN_READS="get_many one_by_one" runs each cell with the keys read in one
+# get_many (the default) and then one get at a time, for an A/B.
 # TLS=1 runs the cluster with TLS on both ports (mutual on the peer port,
 # client certificates required on the client port; certificates made with
 # `trireme-server certs`) and the bench client over TLS; run it with TLS=0
@@ -90,15 +92,19 @@ print(f\"| $clients | $name | {w['ops_per_sec']:.0f} | {l['p50']/1000:.2f} | {l[
 done
 if [ "${TXN:-0}" = 1 ]; then
   echo
-  echo "| clients | keys | isolation | commits/s | abort rate | p50 ms | p99 ms |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| clients | keys | isolation | reads | commits/s | abort rate | p50 ms | p99 ms |"
+  echo "|---|---|---|---|---|---|---|---|"
   for keys in 100 10000; do
     for iso in serializable snapshot; do
-      "$T" "${CLIENT_TLS[@]}" --endpoints "$EP" --json bench --clients 64 --keys "$keys" --txn 4 --isolation "$iso" \
-        --prefix "txn$keys/" --duration "$DURATION" 2>/dev/null | python3 -c "
+      for reads in ${TXN_READS:-get_many}; do
+        READ_FLAG=()
+        [ "$reads" = one_by_one ] && READ_FLAG=(--txn-one-by-one)
+        "$T" "${CLIENT_TLS[@]}" --endpoints "$EP" --json bench --clients 64 --keys "$keys" --txn 4 --isolation "$iso" \
+          "${READ_FLAG[@]}" --prefix "txn$keys/" --duration "$DURATION" 2>/dev/null | python3 -c "
 import json,sys
 w=json.load(sys.stdin); l=w['latency_us']
-print(f\"| 64 | $keys | $iso | {w['ops_per_sec']:.0f} | {w['abort_rate']*100:.1f}% | {l['p50']/1000:.2f} | {l['p99']/1000:.2f} |\")"
+print(f\"| 64 | $keys | $iso | $reads | {w['ops_per_sec']:.0f} | {w['abort_rate']*100:.1f}% | {l['p50']/1000:.2f} | {l['p99']/1000:.2f} |\")"
+      done
     done
   done
 fi

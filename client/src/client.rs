@@ -318,6 +318,22 @@ impl Client {
         self.get_request(request).await
     }
 
+    /// Reads several keys at one seqno in one round trip: for each key, in
+    /// the order given, its value and version, or `None` when it does not
+    /// exist. Returns the seqno they were read at. At most the server's
+    /// `max_scan_limit` keys (10,000 by default).
+    pub async fn get_many<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        consistency: ReadConsistency,
+    ) -> Result<(Vec<Option<Versioned>>, u64)> {
+        let request = proto::GetManyRequest {
+            keys: keys.iter().map(|k| k.as_ref().to_vec()).collect(),
+            read: Some(self.read_options(consistency)),
+        };
+        self.get_many_request(request).await
+    }
+
     /// Writes `value` under `key` unconditionally; returns the commit seqno.
     pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<u64> {
         self.put_request(proto::PutRequest {
@@ -721,6 +737,19 @@ impl Client {
         .await
     }
 
+    /// Reads `keys` at a transaction's snapshot.
+    pub(crate) async fn get_many_at(
+        &self,
+        keys: Vec<Vec<u8>>,
+        snapshot: u64,
+    ) -> Result<Vec<Option<Versioned>>> {
+        let request = proto::GetManyRequest {
+            keys,
+            read: Some(snapshot_read(snapshot)),
+        };
+        Ok(self.get_many_request(request).await?.0)
+    }
+
     /// Scans `[start, end)` at a transaction's snapshot, one page.
     pub(crate) async fn scan_at(
         &self,
@@ -753,6 +782,39 @@ impl Client {
             value: response.value,
             version: response.version,
         }))
+    }
+
+    async fn get_many_request(
+        &self,
+        request: proto::GetManyRequest,
+    ) -> Result<(Vec<Option<Versioned>>, u64)> {
+        let keys = request.keys.clone();
+        let response = self
+            .call(OpKind::Read, move |channel, timeout| {
+                let request = self.with_timeout(request.clone(), timeout);
+                async move { Ok(kv(channel).get_many(request).await?.into_inner()) }
+            })
+            .await?;
+        if response.results.len() != keys.len() {
+            return Err(Error::Other(format!(
+                "protocol error: get_many of {} keys answered with {} results",
+                keys.len(),
+                response.results.len()
+            )));
+        }
+        self.advance_session(response.seqno);
+        let found = keys
+            .into_iter()
+            .zip(response.results)
+            .map(|(key, r)| {
+                r.found.then_some(Versioned {
+                    key,
+                    value: r.value,
+                    version: r.version,
+                })
+            })
+            .collect();
+        Ok((found, response.seqno))
     }
 
     async fn scan_request(&self, request: proto::ScanRequest) -> Result<proto::ScanResponse> {

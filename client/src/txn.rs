@@ -303,6 +303,48 @@ impl Transaction {
         Ok(found.map(|v| v.value))
     }
 
+    /// Reads several keys in one round trip: for each key, in the order
+    /// given, the transaction's own write if any, else the value at the
+    /// snapshot (recorded in the read set, as [`Transaction::get`] records
+    /// it). Keys the transaction wrote are not sent. At most the server's
+    /// `max_scan_limit` keys (10,000 by default).
+    pub async fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        let fetch: Vec<Vec<u8>> = {
+            let state = self.lock();
+            state.ensure_active()?;
+            keys.iter()
+                .map(AsRef::as_ref)
+                .filter(|k| state.buffered(k).is_none())
+                .map(<[u8]>::to_vec)
+                .collect()
+        };
+        let fetched = if fetch.is_empty() {
+            Vec::new()
+        } else {
+            self.client
+                .get_many_at(fetch.clone(), self.snapshot)
+                .await?
+        };
+        let mut state = self.lock();
+        state.ensure_active()?;
+        let mut read: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for (key, found) in fetch.into_iter().zip(fetched) {
+            state.record_read(&key, found.as_ref().map_or(0, |v| v.version));
+            read.insert(key, found.map(|v| v.value));
+        }
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let key = key.as_ref();
+                // Buffered before the read, or by a clone while it was in flight.
+                match state.buffered(key) {
+                    Some(write) => write.map(<[u8]>::to_vec),
+                    None => read.get(key).cloned().flatten(),
+                }
+            })
+            .collect())
+    }
+
     /// Every key with this prefix and its value, as of the snapshot overlaid
     /// with the transaction's own writes; the range joins the read set.
     pub async fn scan(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {

@@ -308,6 +308,63 @@ async fn transactions_read_at_their_snapshot_and_see_their_own_writes() -> TestR
 }
 
 #[tokio::test]
+async fn transaction_get_many_reads_once_at_the_snapshot_over_its_own_writes() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = client(&cluster)?;
+    client.put("m/a", "1").await?;
+    client.put("m/b", "2").await?;
+
+    let tx = client.begin(Isolation::Serializable).await?;
+    let snapshot = tx.snapshot();
+    client.put("m/c", "after").await?; // after the snapshot: invisible
+    tx.put("m/b", "mine")?;
+    tx.delete("m/a")?;
+    tx.put("m/w", "w")?;
+    let got = tx.get_many(&["m/c", "m/a", "m/b", "m/x", "m/c"]).await?;
+    assert_eq!(got, vec![None, None, Some(b"mine".to_vec()), None, None]);
+    // One call, at the snapshot, carrying only the keys not written here.
+    assert_eq!(cluster.nodes[0].count("get_many"), 1);
+    assert_eq!(cluster.nodes[0].count("get"), 0);
+    let read = *cluster.nodes[0]
+        .reads
+        .lock()
+        .expect("lock")
+        .last()
+        .expect("a read");
+    assert_eq!(read.snapshot, Some(snapshot));
+    // Keys all written here: nothing is sent.
+    assert_eq!(
+        tx.get_many(&["m/w", "m/b"]).await?,
+        vec![Some(b"w".to_vec()), Some(b"mine".to_vec())]
+    );
+    assert_eq!(cluster.nodes[0].count("get_many"), 1);
+
+    // The read set holds what came from the server, with the versions seen.
+    let tx2 = client.begin(Isolation::Serializable).await?;
+    let got = tx2.get_many(&["m/b", "m/a", "m/none"]).await?;
+    assert_eq!(got, vec![Some(b"2".to_vec()), Some(b"1".to_vec()), None]);
+    tx2.put("m/z", "z")?;
+    tx2.commit().await?;
+    let sent = cluster.nodes[0]
+        .commits
+        .lock()
+        .expect("lock")
+        .last()
+        .cloned()
+        .expect("sent");
+    let reads: Vec<(Vec<u8>, u64)> = sent.reads.into_iter().map(|r| (r.key, r.version)).collect();
+    assert_eq!(
+        reads,
+        vec![
+            (b"m/a".to_vec(), 1),
+            (b"m/b".to_vec(), 2),
+            (b"m/none".to_vec(), 0)
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn snapshot_isolation_ignores_reads_and_read_only_commits_locally() -> TestResult {
     let cluster = MockCluster::start(1).await?;
     let client = client(&cluster)?;

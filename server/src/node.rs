@@ -48,7 +48,7 @@ use crate::raft::log_store::{LogStats, LogStore};
 use crate::raft::network::{NetworkFactory, Peers};
 use crate::raft::types::{Outcome, Raft, TypeConfig};
 use crate::storage::{Engine, Mvcc, SledEngine, Versioned};
-use crate::txn::{KeyRange, NodeId, Seqno, Value, WriteSet};
+use crate::txn::{Key, KeyRange, NodeId, Seqno, Value, WriteSet};
 
 /// How fresh a read must be (see the `ReadConsistency` enum of the API).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -552,6 +552,51 @@ impl Node {
         Ok((found, at))
     }
 
+    /// Reads several keys at one read seqno, with one read-index round (for
+    /// LINEARIZABLE) and one trip to the blocking pool: each key's newest
+    /// version there, in the order asked, and that seqno. At most
+    /// `max_scan_limit` keys, and at most [`GET_MANY_MAX_BYTES`] of values
+    /// in all: past either the read is refused, naming the limit.
+    pub async fn get_many(
+        &self,
+        keys: Vec<Key>,
+        opts: ReadOptions,
+    ) -> Result<(Vec<Option<(Seqno, Value)>>, Seqno)> {
+        let max = self.config.limits.max_scan_limit;
+        if keys.len() > max {
+            return Err(Error::InvalidInput(format!(
+                "get_many asks for {} keys, over the limit of {max} (max_scan_limit)",
+                keys.len()
+            )));
+        }
+        for key in &keys {
+            self.config.limits.check_key(key)?;
+        }
+        let at = self.read_seqno(opts).await?;
+        let mvcc = self.mvcc.clone();
+        let found = Blocking::run(self.blocking, move || {
+            let mut bytes = 0usize;
+            keys.iter()
+                .map(|key| {
+                    let found = mvcc.get(key, at)?;
+                    bytes += found.as_ref().map_or(0, |(_, v)| v.len() + key.len());
+                    if bytes > GET_MANY_MAX_BYTES {
+                        return Err(Error::InvalidInput(format!(
+                            "get_many of {} keys would return over {} MiB of values, the limit \
+                             of one response: ask for fewer keys",
+                            keys.len(),
+                            GET_MANY_MAX_BYTES >> 20
+                        )));
+                    }
+                    Ok(found)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await??;
+        self.check_horizon(at)?;
+        Ok((found, at))
+    }
+
     /// Scans a range: live pairs at the read seqno, whether more remain, and that seqno.
     pub async fn scan(
         &self,
@@ -887,6 +932,10 @@ impl std::io::Write for ChunkWriter {
 /// How long installing a received snapshot may take (openraft's
 /// `install_snapshot_timeout`): the donor's log is held that long after its
 /// last chunk went out.
+/// The most value and key bytes one [`Node::get_many`] returns: well under
+/// the client port's 80 MiB message limit.
+pub const GET_MANY_MAX_BYTES: usize = 64 << 20;
+
 const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const LEFT_PRIMARY_SETTLE: Duration = Duration::from_millis(500);

@@ -20,7 +20,10 @@ const LAG_BUCKETS: [f64; 10] = [
 ];
 
 /// The client-API methods whose latency is measured.
-pub const METHODS: [&str; 6] = ["get", "scan", "put", "delete", "commit", "begin"];
+/// (gRPC's `GetMany` is `get_many`.)
+pub const METHODS: [&str; 7] = [
+    "get", "get_many", "scan", "put", "delete", "commit", "begin",
+];
 
 /// The methods whose successful requests are commits (a certified write set).
 const WRITE_METHODS: [&str; 3] = ["put", "delete", "commit"];

@@ -223,6 +223,21 @@ async fn users_and_roles_are_enforced_on_every_node() -> Result<()> {
         "alice get",
         "read permission on key \"other/x\"",
     )?;
+    // get_many: one key outside among keys inside refuses the whole read.
+    expect_denied(
+        alice.get_many(&["app/a", "other/x"], LINEAR).await,
+        "alice get_many",
+        "read permission on key \"other/x\"",
+    )?;
+    let (inside_many, _) = alice.get_many(&["app/c", "app/a"], LINEAR).await?;
+    let values: Vec<Option<Vec<u8>>> = inside_many
+        .into_iter()
+        .map(|v| v.map(|v| v.value))
+        .collect();
+    ensure!(
+        values == vec![Some(b"4".to_vec()), Some(b"1".to_vec())],
+        "alice get_many inside: {values:?}"
+    );
     expect_denied(
         alice.put("other/y", "5").await,
         "alice put",
@@ -247,6 +262,12 @@ async fn users_and_roles_are_enforced_on_every_node() -> Result<()> {
     // alongside writes inside (nothing applied).
     let txn = alice.begin(Isolation::Serializable).await?;
     expect_denied(txn.get("other/x").await, "alice txn read", "other/x")?;
+    let txn = alice.begin(Isolation::Serializable).await?;
+    expect_denied(
+        txn.get_many(&["app/a", "other/x"]).await,
+        "alice txn get_many",
+        "other/x",
+    )?;
     let txn = alice.begin(Isolation::Serializable).await?;
     txn.get("app/a").await?;
     txn.put("app/d", "6")?;

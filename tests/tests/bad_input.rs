@@ -101,6 +101,33 @@ async fn over_limit_requests_are_rejected_and_change_nothing() -> Result<()> {
         other => anyhow::bail!("a reserved key read: expected INVALID_ARGUMENT, got {other:?}"),
     }
 
+    // get_many: the key count, an empty key, a reserved key among good ones.
+    let many: Vec<String> = (0..10_001).map(|i| format!("k{i}")).collect();
+    expect_invalid(
+        client
+            .get_many(&many, Default::default())
+            .await
+            .map(|(_, s)| s),
+        "over the limit of 10000 (max_scan_limit)",
+    )?;
+    expect_invalid(
+        client
+            .get_many(&["existing", ""], Default::default())
+            .await
+            .map(|(_, s)| s),
+        "key is empty",
+    )?;
+    expect_invalid(
+        client
+            .get_many(
+                &[b"existing".to_vec(), vec![0xff, 0xff, b'x']],
+                Default::default(),
+            )
+            .await
+            .map(|(_, s)| s),
+        "reserved",
+    )?;
+
     let after = client.checksum().await?;
     ensure!(
         after.checksum == before.checksum,

@@ -695,6 +695,8 @@ mod serial {
         Get(String),
         /// Every key of the round's prefix.
         Scan,
+        /// Several keys in one call (repeats allowed).
+        GetMany(Vec<String>),
     }
 
     /// What one transaction will do.
@@ -772,18 +774,20 @@ mod serial {
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            Read::GetMany(keys) => keys
+                .iter()
+                .filter_map(|k| Some((k.clone(), state.get(k)?.clone())))
+                .collect(),
         }
     }
 
     fn plan(rng: &mut StdRng, prefix: &str, case: usize, i: usize) -> Plan {
         let key = |rng: &mut StdRng| format!("{prefix}k{}", rng.gen_range(0..KEYS));
         let reads: Vec<Read> = (0..rng.gen_range(1..=3))
-            .map(|_| {
-                if rng.gen_bool(0.25) {
-                    Read::Scan
-                } else {
-                    Read::Get(key(rng))
-                }
+            .map(|_| match rng.gen_range(0..8) {
+                0 | 1 => Read::Scan,
+                2 | 3 => Read::GetMany((0..rng.gen_range(1..=3)).map(|_| key(rng)).collect()),
+                _ => Read::Get(key(rng)),
             })
             .collect();
         let mut writes: Vec<(String, Option<String>)> = Vec::new();
@@ -872,6 +876,12 @@ mod serial {
                     pairs
                         .into_iter()
                         .map(|(k, v)| (text(&k), text(&v)))
+                        .collect()
+                }),
+                Read::GetMany(keys) => tx.get_many(keys).await.map(|found| {
+                    keys.iter()
+                        .zip(found)
+                        .filter_map(|(k, v)| Some((k.clone(), text(&v?))))
                         .collect()
                 }),
             };
@@ -994,10 +1004,11 @@ mod serial {
                     "write_conflict" => r.writes(&key),
                     "read_conflict" => {
                         r.plan.isolation == Isolation::Serializable
-                            && r.plan
-                                .reads
-                                .iter()
-                                .any(|x| matches!(x, Read::Get(k) if *k == key))
+                            && r.plan.reads.iter().any(|x| match x {
+                                Read::Get(k) => *k == key,
+                                Read::GetMany(keys) => keys.contains(&key),
+                                Read::Scan => false,
+                            })
                     }
                     "range_conflict" => {
                         r.plan.isolation == Isolation::Serializable
@@ -1166,6 +1177,16 @@ mod serial {
         };
         assert!(check("", &skew(Isolation::Serializable)).is_err());
         assert!(check("", &skew(Isolation::Snapshot)).is_ok());
+        // The same skew with both keys read in one get_many.
+        let both = || Read::GetMany(vec!["x".to_string(), "y".to_string()]);
+        let skew_many = |isolation| {
+            [
+                record(isolation, vec![both()], vec![absent()], "x", 2),
+                record(isolation, vec![both()], vec![absent()], "y", 3),
+            ]
+        };
+        assert!(check("", &skew_many(Isolation::Serializable)).is_err());
+        assert!(check("", &skew_many(Isolation::Snapshot)).is_ok());
         // A read of a value nobody wrote.
         let phantom_value = [record(
             Isolation::Snapshot,

@@ -141,6 +141,8 @@ struct Workload {
     txn: Option<u64>,
     /// Isolation of the transactions.
     isolation: Isolation,
+    /// Read a transaction's keys one `get` at a time, not in one `get_many`.
+    one_by_one: bool,
     /// When to stop starting operations.
     until: Instant,
     /// Successful operations so far, for the progress line.
@@ -200,6 +202,7 @@ pub async fn run(global: &GlobalArgs, args: &BenchArgs) -> Result<Reply> {
         consistency: args.consistency.into(),
         txn: args.txn,
         isolation: args.isolation.into(),
+        one_by_one: args.txn_one_by_one,
         until: start + args.duration,
         ok: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
@@ -294,8 +297,9 @@ async fn worker(client: Client, w: Workload) -> Result<WorkerStats> {
     Ok(stats)
 }
 
-/// One transaction: read each key at the snapshot, write it back (its old
-/// value with one more byte cycled, or `value` when absent), commit once.
+/// One transaction: read the keys at the snapshot (in one `get_many`, or
+/// one by one), write each back (its old value with one more byte cycled, or
+/// `value` when absent), commit once.
 async fn read_modify_write(
     client: &Client,
     w: &Workload,
@@ -303,9 +307,18 @@ async fn read_modify_write(
     value: &[u8],
 ) -> Result<()> {
     let tx = client.begin(w.isolation).await?;
-    for k in keys {
-        let key = format!("{}{}", w.prefix, k);
-        let next = match tx.get(&key).await? {
+    let keys: Vec<String> = keys.map(|k| format!("{}{}", w.prefix, k)).collect();
+    let olds = if w.one_by_one {
+        let mut olds = Vec::with_capacity(keys.len());
+        for key in &keys {
+            olds.push(tx.get(key).await?);
+        }
+        olds
+    } else {
+        tx.get_many(&keys).await?
+    };
+    for (key, old) in keys.into_iter().zip(olds) {
+        let next = match old {
             Some(mut old) if !old.is_empty() => {
                 old.rotate_left(1);
                 old
@@ -379,6 +392,7 @@ fn render(total: &WorkerStats, elapsed: Duration, args: &BenchArgs, json: bool) 
             "keys": args.keys,
             "zipf": args.zipf,
             "txn_keys": args.txn,
+            "txn_reads": args.txn.map(|_| if args.txn_one_by_one { "one_by_one" } else { "get_many" }),
             "isolation": args.txn.map(|_| format!("{:?}", args.isolation).to_lowercase()),
             "commits": total.txns,
             "aborts": aborts,
@@ -502,6 +516,7 @@ mod tests {
             consistency: super::super::ConsistencyArg::Linearizable,
             prefix: "b/".into(),
             txn: None,
+            txn_one_by_one: false,
             isolation: super::super::IsolationArg::Serializable,
             idle_watchers: 0,
             zipf: None,

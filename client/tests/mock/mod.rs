@@ -260,6 +260,30 @@ impl Kv for MockNode {
         }))
     }
 
+    async fn get_many(
+        &self,
+        request: Request<proto::GetManyRequest>,
+    ) -> Result<Response<proto::GetManyResponse>, Status> {
+        self.enter("get_many")?;
+        let req = request.into_inner();
+        let store = self.store.lock().expect("lock");
+        let at = self.read_at(req.read, &store)?;
+        let results = req
+            .keys
+            .iter()
+            .map(|key| {
+                let found = store.read(key, at);
+                proto::GetResponse {
+                    found: found.is_some(),
+                    version: found.as_ref().map_or(0, |(v, _)| *v),
+                    value: found.map(|(_, v)| v).unwrap_or_default(),
+                    seqno: at,
+                }
+            })
+            .collect();
+        Ok(Response::new(proto::GetManyResponse { results, seqno: at }))
+    }
+
     async fn scan(
         &self,
         request: Request<proto::ScanRequest>,

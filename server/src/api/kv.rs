@@ -118,6 +118,40 @@ impl Kv for KvService {
         }))
     }
 
+    async fn get_many(
+        &self,
+        req: Request<pb::GetManyRequest>,
+    ) -> Result<Response<pb::GetManyResponse>, Status> {
+        let access = Access::of(req.extensions()).map_err(to_status)?;
+        let req = req.into_inner();
+        for key in &req.keys {
+            reserved::check_client_key(key).map_err(to_status)?;
+            access.check_key(Kind::Read, key).map_err(to_status)?;
+        }
+        let opts = convert::read_options(req.read).map_err(to_status)?;
+        let (found, seqno) = self
+            .node
+            .get_many(req.keys, opts)
+            .await
+            .map_err(to_status)?;
+        let results = found
+            .into_iter()
+            .map(|found| match found {
+                Some((version, value)) => pb::GetResponse {
+                    found: true,
+                    value,
+                    version,
+                    seqno,
+                },
+                None => pb::GetResponse {
+                    seqno,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::GetManyResponse { results, seqno }))
+    }
+
     async fn scan(
         &self,
         req: Request<pb::ScanRequest>,

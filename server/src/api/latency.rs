@@ -88,10 +88,12 @@ where
 /// The metric name of the gRPC method at `path`, if it is a measured one.
 fn method_of(path: &str) -> Option<&'static str> {
     let name = path.rsplit('/').next()?;
-    METHODS
-        .iter()
-        .copied()
-        .find(|m| m.eq_ignore_ascii_case(name))
+    METHODS.iter().copied().find(|m| {
+        // `get_many` is the label of `GetMany`.
+        m.bytes()
+            .filter(|b| *b != b'_')
+            .eq(name.bytes().map(|b| b.to_ascii_lowercase()))
+    })
 }
 
 /// The wrapped service's response future, recording when it resolves.
@@ -197,6 +199,9 @@ mod tests {
     #[test]
     fn method_names_are_the_metric_labels() {
         assert_eq!(method_of("/trireme.v1.Kv/Begin"), Some("begin"));
+        assert_eq!(method_of("/trireme.v1.Kv/GetMany"), Some("get_many"));
+        assert_eq!(method_of("/trireme.v1.Kv/Get"), Some("get"));
+        assert_eq!(method_of("/trireme.v1.Kv/Get_Many"), None);
         assert_eq!(method_of("/trireme.v1.Kv/Delete"), Some("delete"));
         assert_eq!(method_of("/trireme.v1.Kv/Status"), None);
         assert_eq!(method_of(""), None);
