@@ -9,7 +9,7 @@
 # CLIENTS="64" RATIOS="0" narrow the matrix; KEYS=1000 changes the key count
 # and ZIPF=0.99 chooses keys by Zipf's law (hot keys) instead of uniformly;
 # IDLE=30 also measures the idle cluster's CPU over 30 s (from /proc, before
-# any load); BIN_DIR=DIR runs the binaries
+# any load); each node's resident memory (now and peak) is printed at the end; BIN_DIR=DIR runs the binaries
 # in DIR (another build, for an A/B comparison) instead of building these.
 # TXN=1 adds a table of contended transactions (64 clients, read-modify-write
 # of 4 keys, over 100 and 10,000 keys, SERIALIZABLE and SNAPSHOT, no retry);
@@ -108,3 +108,8 @@ print(f\"| 64 | $keys | $iso | $reads | {w['ops_per_sec']:.0f} | {w['abort_rate'
     done
   done
 fi
+# The nodes' memory after the run: resident now and at peak (from /proc).
+for i in 1 2 3; do
+  p=${PIDS[$((i-1))]}
+  awk -v n="$i" '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "rss: node %s %.0f MiB (peak %.0f MiB)\n", n, r/1024, h/1024}' "/proc/$p/status"
+done
