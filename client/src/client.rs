@@ -737,6 +737,33 @@ impl Client {
         .await
     }
 
+    /// Reads `key` with `consistency` and no snapshot: what a deferred
+    /// transaction's first read does; the seqno served at becomes its snapshot.
+    pub(crate) async fn get_fresh(
+        &self,
+        key: &[u8],
+        consistency: ReadConsistency,
+    ) -> Result<(Option<Versioned>, u64)> {
+        self.get_request_seqno(proto::GetRequest {
+            key: key.to_vec(),
+            read: Some(self.read_options(consistency)),
+        })
+        .await
+    }
+
+    /// [`Client::get_fresh`] for several keys.
+    pub(crate) async fn get_many_fresh(
+        &self,
+        keys: Vec<Vec<u8>>,
+        consistency: ReadConsistency,
+    ) -> Result<(Vec<Option<Versioned>>, u64)> {
+        let request = proto::GetManyRequest {
+            keys,
+            read: Some(self.read_options(consistency)),
+        };
+        self.get_many_request(request).await
+    }
+
     /// Reads `keys` at a transaction's snapshot.
     pub(crate) async fn get_many_at(
         &self,
@@ -769,6 +796,14 @@ impl Client {
     }
 
     async fn get_request(&self, request: proto::GetRequest) -> Result<Option<Versioned>> {
+        Ok(self.get_request_seqno(request).await?.0)
+    }
+
+    /// A get, and the seqno it was served at.
+    async fn get_request_seqno(
+        &self,
+        request: proto::GetRequest,
+    ) -> Result<(Option<Versioned>, u64)> {
         let key = request.key.clone();
         let response = self
             .call(OpKind::Read, move |channel, timeout| {
@@ -777,11 +812,12 @@ impl Client {
             })
             .await?;
         self.advance_session(response.seqno);
-        Ok(response.found.then_some(Versioned {
+        let found = response.found.then_some(Versioned {
             key,
             value: response.value,
             version: response.version,
-        }))
+        });
+        Ok((found, response.seqno))
     }
 
     async fn get_many_request(

@@ -239,7 +239,7 @@ async fn transactions_read_at_their_snapshot_and_see_their_own_writes() -> TestR
     client.put("p/c", "3").await?;
 
     let tx = client.begin(Isolation::Serializable).await?;
-    let snapshot = tx.snapshot();
+    let snapshot = tx.snapshot().expect("begun");
     assert_eq!(snapshot, 3);
     // A write after the snapshot is invisible to the transaction.
     client.put("p/d", "4").await?;
@@ -315,7 +315,7 @@ async fn transaction_get_many_reads_once_at_the_snapshot_over_its_own_writes() -
     client.put("m/b", "2").await?;
 
     let tx = client.begin(Isolation::Serializable).await?;
-    let snapshot = tx.snapshot();
+    let snapshot = tx.snapshot().expect("begun");
     client.put("m/c", "after").await?; // after the snapshot: invisible
     tx.put("m/b", "mine")?;
     tx.delete("m/a")?;
@@ -365,6 +365,69 @@ async fn transaction_get_many_reads_once_at_the_snapshot_over_its_own_writes() -
 }
 
 #[tokio::test]
+async fn a_deferred_transaction_takes_its_snapshot_with_its_first_read() -> TestResult {
+    let cluster = MockCluster::start(1).await?;
+    let client = client(&cluster)?;
+    client.put("d/a", "1").await?;
+    client.put("d/b", "2").await?;
+    let node = &cluster.nodes[0];
+
+    // No round trip at begin; the first get takes the snapshot.
+    let tx = client.begin_deferred(Isolation::Serializable);
+    assert_eq!(tx.snapshot(), None);
+    client.put("d/c", "3").await?; // before the first read: visible
+    assert_eq!(tx.get("d/c").await?, Some(b"3".to_vec()));
+    assert_eq!(tx.snapshot(), Some(3));
+    let first = *node.reads.lock().expect("lock").last().expect("a read");
+    assert_eq!(first.snapshot, None, "the first read is fresh");
+    assert_eq!(
+        first.consistency,
+        proto::ReadConsistency::Linearizable as i32
+    );
+    client.put("d/a", "after").await?; // after the snapshot: invisible
+    let got = tx.get_many(&["d/a", "d/b"]).await?;
+    assert_eq!(got, vec![Some(b"1".to_vec()), Some(b"2".to_vec())]);
+    let second = *node.reads.lock().expect("lock").last().expect("a read");
+    assert_eq!(second.snapshot, Some(3));
+    tx.put("d/z", "z")?;
+    // d/a was written after the snapshot and read: a conflict.
+    let err = tx.commit().await.expect_err("read conflict");
+    assert!(err.is_conflict(), "{err:?}");
+    assert_eq!(node.commits.lock().expect("lock")[0].snapshot, Some(3));
+    assert_eq!(node.count("begin"), 0);
+
+    // get_many as the first read; clones racing it share one snapshot.
+    let tx = client.begin_deferred(Isolation::Serializable);
+    let clone = tx.clone();
+    let (a, b) = tokio::join!(tx.get_many(&["d/a", "d/c"]), clone.get("d/b"));
+    assert_eq!(a?, vec![Some(b"after".to_vec()), Some(b"3".to_vec())]);
+    assert_eq!(b?, Some(b"2".to_vec()));
+    assert_eq!(tx.snapshot(), Some(4));
+    assert_eq!(node.count("begin"), 0);
+
+    // A scan first, or a commit with no read, begins first.
+    let tx = client.begin_deferred(Isolation::Snapshot);
+    assert_eq!(tx.scan("d/").await?.len(), 3);
+    assert_eq!(node.count("begin"), 1);
+    let tx = client.begin_deferred(Isolation::Snapshot);
+    tx.put("d/w", "w")?;
+    let seqno = tx.commit().await?;
+    assert_eq!(node.count("begin"), 2);
+    assert_eq!(tx_snapshot_of_last_commit(&cluster), Some(4));
+    assert_eq!(seqno, 5);
+    Ok(())
+}
+
+fn tx_snapshot_of_last_commit(cluster: &MockCluster) -> Option<u64> {
+    cluster.nodes[0]
+        .commits
+        .lock()
+        .expect("lock")
+        .last()
+        .and_then(|c| c.snapshot)
+}
+
+#[tokio::test]
 async fn snapshot_isolation_ignores_reads_and_read_only_commits_locally() -> TestResult {
     let cluster = MockCluster::start(1).await?;
     let client = client(&cluster)?;
@@ -379,7 +442,7 @@ async fn snapshot_isolation_ignores_reads_and_read_only_commits_locally() -> Tes
 
     let ro = client.begin(Isolation::Serializable).await?;
     ro.get("a").await?;
-    let snapshot = ro.snapshot();
+    let snapshot = ro.snapshot().expect("begun");
     assert_eq!(ro.commit().await?, snapshot);
     assert_eq!(cluster.nodes[0].count("commit"), 1);
     Ok(())

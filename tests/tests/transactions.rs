@@ -252,7 +252,7 @@ mod scenarios {
                 args.reject_next()?;
                 let tx = self.rt.block_on(self.client(node)?.begin(isolation))?;
                 let txn = if raw {
-                    let snapshot = tx.snapshot();
+                    let snapshot = tx.snapshot().context("a begun transaction's snapshot")?;
                     tx.rollback();
                     Txn::Raw(RawTxn {
                         node,
@@ -707,6 +707,8 @@ mod serial {
         isolation: Isolation,
         /// Begin at the node's applied seqno, without a read-index round.
         local_snapshot: bool,
+        /// Begin deferred: the first read (or the commit) takes the snapshot.
+        deferred: bool,
         reads: Vec<Read>,
         /// Distinct keys; `None` deletes.
         writes: Vec<(String, Option<String>)>,
@@ -810,6 +812,7 @@ mod serial {
             })
             .collect();
         writes_before.sort_unstable();
+        let local_snapshot = rng.gen_bool(0.25);
         Plan {
             node: rng.gen_range(0..3),
             isolation: if rng.gen_bool(0.75) {
@@ -817,7 +820,8 @@ mod serial {
             } else {
                 Isolation::Snapshot
             },
-            local_snapshot: rng.gen_bool(0.25),
+            local_snapshot,
+            deferred: !local_snapshot && rng.gen_bool(0.4),
             reads,
             writes,
             writes_before,
@@ -846,6 +850,8 @@ mod serial {
             client
                 .begin_with(plan.isolation, ReadConsistency::Local)
                 .await
+        } else if plan.deferred {
+            Ok(client.begin_deferred(plan.isolation))
         } else {
             client.begin(plan.isolation).await
         };
@@ -853,7 +859,8 @@ mod serial {
             Ok(tx) => tx,
             Err(e) => return unavailable(record, e),
         };
-        record.snapshot = tx.snapshot();
+        // A deferred transaction has its snapshot once it reads (or commits).
+        record.snapshot = tx.snapshot().unwrap_or(0);
         let mut buffered = 0;
         let mut buffer_until = |n: usize| -> Result<()> {
             for (k, v) in &plan.writes[buffered.min(n)..n] {
@@ -889,8 +896,10 @@ mod serial {
                 Ok(seen) => record.observed.push(seen),
                 Err(e) => return unavailable(record, e),
             }
+            record.snapshot = tx.snapshot().unwrap_or(0);
         }
         buffer_until(plan.writes.len())?;
+        let committing = tx.clone();
         record.outcome = match tx.commit().await {
             Ok(seqno) => Ok(seqno),
             Err(e @ (Error::Aborted { .. } | Error::Unavailable(_) | Error::Indeterminate(_))) => {
@@ -898,6 +907,7 @@ mod serial {
             }
             Err(e) => return Err(e).context("commit in a healthy cluster"),
         };
+        record.snapshot = committing.snapshot().unwrap_or(0);
         Ok(record)
     }
 
@@ -1134,6 +1144,7 @@ mod serial {
                 node: 0,
                 isolation,
                 local_snapshot: false,
+                deferred: false,
                 writes_before: vec![0; reads.len()],
                 reads,
                 writes: vec![(key.to_string(), Some(format!("{key}@{seqno}")))],
@@ -1384,7 +1395,11 @@ mod counters {
 
         // A blind write with a stale snapshot: y is written after it.
         let before = clients[1].status().await?.server_retries;
-        let old = clients[1].begin(Isolation::Snapshot).await?.snapshot();
+        let old = clients[1]
+            .begin(Isolation::Snapshot)
+            .await?
+            .snapshot()
+            .context("a begun transaction's snapshot")?;
         clients[2].put("y", "a").await?;
         let request = |server_retry| CommitRequest {
             snapshot: Some(old),

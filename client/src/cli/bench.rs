@@ -297,17 +297,23 @@ async fn worker(client: Client, w: Workload) -> Result<WorkerStats> {
     Ok(stats)
 }
 
-/// One transaction: read the keys at the snapshot (in one `get_many`, or
-/// one by one), write each back (its old value with one more byte cycled, or
-/// `value` when absent), commit once.
+/// One transaction: read the keys (in one `get_many` that also takes the
+/// snapshot, or, the old way, a begin and one `get` per key), write each
+/// back (its old value with one more byte cycled, or `value` when absent),
+/// commit once.
 async fn read_modify_write(
     client: &Client,
     w: &Workload,
     keys: impl Iterator<Item = usize>,
     value: &[u8],
 ) -> Result<()> {
-    let tx = client.begin(w.isolation).await?;
     let keys: Vec<String> = keys.map(|k| format!("{}{}", w.prefix, k)).collect();
+    // The old way begins first; the new takes the snapshot with the read.
+    let tx = if w.one_by_one {
+        client.begin(w.isolation).await?
+    } else {
+        client.begin_deferred(w.isolation)
+    };
     let olds = if w.one_by_one {
         let mut olds = Vec::with_capacity(keys.len());
         for key in &keys {

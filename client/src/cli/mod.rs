@@ -516,13 +516,14 @@ pub struct BenchArgs {
     #[arg(long, default_value = "bench/")]
     pub prefix: String,
     /// Run transactions instead of single reads and writes: each reads this
-    /// many distinct random keys (in one `get_many` call) and writes every
-    /// one of them back (a read-modify-write), once, without retrying;
-    /// aborts are counted, not retried. `--read-ratio` does not apply.
+    /// many distinct random keys (in one `get_many` call, which also takes
+    /// the snapshot) and writes every one of them back (a read-modify-write),
+    /// once, without retrying; aborts are counted, not retried.
+    /// `--read-ratio` does not apply.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub txn: Option<u64>,
-    /// With `--txn`: read the keys one `get` after another instead of in one
-    /// `get_many` (a round trip each; for comparing the two).
+    /// With `--txn`: the old way, a begin then one `get` per key, instead of
+    /// one `get_many` (a round trip each; for comparing the two).
     #[arg(long, requires = "txn")]
     pub txn_one_by_one: bool,
     /// Isolation of the `--txn` transactions.

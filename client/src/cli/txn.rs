@@ -145,7 +145,11 @@ impl TxnSession {
 
     /// Begins the transaction now (if not yet begun); returns its snapshot.
     pub async fn begin(&mut self) -> Result<u64, Error> {
-        Ok(self.transaction().await?.snapshot())
+        // Begun with `Client::begin`, so the snapshot is already taken.
+        self.transaction()
+            .await?
+            .snapshot()
+            .ok_or_else(|| Error::Other("a begun transaction has no snapshot".into()))
     }
 
     async fn transaction(&mut self) -> Result<&Transaction, Error> {
