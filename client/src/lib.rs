@@ -9,11 +9,13 @@
 //! outcome is unknown surfaces as [`Error::Indeterminate`].
 //!
 //! Transactions live in the client, as the server keeps no per-transaction
-//! state: [`Client::begin`] fetches a snapshot seqno, reads are served at that
-//! snapshot, writes are buffered, and [`Transaction::commit`] ships the whole
-//! write set (with the read set and scanned ranges, for SERIALIZABLE) to be
-//! certified. [`Client::transaction`] runs a closure as a transaction and
-//! retries it when certification aborts it.
+//! state: [`Client::begin`] fetches a snapshot seqno (or
+//! [`Client::begin_deferred`] lets the first read take it, in the same round
+//! trip), reads are served at that snapshot ([`Transaction::get_many`] reads
+//! many keys in one call), writes are buffered, and [`Transaction::commit`]
+//! ships the whole write set (with the read set and scanned ranges, for
+//! SERIALIZABLE) to be certified. [`Client::transaction`] runs a closure as a
+//! deferred transaction and retries it when certification aborts it.
 //!
 //! Session consistency: the client remembers the highest seqno it has
 //! committed or read, and [`ReadConsistency::Session`] reads ask the node to
@@ -21,7 +23,8 @@
 //! node.
 //!
 //! CAVEATS:
-//! - No TLS: the server speaks plain HTTP/2. With auth on, set
+//! - TLS is off unless [`ClientOptions::tls`] is set (`https://` endpoints;
+//!   a client certificate when the server asks for one). With auth on, set
 //!   [`ClientOptions::credentials`]: the client authenticates, sends the
 //!   token with every request and authenticates again when it expires.
 //! - Failover is round-robin over the configured endpoints; the client does
