@@ -10,7 +10,7 @@ use super::convert;
 use super::status::to_status;
 use crate::auth::{Access, Kind};
 use crate::node::Node;
-use crate::txn::{reserved, KeyRange, Mutation};
+use crate::txn::{reserved, KeyRange, Mutation, Seqno, Value};
 use crate::watch::Selector;
 
 /// The client API.
@@ -104,18 +104,7 @@ impl Kv for KvService {
         access.check_key(Kind::Read, &req.key).map_err(to_status)?;
         let opts = convert::read_options(req.read).map_err(to_status)?;
         let (found, seqno) = self.node.get(&req.key, opts).await.map_err(to_status)?;
-        Ok(Response::new(match found {
-            Some((version, value)) => pb::GetResponse {
-                found: true,
-                value,
-                version,
-                seqno,
-            },
-            None => pb::GetResponse {
-                seqno,
-                ..Default::default()
-            },
-        }))
+        Ok(Response::new(get_response(found, seqno)))
     }
 
     async fn get_many(
@@ -136,18 +125,7 @@ impl Kv for KvService {
             .map_err(to_status)?;
         let results = found
             .into_iter()
-            .map(|found| match found {
-                Some((version, value)) => pb::GetResponse {
-                    found: true,
-                    value,
-                    version,
-                    seqno,
-                },
-                None => pb::GetResponse {
-                    seqno,
-                    ..Default::default()
-                },
-            })
+            .map(|found| get_response(found, seqno))
             .collect();
         Ok(Response::new(pb::GetManyResponse { results, seqno }))
     }
@@ -341,5 +319,21 @@ async fn drained(mut draining: tokio::sync::watch::Receiver<bool>) {
         if draining.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// One key's answer, read at `seqno`: its newest version there, if any.
+fn get_response(found: Option<(Seqno, Value)>, seqno: Seqno) -> pb::GetResponse {
+    match found {
+        Some((version, value)) => pb::GetResponse {
+            found: true,
+            value,
+            version,
+            seqno,
+        },
+        None => pb::GetResponse {
+            seqno,
+            ..Default::default()
+        },
     }
 }
