@@ -304,6 +304,40 @@ impl Transaction {
             .copied()
     }
 
+    /// A read at the snapshot (`at`). A deferred transaction's first read
+    /// takes the snapshot instead: `fresh` reads with no snapshot, and the
+    /// seqno it was served at becomes the snapshot. A clone's read racing it
+    /// waits for it, then reads `at` the snapshot it took.
+    async fn read_at_snapshot<T, Fresh, FreshFut, At, AtFut>(
+        &self,
+        fresh: Fresh,
+        at: At,
+    ) -> Result<T>
+    where
+        Fresh: FnOnce() -> FreshFut,
+        FreshFut: Future<Output = Result<(T, u64)>>,
+        At: FnOnce(u64) -> AtFut,
+        AtFut: Future<Output = Result<T>>,
+    {
+        if let Some(snapshot) = self.snapshot.get() {
+            return at(*snapshot).await;
+        }
+        let first = Mutex::new(None);
+        let snapshot = *self
+            .snapshot
+            .get_or_try_init(|| async {
+                let (found, seqno) = fresh().await?;
+                *lock(&first) = Some(found);
+                Ok::<_, Error>(seqno)
+            })
+            .await?;
+        let first = lock(&first).take();
+        match first {
+            Some(found) => Ok(found),
+            None => at(snapshot).await,
+        }
+    }
+
     /// The transaction's isolation level.
     pub fn isolation(&self) -> Isolation {
         self.isolation
@@ -325,27 +359,12 @@ impl Transaction {
                 return Ok(write.map(<[u8]>::to_vec));
             }
         }
-        let found = match self.snapshot.get() {
-            Some(snapshot) => self.client.get_at(key, *snapshot).await?,
-            None => {
-                // The first read takes the snapshot; a clone's read racing
-                // it waits for it and reads at the snapshot it took.
-                let first = Mutex::new(None);
-                let snapshot = *self
-                    .snapshot
-                    .get_or_try_init(|| async {
-                        let (found, seqno) = self.client.get_fresh(key, self.consistency).await?;
-                        *lock(&first) = Some(found);
-                        Ok::<_, Error>(seqno)
-                    })
-                    .await?;
-                let first = lock(&first).take();
-                match first {
-                    Some(found) => found,
-                    None => self.client.get_at(key, snapshot).await?,
-                }
-            }
-        };
+        let found = self
+            .read_at_snapshot(
+                || self.client.get_fresh(key, self.consistency),
+                |snapshot| self.client.get_at(key, snapshot),
+            )
+            .await?;
         let mut state = self.lock();
         state.ensure_active()?;
         state.record_read(key, found.as_ref().map_or(0, |v| v.version));
@@ -373,26 +392,12 @@ impl Transaction {
         };
         let fetched = if fetch.is_empty() {
             Vec::new()
-        } else if let Some(snapshot) = self.snapshot.get() {
-            self.client.get_many_at(fetch.clone(), *snapshot).await?
         } else {
-            let first = Mutex::new(None);
-            let snapshot = *self
-                .snapshot
-                .get_or_try_init(|| async {
-                    let (found, seqno) = self
-                        .client
-                        .get_many_fresh(fetch.clone(), self.consistency)
-                        .await?;
-                    *lock(&first) = Some(found);
-                    Ok::<_, Error>(seqno)
-                })
-                .await?;
-            let first = lock(&first).take();
-            match first {
-                Some(found) => found,
-                None => self.client.get_many_at(fetch.clone(), snapshot).await?,
-            }
+            self.read_at_snapshot(
+                || self.client.get_many_fresh(fetch.clone(), self.consistency),
+                |snapshot| self.client.get_many_at(fetch.clone(), snapshot),
+            )
+            .await?
         };
         let mut state = self.lock();
         state.ensure_active()?;

@@ -929,13 +929,13 @@ impl std::io::Write for ChunkWriter {
 
 /// How long a commit waits, once its node left the primary component, for the
 /// batcher to say whether the write set can have reached a log.
-/// How long installing a received snapshot may take (openraft's
-/// `install_snapshot_timeout`): the donor's log is held that long after its
-/// last chunk went out.
 /// The most value and key bytes one [`Node::get_many`] returns: well under
 /// the client port's 80 MiB message limit.
 pub const GET_MANY_MAX_BYTES: usize = 64 << 20;
 
+/// How long installing a received snapshot may take (openraft's
+/// `install_snapshot_timeout`): the donor's log is held that long after its
+/// last chunk went out.
 const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const LEFT_PRIMARY_SETTLE: Duration = Duration::from_millis(500);

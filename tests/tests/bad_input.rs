@@ -139,6 +139,26 @@ async fn over_limit_requests_are_rejected_and_change_nothing() -> Result<()> {
     );
     // Still healthy: it takes a write.
     client.put("after", "ok").await?;
+    // A get_many whose answer would pass 64 MiB is refused, naming the limit;
+    // 63 of the same values are answered.
+    let big: Vec<String> = (0..65).map(|i| format!("big/{i}")).collect();
+    for key in &big {
+        client.put(key.clone(), vec![b'v'; 1 << 20]).await?;
+    }
+    expect_invalid(
+        client
+            .get_many(&big, Default::default())
+            .await
+            .map(|(_, s)| s),
+        "over 64 MiB",
+    )?;
+    let (found, _) = client.get_many(&big[..63], Default::default()).await?;
+    ensure!(
+        found
+            .iter()
+            .all(|v| v.as_ref().is_some_and(|v| v.value.len() == 1 << 20)),
+        "63 values of 1 MiB"
+    );
     cluster.shutdown().await?;
     Ok(())
 }
