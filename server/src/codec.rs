@@ -77,6 +77,9 @@ pub enum Tag {
     MetaParams = 36,
     /// Store metadata: the format of the store itself.
     MetaFormat = 37,
+    /// Store metadata: the applied log id and the verdict chain, together
+    /// (one key, so that an apply written in order cannot tear them apart).
+    MetaTail = 38,
     /// Peer message: `AppendEntries` request.
     AppendEntries = 64,
     /// Peer message: `AppendEntries` reply.
@@ -105,7 +108,7 @@ pub enum Tag {
 
 impl Tag {
     /// Every tag, for decoding.
-    const ALL: [Tag; 27] = [
+    const ALL: [Tag; 28] = [
         Tag::LogEntry,
         Tag::LogTruncate,
         Tag::LogPurge,
@@ -121,6 +124,7 @@ impl Tag {
         Tag::MetaDeparted,
         Tag::MetaParams,
         Tag::MetaFormat,
+        Tag::MetaTail,
         Tag::AppendEntries,
         Tag::AppendEntriesReply,
         Tag::VoteRequest,

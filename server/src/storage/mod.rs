@@ -2,9 +2,12 @@
 //!
 //! A read at snapshot `S` sees, for each key, the newest version with seqno
 //! `<= S`; a delete writes a tombstone version. Versions of one key sort newest
-//! first (see [`keycode`]), so a point read is one seek. Apply writes a whole
-//! log entry's versions, the applied log id and the write-set ids in one atomic
-//! engine batch, so a restart resumes exactly where the store left off.
+//! first (see [`keycode`]), so a point read is one seek. Apply writes a run
+//! of log entries' versions and write-set ids, then the applied log id,
+//! in order ([`Mvcc::apply_in_order`]): a crash keeps a prefix of those
+//! writes, and the state machine applies the run again from the log, reading
+//! nothing above the last applied id, so a restart resumes exactly where the
+//! store left off.
 //!
 //! Garbage collection is local: each node removes versions no snapshot at or
 //! above the certification horizon can see. Certification never depends on
@@ -18,7 +21,7 @@
 //! (`engine`: sled in production, memory in the simulation), the versions,
 //! tombstones, applied log id, write-set ids and snapshot streams stored in
 //! it, and garbage collection. It knows nothing of Raft or certification: it
-//! stores what apply hands it, atomically, and reads at a seqno.
+//! stores what apply hands it, in order or atomically, and reads at a seqno.
 //!
 //! What it may import: `txn` (keys and mutations) and `error`. What it must
 //! never import: `group`, `certify`, `cluster`, `node` or `api`: everything
@@ -288,14 +291,16 @@ impl Mvcc {
         Ok((out, more))
     }
 
-    /// The first key in `range` whose newest version (tombstones included) is newer than `after`.
+    /// The first key in `range` whose newest version at or below `upto`
+    /// (tombstones included) is newer than `after`.
     pub fn first_write_in_range_after(
         &self,
         range: &KeyRange,
         after: Seqno,
+        upto: Seqno,
     ) -> Result<Option<(Key, Seqno)>> {
         let mut found = None;
-        self.visit(range, Seqno::MAX, &mut |key, seqno, _| {
+        self.visit(range, upto, &mut |key, seqno, _| {
             if seqno > after {
                 found = Some((key.to_vec(), seqno));
                 return false;
@@ -434,6 +439,12 @@ impl Mvcc {
     /// Applies engine writes atomically.
     pub fn apply(&self, ops: Vec<BatchOp>) -> Result<()> {
         self.engine.apply(ops)
+    }
+
+    /// Applies engine writes in order, not atomically: a crash keeps a
+    /// prefix of them (see [`Engine::apply_in_order`]).
+    pub fn apply_in_order(&self, ops: Vec<BatchOp>) -> Result<()> {
+        self.engine.apply_in_order(ops)
     }
 
     /// Makes everything applied so far durable.

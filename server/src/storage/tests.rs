@@ -69,11 +69,11 @@ fn scan_returns_live_keys_in_order_with_limit() -> Result<()> {
     assert!(more);
     assert!(two[0].value.is_empty());
     assert_eq!(
-        m.first_write_in_range_after(&KeyRange::prefix(b"b"), 1)?,
+        m.first_write_in_range_after(&KeyRange::prefix(b"b"), 1, Seqno::MAX)?,
         Some((b"b".to_vec(), 2))
     );
     assert_eq!(
-        m.first_write_in_range_after(&KeyRange::prefix(b"a"), 1)?,
+        m.first_write_in_range_after(&KeyRange::prefix(b"a"), 1, Seqno::MAX)?,
         None
     );
     Ok(())

@@ -50,6 +50,10 @@ const META_CHAIN: &str = "chain";
 const META_DEPARTED: &str = "departed";
 const META_PARAMS: &str = "params";
 const META_FORMAT: &str = "format";
+/// The applied log id and the chain in one key: what a restart resumes from.
+/// Older stores have only `applied` and `chain`; a store where those are
+/// ahead of it (written by an older build after this one) resumes from them.
+const META_TAIL: &str = "tail";
 
 /// Decodes store metadata `name`, which must hold a `tag` envelope.
 fn meta<T: serde::de::DeserializeOwned>(mvcc: &Mvcc, name: &str, tag: Tag) -> Result<Option<T>> {
@@ -129,6 +133,14 @@ impl StateMachine {
         let _format: Option<u16> = meta(&mvcc, META_FORMAT, Tag::MetaFormat)?;
         let applied_id: Option<LogId> =
             meta(&mvcc, META_APPLIED, Tag::MetaApplied)?.unwrap_or_default();
+        let chain: u64 = meta(&mvcc, META_CHAIN, Tag::MetaChain)?.unwrap_or(0);
+        // The tail is written before `applied` and `chain` (see `meta_ops`):
+        // when they name the same entry or an older one, the tail is right.
+        let tail: Option<(Option<LogId>, u64)> = meta(&mvcc, META_TAIL, Tag::MetaTail)?;
+        let (applied_id, chain) = match tail {
+            Some((tail_id, tail_chain)) if tail_id >= applied_id => (tail_id, tail_chain),
+            _ => (applied_id, chain),
+        };
         let membership: StoredMembership =
             meta(&mvcc, META_MEMBERSHIP, Tag::MetaMembership)?.unwrap_or_default();
         let files = Arc::new(SnapshotFiles::open(snapshot_path.as_deref())?);
@@ -142,7 +154,6 @@ impl StateMachine {
         } else {
             None
         };
-        let chain: u64 = meta(&mvcc, META_CHAIN, Tag::MetaChain)?.unwrap_or(0);
         let departed: BTreeSet<NodeId> =
             meta(&mvcc, META_DEPARTED, Tag::MetaDeparted)?.unwrap_or_default();
         let params: Option<ClusterParams> = meta(&mvcc, META_PARAMS, Tag::MetaParams)?;
@@ -234,8 +245,16 @@ impl StateMachine {
         self.gc_lock.clone()
     }
 
+    /// The store's metadata writes, the tail first: an apply written in
+    /// order (see `apply_entries`) that a crash cut short keeps either the
+    /// tail of the run before (the run is applied again) or this one, with
+    /// every data write before it.
     fn meta_ops(&self) -> Result<Vec<BatchOp>> {
         let mut ops = vec![
+            Mvcc::meta_op(
+                META_TAIL,
+                codec::encode(Tag::MetaTail, &(self.applied_id, self.chain))?,
+            ),
             Mvcc::meta_op(
                 META_FORMAT,
                 codec::encode(Tag::MetaFormat, &codec::FORMAT_VERSION)?,
@@ -265,6 +284,14 @@ impl StateMachine {
 
     /// Certifies and applies a run of committed entries; one response each.
     pub(crate) fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Response>> {
+        // The store holds what was applied at or below `base`; a write above
+        // it can only be what a crash left of an earlier, in-order write of
+        // this same run (see the end). Every read here stops at `base`, so
+        // applying the run again computes the same verdicts and writes.
+        let base = self.applied_id.map_or(0, |l| l.index);
+        // Membership, departure and parameter changes write metadata outside
+        // the tail: a run that holds one is written atomically.
+        let mut atomic = false;
         let mut responses = Vec::with_capacity(entries.len());
         let mut pending: Pending = BTreeMap::new();
         let mut ops: Vec<BatchOp> = Vec::new();
@@ -285,14 +312,17 @@ impl StateMachine {
             match entry.payload {
                 EntryPayload::Blank => {}
                 EntryPayload::Membership(m) => {
+                    atomic = true;
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                 }
                 EntryPayload::Normal(Request::Depart(id)) => {
+                    atomic = true;
                     tracing::info!(node = id, seqno, "node departed the cluster for good");
                     self.departed.insert(id);
                     self.shared.set_departed(self.departed.clone());
                 }
                 EntryPayload::Normal(Request::Params(change)) => {
+                    atomic = true;
                     self.apply_params(&change, seqno);
                 }
                 EntryPayload::Normal(Request::Batch(write_sets)) => {
@@ -305,12 +335,15 @@ impl StateMachine {
                     for ws in write_sets {
                         let dup = match seen.get(&ws.id) {
                             Some(s) => Some(*s),
-                            None => self.recent.lookup(ws.id, horizon, &self.mvcc)?,
+                            None => self
+                                .recent
+                                .lookup(ws.id, horizon, &self.mvcc)?
+                                .filter(|first| *first <= base),
                         };
                         let outcome = match dup.filter(|s| *s >= horizon) {
                             Some(first) => Outcome::Duplicate(first),
                             None => {
-                                let view = Overlay::new(&self.mvcc, &pending);
+                                let view = Overlay::new(&self.mvcc, &pending, base);
                                 let verdict = self.certifier.certify(&ws, seqno, &view);
                                 view.result()?;
                                 if verdict == Verdict::Commit {
@@ -318,6 +351,7 @@ impl StateMachine {
                                         self.apply_mutation(
                                             m,
                                             seqno,
+                                            base,
                                             &mut pending,
                                             &mut ops,
                                             changes.as_mut(),
@@ -345,7 +379,16 @@ impl StateMachine {
         fail::fail_point!("apply-before-write", |_| Err(Error::Storage(
             "failpoint apply-before-write".into()
         )));
-        self.mvcc.apply(ops)?;
+        // In order, not as one atomic batch (the cost of which sled pays in
+        // IO-thread wake-ups, see `Engine::apply_in_order`): the tail comes
+        // after every data write, so a crash keeps either this run whole or
+        // the previous tail, and the run is applied again from the log,
+        // which is never purged past what `Mvcc::sync` made durable.
+        if atomic {
+            self.mvcc.apply(ops)?;
+        } else {
+            self.mvcc.apply_in_order(ops)?;
+        }
         fail::fail_point!("apply-after-write-before-ack");
         crate::crash_point!("crash-after-apply");
         let applied = self.applied_id.map_or(0, |l| l.index);
@@ -378,6 +421,7 @@ impl StateMachine {
         &self,
         m: &Mutation,
         seqno: Seqno,
+        base: Seqno,
         pending: &mut Pending,
         ops: &mut Vec<BatchOp>,
         changes: Option<&mut Vec<crate::watch::Event>>,
@@ -390,7 +434,7 @@ impl StateMachine {
             Some((_, v, meta)) => v.as_ref().map(|_| *meta),
             None => self
                 .mvcc
-                .newest_meta(key, Seqno::MAX)?
+                .newest_meta(key, base)?
                 .and_then(|(_, v)| v.map(|(_, meta)| meta)),
         };
         let meta = match (value, prev) {
@@ -443,14 +487,17 @@ impl StateMachine {
 struct Overlay<'a> {
     mvcc: &'a Mvcc,
     pending: &'a Pending,
+    /// The store is read at or below this seqno (the run's `base`).
+    base: Seqno,
     error: RefCell<Option<Error>>,
 }
 
 impl<'a> Overlay<'a> {
-    fn new(mvcc: &'a Mvcc, pending: &'a Pending) -> Self {
+    fn new(mvcc: &'a Mvcc, pending: &'a Pending, base: Seqno) -> Self {
         Overlay {
             mvcc,
             pending,
+            base,
             error: RefCell::new(None),
         }
     }
@@ -474,14 +521,18 @@ impl History for Overlay<'_> {
     fn last_write(&self, key: &[u8]) -> Option<Seqno> {
         match self.pending.get(key) {
             Some((s, _, _)) => Some(*s),
-            None => self.keep(self.mvcc.last_write(key)),
+            None => self.keep(
+                self.mvcc
+                    .newest(key, self.base)
+                    .map(|found| found.map(|(s, _)| s)),
+            ),
         }
     }
 
     fn current(&self, key: &[u8]) -> Option<(Seqno, Value)> {
         match self.pending.get(key) {
             Some((s, v, _)) => v.clone().map(|v| (*s, v)),
-            None => self.keep(self.mvcc.get(key, Seqno::MAX)),
+            None => self.keep(self.mvcc.get(key, self.base)),
         }
     }
 
@@ -499,7 +550,10 @@ impl History for Overlay<'_> {
             .range((std::ops::Bound::Included(range.start.clone()), upper))
             .find(|(_, (s, _, _))| *s > after)
             .map(|(k, (s, _, _))| (k.clone(), *s));
-        let from_store = self.keep(self.mvcc.first_write_in_range_after(range, after));
+        let from_store = self.keep(
+            self.mvcc
+                .first_write_in_range_after(range, after, self.base),
+        );
         match (from_pending, from_store) {
             (Some(p), Some(s)) if s.0 < p.0 => Some(s),
             (Some(p), _) => Some(p),
@@ -1033,5 +1087,231 @@ mod tests {
                 (4, b"b".to_vec(), 4, 1, 0),
             ]
         );
+    }
+
+    /// An engine that, when told to, keeps only the first writes of the next
+    /// in-order batch and then fails: what a crash (`kill -9`, or a machine
+    /// crash before a sync) can leave of a run written in order.
+    struct Torn {
+        inner: MemoryEngine,
+        keep: std::sync::Mutex<Option<usize>>,
+        last: std::sync::Mutex<usize>,
+    }
+
+    impl crate::storage::Engine for Torn {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            start: &[u8],
+            end: Option<&[u8]>,
+            f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<()> {
+            self.inner.scan(start, end, f)
+        }
+        fn scan_rev(
+            &self,
+            start: &[u8],
+            end: &[u8],
+            f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        ) -> Result<()> {
+            self.inner.scan_rev(start, end, f)
+        }
+        fn apply(&self, batch: Vec<BatchOp>) -> Result<()> {
+            self.inner.apply(batch)
+        }
+        fn apply_in_order(&self, batch: Vec<BatchOp>) -> Result<()> {
+            *self.last.lock().unwrap() = batch.len();
+            match self.keep.lock().unwrap().take() {
+                None => self.inner.apply(batch),
+                Some(n) => {
+                    self.inner.apply(batch.into_iter().take(n).collect())?;
+                    Err(Error::Storage("crashed mid-apply".into()))
+                }
+            }
+        }
+        fn sync(&self) -> Result<()> {
+            Ok(())
+        }
+        fn size_on_disk(&self) -> u64 {
+            0
+        }
+        fn stage(&self, batch: Vec<BatchOp>) -> Result<()> {
+            self.inner.stage(batch)
+        }
+        fn commit_staged(&self) -> Result<()> {
+            self.inner.commit_staged()
+        }
+        fn discard_staged(&self) -> Result<()> {
+            self.inner.discard_staged()
+        }
+        fn generation(&self) -> u64 {
+            self.inner.generation()
+        }
+    }
+
+    fn dump_all(engine: &dyn crate::storage::Engine) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut all = Vec::new();
+        engine
+            .scan(&[], None, &mut |k, v| {
+                all.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .unwrap();
+        all
+    }
+
+    /// A run is written in order, not atomically (`Engine::apply_in_order`).
+    /// Whatever prefix of its writes a crash keeps, reopening the store and
+    /// applying the entries after its tail again gives the same verdicts, the
+    /// same chain and (once the next run is written) the same store, byte
+    /// for byte, as the run uncut: reads
+    /// during apply stop at the run's base, so the torn writes (versions,
+    /// write-set ids above it) cannot turn a commit into a conflict, a new
+    /// write set into a duplicate, or change a key's metadata.
+    #[test]
+    fn a_run_torn_at_any_write_is_applied_again_to_the_same_state() {
+        let set = |id: TxnId, snapshot: Option<Seqno>, muts: Vec<Mutation>| {
+            let mut ws = WriteSet::blind(1, muts);
+            ws.id = id;
+            ws.snapshot = snapshot;
+            ws
+        };
+        let put_m = |k: &str, v: &str| Mutation::Put {
+            key: k.as_bytes().to_vec(),
+            value: v.as_bytes().to_vec(),
+            lease: 0,
+        };
+        let early = TxnId::random();
+        let first_run = vec![
+            entry(1, vec![put(early, "a"), put(TxnId::random(), "b")]),
+            entry(2, vec![put(TxnId::random(), "c")]),
+        ];
+        let (x, y, z) = (TxnId::random(), TxnId::random(), TxnId::random());
+        let mut reader = set(TxnId::random(), Some(2), vec![put_m("d", "from-reader")]);
+        reader.reads = vec![b"a".to_vec(), b"e".to_vec()];
+        reader.ranges = vec![KeyRange::prefix(b"c")];
+        let mut guarded = set(TxnId::random(), Some(2), vec![put_m("g", "guarded")]);
+        guarded.compares = vec![crate::txn::Compare {
+            key: b"a".to_vec(),
+            condition: crate::txn::Condition::Version(1),
+        }];
+        let second_run = vec![
+            // Certified against the store as it was before the run.
+            entry(
+                3,
+                vec![
+                    set(x, Some(2), vec![put_m("a", "x1"), put_m("e", "x1")]),
+                    reader,
+                    guarded,
+                    put(early, "again"),
+                ],
+            ),
+            entry(
+                4,
+                vec![
+                    set(y, Some(2), vec![put_m("a", "y")]),
+                    set(z, None, vec![Mutation::Delete { key: b"b".to_vec() }]),
+                    put(x, "dup-in-run"),
+                ],
+            ),
+            entry(
+                5,
+                vec![set(TxnId::random(), Some(4), vec![put_m("c", "c5")])],
+            ),
+        ];
+
+        // The next run rewrites all metadata: after it, even the keys an
+        // older build reads (`applied`, `chain`) are equal, not only the tail.
+        let third_run = vec![entry(6, vec![put(TxnId::random(), "f")])];
+        let reference = MemoryEngine::new();
+        let want = {
+            let mvcc = Mvcc::new(Arc::new(reference.clone()));
+            let (mut sm, _) = StateMachine::open(mvcc, Certifier::new(16), None).unwrap();
+            sm.apply_entries(first_run.clone()).unwrap();
+            let r = sm.apply_entries(second_run.clone()).unwrap();
+            let chain = sm.chain;
+            sm.apply_entries(third_run.clone()).unwrap();
+            (r, chain, sm.chain)
+        };
+        let verdicts: Vec<Outcome> = want
+            .0
+            .iter()
+            .flat_map(|r| r.outcomes.iter().map(|(_, o)| o.clone()))
+            .collect();
+        // The run does exercise what a torn write could change.
+        assert!(
+            verdicts.contains(&Outcome::Certified(3, Verdict::Commit)),
+            "{verdicts:?}"
+        );
+        assert!(verdicts.contains(&Outcome::Duplicate(1)), "{verdicts:?}");
+        assert!(verdicts.contains(&Outcome::Duplicate(3)), "{verdicts:?}");
+        assert!(
+            verdicts
+                .iter()
+                .any(|o| matches!(o, Outcome::Certified(4, Verdict::Abort(_)))),
+            "{verdicts:?}"
+        );
+        let want_store = dump_all(&reference);
+
+        let writes = {
+            let torn = Torn {
+                inner: MemoryEngine::new(),
+                keep: Default::default(),
+                last: Default::default(),
+            };
+            let engine = Arc::new(torn);
+            let mvcc = Mvcc::new(engine.clone());
+            let (mut sm, _) = StateMachine::open(mvcc, Certifier::new(16), None).unwrap();
+            sm.apply_entries(first_run.clone()).unwrap();
+            sm.apply_entries(second_run.clone()).unwrap();
+            let n = *engine.last.lock().unwrap();
+            n
+        };
+        assert!(writes > 10, "{writes} writes in the run");
+        for keep in 0..=writes {
+            let engine = Arc::new(Torn {
+                inner: MemoryEngine::new(),
+                keep: Default::default(),
+                last: Default::default(),
+            });
+            let mvcc = Mvcc::new(engine.clone());
+            let (mut sm, _) = StateMachine::open(mvcc.clone(), Certifier::new(16), None).unwrap();
+            sm.apply_entries(first_run.clone()).unwrap();
+            *engine.keep.lock().unwrap() = Some(keep);
+            assert!(sm.apply_entries(second_run.clone()).is_err());
+            drop(sm);
+            // The restart: openraft applies again what follows the tail.
+            let (mut sm, _) = StateMachine::open(mvcc, Certifier::new(16), None).unwrap();
+            let resumed = sm.applied_id.map_or(0, |l| l.index);
+            assert!(
+                resumed == 2 || resumed == 5,
+                "kept {keep}: resumed at {resumed}"
+            );
+            let again: Vec<Entry> = second_run
+                .iter()
+                .filter(|e| e.log_id.index > resumed)
+                .cloned()
+                .collect();
+            if !again.is_empty() {
+                let r = sm.apply_entries(again).unwrap();
+                assert_eq!(r, want.0, "kept {keep} of {writes} writes: verdicts differ");
+            }
+            assert_eq!(
+                sm.chain, want.1,
+                "kept {keep} of {writes} writes: chain differs"
+            );
+            sm.apply_entries(third_run.clone()).unwrap();
+            assert_eq!(
+                sm.chain, want.2,
+                "kept {keep} of {writes} writes: chain differs"
+            );
+            assert_eq!(
+                dump_all(engine.as_ref()),
+                want_store,
+                "kept {keep} of {writes} writes: the store differs"
+            );
+        }
     }
 }
