@@ -1158,14 +1158,24 @@ impl Nemesis {
     /// See [`FaultKind::CrashSnapshotInstall`].
     pub async fn crash_snapshot_install(&mut self) {
         let id = self.follower().await;
-        // Where the follower's log ends when it goes down: it needs a
-        // snapshot once every other node has purged its log past that.
-        let last = match self.cluster.status(id).await {
+        let others: Vec<u64> = self.ids().into_iter().filter(|i| *i != id).collect();
+        // Where the follower's log can end when it goes down: it needs a
+        // snapshot once every other node has purged its log past that. Its
+        // own `last_log_index` is not enough: a follower catching up (after a
+        // restart that replays its store's tail) can have a large append
+        // written but not yet counted when asked, so take the greatest log
+        // end of any node, asked after the kill: no follower's log reaches
+        // past the leader's.
+        let mut last = match self.cluster.status(id).await {
             Ok(s) => s.last_log_index,
             Err(_) => 0,
         };
         self.kill(&[id], "follower, to lag behind a snapshot");
-        let others: Vec<u64> = self.ids().into_iter().filter(|i| *i != id).collect();
+        for o in &others {
+            if let Ok(s) = self.cluster.status(*o).await {
+                last = last.max(s.last_log_index);
+            }
+        }
         let t = Instant::now();
         let mut purged_past = false;
         while t.elapsed() < Duration::from_secs(40) {
