@@ -942,8 +942,9 @@ pub const GET_MANY_MAX_BYTES: usize = 64 << 20;
 /// A point read is a few microseconds when sled has the page cached (one
 /// `pread` of a page when it does not), while the trip to the pool and back
 /// costs two thread wake-ups: measured on a 3-node cluster, LOCAL point reads
-/// at 64 clients went from about 120 to 66 microseconds of server CPU each,
-/// and from 10-11k to 16.5k reads/s (BENCHMARKS.md). Scans and larger
+/// at 64 clients went from 128-130 to 72-73 microseconds of server CPU each,
+/// and from 10.1-10.3k to 15.0-15.2k reads/s (BENCHMARKS.md, the A/B of
+/// 2026-11-30 20:33 UTC). Scans and larger
 /// `get_many`s, which can read many pages, stay on the pool.
 pub const INLINE_READ_KEYS: usize = 64;
 
