@@ -206,7 +206,7 @@ impl LogStore {
         let shared = Arc::new(Shared::default());
         let stats = Arc::new(LogStats::default());
         let (tx, rx) = mpsc::channel();
-        let writer = Writer {
+        let mut writer = Writer {
             dir: dir.to_path_buf(),
             segment_size: segment_size.max(1),
             segments,
@@ -217,6 +217,7 @@ impl LogStore {
             stats: Arc::clone(&stats),
             committed_written: None,
         };
+        writer.preallocate();
         let handle = std::thread::Builder::new()
             .name("trireme-log-writer".into())
             .spawn(move || writer.run(rx))
@@ -853,6 +854,91 @@ mod tests {
         drop(f);
         let mut s = LogStore::open(dir.path()).expect("zero tail is not an error");
         assert_eq!(all(&mut s).await, want);
+    }
+
+    /// The bytes of records at the start of `data`: frames read until the
+    /// first that does not parse (reserved space reads as a zero length).
+    fn records_end(data: &[u8]) -> usize {
+        let mut off = 0;
+        while let Ok((_, n)) = read_frame(&data[off..]) {
+            off += n;
+        }
+        off
+    }
+
+    /// The active segment's space is reserved up front; what a crash leaves
+    /// (the directory copied while the store is open) is reserved space after
+    /// the last record, possibly with a torn record before it. Both read as
+    /// the end of the log; sealed segments never end in reserved space, and a
+    /// clean close cuts the reserve.
+    #[tokio::test]
+    async fn reserved_space_and_a_torn_record_in_it_read_as_the_end_of_the_log() {
+        const SEGMENT: u64 = 4096;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let crash = tempfile::tempdir().expect("tempdir");
+        let mut s = LogStore::open_with_segment_size(dir.path(), SEGMENT).expect("open");
+        for i in 0..150 {
+            s.blocking_append([ent(1, i)]).await.expect("append");
+        }
+        for (_, path) in segment_files(dir.path()) {
+            fs::copy(&path, crash.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+        let segs = segment_files(crash.path());
+        assert!(segs.len() >= 3, "several segments: {segs:?}");
+        let active = &segs.last().expect("a segment").1;
+        assert_eq!(
+            fs::metadata(active).expect("meta").len(),
+            SEGMENT,
+            "the active segment's space is reserved"
+        );
+        for (_, sealed) in &segs[..segs.len() - 1] {
+            let data = fs::read(sealed).expect("read");
+            assert_eq!(
+                records_end(&data),
+                data.len(),
+                "a sealed segment holds records only: {}",
+                sealed.display()
+            );
+        }
+
+        // A record torn by the crash, in the reserved space.
+        let data = fs::read(active).expect("read");
+        let end = records_end(&data);
+        assert!(end > 0 && end < data.len(), "records, then reserve: {end}");
+        let mut torn = Vec::new();
+        encode_record(&mut torn, &RecordRef::Entry(&ent(1, 150))).expect("encode");
+        let f = OpenOptions::new()
+            .write(true)
+            .open(active)
+            .expect("open seg");
+        std::os::unix::fs::FileExt::write_all_at(&f, &torn[..torn.len() / 2], end as u64)
+            .expect("torn write");
+        drop(f);
+
+        let mut c = LogStore::open_with_segment_size(crash.path(), SEGMENT)
+            .expect("reserve and a torn record are the end of the log, not corruption");
+        assert_eq!(all(&mut c).await, ids(1, 0..150));
+        // Appends go where the records end, and survive a crash again.
+        c.blocking_append([ent(2, 150), ent(2, 151)])
+            .await
+            .expect("append");
+        let again = tempfile::tempdir().expect("tempdir");
+        for (_, path) in segment_files(crash.path()) {
+            fs::copy(&path, again.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+        drop(c);
+        let mut want = ids(1, 0..150);
+        want.extend([lid(2, 150), lid(2, 151)]);
+        let mut a = LogStore::open_with_segment_size(again.path(), SEGMENT).expect("reopen");
+        assert_eq!(all(&mut a).await, want);
+
+        // A clean close leaves records only.
+        drop(s);
+        for dir in [dir.path(), crash.path()] {
+            let (_, last) = segment_files(dir).pop().expect("a segment");
+            let data = fs::read(&last).expect("read");
+            assert_eq!(records_end(&data), data.len(), "no reserve after a close");
+        }
     }
 
     #[tokio::test]

@@ -98,8 +98,10 @@ pub(super) fn recover(dir: &Path) -> Result<(Mem, Vec<Segment>, File, u64), Erro
         });
     }
     let active_path = &segments.last().expect("at least one segment").path;
+    // Written at offsets (the writer keeps the end), not in append mode: the
+    // file may hold reserved space past the last record.
     let active = OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(active_path)
         .map_err(|e| storage_err("opening", active_path, e))?;
     let active_size = active
@@ -139,18 +141,30 @@ pub(super) fn replay_segment(
             },
             Err(bad) => bad,
         };
-        let at_tail = match bad {
-            FrameError::Torn => true,
-            FrameError::Crc { end } => end == rest.len(),
-            FrameError::ZeroLength => false,
-        } || rest.iter().all(|&b| b == 0);
+        // Only zeros follow (reserved space the writer had not reached yet),
+        // or a record cut short by a crash and then zeros or the file's end.
+        let reserve = rest.iter().all(|&b| b == 0);
+        let at_tail = reserve
+            || match bad {
+                FrameError::Torn => true,
+                FrameError::Crc { end } => rest[end..].iter().all(|&b| b == 0),
+                FrameError::ZeroLength => false,
+            };
         if is_last && at_tail {
-            tracing::warn!(
-                "log segment {}: cutting a torn tail at offset {off} ({} bytes, {bad:?}): \
-                 an unacknowledged write interrupted by a crash",
-                path.display(),
-                rest.len()
-            );
+            if reserve {
+                tracing::debug!(
+                    "log segment {}: {} bytes of reserved space after offset {off}",
+                    path.display(),
+                    rest.len()
+                );
+            } else {
+                tracing::warn!(
+                    "log segment {}: cutting a torn tail at offset {off} ({} bytes, {bad:?}): \
+                     an unacknowledged write interrupted by a crash",
+                    path.display(),
+                    rest.len()
+                );
+            }
             let f = OpenOptions::new()
                 .write(true)
                 .open(path)
