@@ -16,9 +16,11 @@
 //! (magic, format version, tag) whose tag says which record it is: an entry, a truncation
 //! (`since`) or a purge (a log id). A record in a newer format version or with an unknown
 //! tag is refused at start with an error naming both versions. Recovery replays every segment in
-//! name order and applies the records to rebuild the in-memory log. A torn or CRC-failing
-//! record at the very end of the **last** segment is the tail of a write that was never
-//! acknowledged: the file is cut there. A bad record anywhere else is corruption, and
+//! name order and applies the records to rebuild the in-memory log. The active segment's space
+//! is reserved when it is opened (see `writer`), so the last segment may end in zeros: they are
+//! the end of the log. A torn or CRC-failing record at the very end of the **last** segment
+//! (followed by nothing or by zeros) is the tail of a write that was never acknowledged: the
+//! file is cut there. A bad record anywhere else is corruption, and
 //! [`LogStore::open`] fails with [`Error::InvalidData`] naming the file and offset: the node
 //! must not start and serve divergent data. The active segment rolls over once it passes
 //! the segment size (64 MiB by default); purging deletes the oldest segments whose entries
