@@ -27,7 +27,7 @@ struct MvccHistory<'a>(&'a Mvcc);
 impl History for MvccHistory<'_> {
     fn last_write(&self, key: &[u8]) -> Option<Seqno> {
         self.0
-            .last_write(key)
+            .last_write(key, Seqno::MAX)
             .expect("memory engine reads do not fail")
     }
 

@@ -141,7 +141,7 @@ pub fn replay(requests: Vec<Request>) -> Result<Replayed, String> {
                     out.commits += 1;
                     // Its writes are there (or overwritten later).
                     for m in &ws.mutations {
-                        match a.last_write(m.key()) {
+                        match a.last_write(m.key(), crate::txn::Seqno::MAX) {
                             Ok(Some(s)) if s >= *seqno => {}
                             other => {
                                 return Err(format!(

@@ -205,9 +205,9 @@ impl Mvcc {
         })
     }
 
-    /// Seqno of the newest version of `key`, tombstones included.
-    pub fn last_write(&self, key: &[u8]) -> Result<Option<Seqno>> {
-        Ok(self.newest(key, Seqno::MAX)?.map(|(s, _)| s))
+    /// Seqno of the newest version of `key` at or below `at`, tombstones included.
+    pub fn last_write(&self, key: &[u8], at: Seqno) -> Result<Option<Seqno>> {
+        Ok(self.newest(key, at)?.map(|(s, _)| s))
     }
 
     /// Visits, in key order, the newest version at or below `at` of each key in

@@ -17,7 +17,7 @@ fn reads_see_newest_version_at_or_below_snapshot() -> Result<()> {
     assert_eq!(m.get(b"a", 2)?, Some((1, b"v1".to_vec())));
     assert_eq!(m.get(b"a", 4)?, Some((3, b"v3".to_vec())));
     assert_eq!(m.get(b"a", 5)?, None);
-    assert_eq!(m.last_write(b"a")?, Some(5));
+    assert_eq!(m.last_write(b"a", Seqno::MAX)?, Some(5));
     assert_eq!(m.get(b"a\0", 9)?, None);
     Ok(())
 }
@@ -103,7 +103,7 @@ fn gc_keeps_what_snapshots_above_the_horizon_see() -> Result<()> {
     assert_eq!(removed, 5);
     assert_eq!(m.get(b"k", 3)?, Some((3, b"v3".to_vec())));
     assert_eq!(m.get(b"k", 5)?, Some((5, b"v5".to_vec())));
-    assert_eq!(m.last_write(b"gone")?, None);
+    assert_eq!(m.last_write(b"gone", Seqno::MAX)?, None);
     assert_eq!(m.checksum(5)?, before);
     assert_eq!(m.txn_seqno(crate::txn::TxnId(7))?, None);
     assert_eq!(m.txn_seqno(crate::txn::TxnId(8))?, Some(4));

@@ -521,11 +521,7 @@ impl History for Overlay<'_> {
     fn last_write(&self, key: &[u8]) -> Option<Seqno> {
         match self.pending.get(key) {
             Some((s, _, _)) => Some(*s),
-            None => self.keep(
-                self.mvcc
-                    .newest(key, self.base)
-                    .map(|found| found.map(|(s, _)| s)),
-            ),
+            None => self.keep(self.mvcc.last_write(key, self.base)),
         }
     }
 
