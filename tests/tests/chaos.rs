@@ -1391,8 +1391,11 @@ async fn crash_mid_snapshot_install_then_restart_recovers() -> Result<()> {
     for i in 0..200 {
         writer.put(format!("snap/before/{i}"), "x").await?;
     }
-    let victim_last = cluster.status(victim).await?.last_log_index;
     cluster.kill(victim)?;
+    // The victim's log can hold an append it had not yet counted when asked,
+    // so its own last index may fall short; no follower's log reaches past
+    // the leader's, asked after the kill (as the nemesis' snapshot fault).
+    let victim_last = cluster.status(leader).await?.last_log_index;
     // Log entries (one write each, written one at a time) until the leader
     // has snapshotted and purged its log past the victim's.
     let mut i = 0u64;
