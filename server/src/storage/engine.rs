@@ -330,14 +330,33 @@ impl Engine for MemoryEngine {
         end: Option<&[u8]>,
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        let map = self.read()?;
+        // In chunks, the lock released before `f` sees them, as sled's
+        // iterator holds no lock either: `f` may write to this engine
+        // (garbage collection applies its removals while it scans), which
+        // under a held read lock would wait for itself forever.
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        for (k, v) in map.range::<[u8], _>((Bound::Included(start), upper)) {
-            if !f(k, v) {
-                break;
+        let mut from = Bound::Included(start.to_vec());
+        loop {
+            let chunk: Vec<(Vec<u8>, Vec<u8>)> = self
+                .read()?
+                .range::<[u8], _>((bound_ref(&from), upper))
+                .take(SCAN_CHUNK)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let Some((last, _)) = chunk.last() else {
+                return Ok(());
+            };
+            from = Bound::Excluded(last.clone());
+            let full = chunk.len() == SCAN_CHUNK;
+            for (k, v) in &chunk {
+                if !f(k, v) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     fn scan_rev(
@@ -346,16 +365,30 @@ impl Engine for MemoryEngine {
         end: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
-        let map = self.read()?;
-        for (k, v) in map
-            .range::<[u8], _>((Bound::Included(start), Bound::Included(end)))
-            .rev()
-        {
-            if !f(k, v) {
-                break;
+        // In chunks without the lock, as `scan` does.
+        let mut to = Bound::Included(end.to_vec());
+        loop {
+            let chunk: Vec<(Vec<u8>, Vec<u8>)> = self
+                .read()?
+                .range::<[u8], _>((Bound::Included(start), bound_ref(&to)))
+                .rev()
+                .take(SCAN_CHUNK)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let Some((last, _)) = chunk.last() else {
+                return Ok(());
+            };
+            to = Bound::Excluded(last.clone());
+            let full = chunk.len() == SCAN_CHUNK;
+            for (k, v) in &chunk {
+                if !f(k, v) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     fn apply(&self, batch: Vec<BatchOp>) -> Result<()> {
@@ -412,6 +445,17 @@ impl Engine for MemoryEngine {
 
     fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Entries [`MemoryEngine`]'s scans copy out under the lock at a time.
+const SCAN_CHUNK: usize = 256;
+
+fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
     }
 }
 
