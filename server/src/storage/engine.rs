@@ -317,6 +317,32 @@ impl MemoryEngine {
             .read()
             .map_err(|_| Error::Internal("memory engine lock poisoned".into()))
     }
+
+    /// Feeds `f` the entries `next` copies out under the read lock, a chunk
+    /// at a time from `resume` (then from just past the last entry seen),
+    /// with the lock released while `f` runs. Ends when `f` says so or a
+    /// chunk comes back short.
+    fn scan_chunks(
+        &self,
+        mut resume: Bound<Vec<u8>>,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+        next: impl Fn(&Tree, &Bound<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<()> {
+        loop {
+            let chunk = next(&*self.read()?, &resume);
+            for (k, v) in &chunk {
+                if !f(k, v) {
+                    return Ok(());
+                }
+            }
+            match chunk.last() {
+                Some((last, _)) if chunk.len() == SCAN_CHUNK => {
+                    resume = Bound::Excluded(last.clone());
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
 }
 
 impl Engine for MemoryEngine {
@@ -335,28 +361,12 @@ impl Engine for MemoryEngine {
         // (garbage collection applies its removals while it scans), which
         // under a held read lock would wait for itself forever.
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        let mut from = Bound::Included(start.to_vec());
-        loop {
-            let chunk: Vec<(Vec<u8>, Vec<u8>)> = self
-                .read()?
-                .range::<[u8], _>((bound_ref(&from), upper))
+        self.scan_chunks(Bound::Included(start.to_vec()), f, |map, from| {
+            map.range::<[u8], _>((bound_ref(from), upper))
                 .take(SCAN_CHUNK)
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let Some((last, _)) = chunk.last() else {
-                return Ok(());
-            };
-            from = Bound::Excluded(last.clone());
-            let full = chunk.len() == SCAN_CHUNK;
-            for (k, v) in &chunk {
-                if !f(k, v) {
-                    return Ok(());
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+                .collect()
+        })
     }
 
     fn scan_rev(
@@ -366,29 +376,13 @@ impl Engine for MemoryEngine {
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<()> {
         // In chunks without the lock, as `scan` does.
-        let mut to = Bound::Included(end.to_vec());
-        loop {
-            let chunk: Vec<(Vec<u8>, Vec<u8>)> = self
-                .read()?
-                .range::<[u8], _>((Bound::Included(start), bound_ref(&to)))
+        self.scan_chunks(Bound::Included(end.to_vec()), f, |map, to| {
+            map.range::<[u8], _>((Bound::Included(start), bound_ref(to)))
                 .rev()
                 .take(SCAN_CHUNK)
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let Some((last, _)) = chunk.last() else {
-                return Ok(());
-            };
-            to = Bound::Excluded(last.clone());
-            let full = chunk.len() == SCAN_CHUNK;
-            for (k, v) in &chunk {
-                if !f(k, v) {
-                    return Ok(());
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+                .collect()
+        })
     }
 
     fn apply(&self, batch: Vec<BatchOp>) -> Result<()> {

@@ -110,14 +110,9 @@ fn gc_keeps_what_snapshots_above_the_horizon_see() -> Result<()> {
     Ok(())
 }
 
-/// GC applies its removals while it scans, in batches of 10,000. The memory
-/// engine held its read lock across a scan's callback, so the first batch
-/// waited for that lock forever (found when a benchmark's one-node memory
-/// cluster passed its GC horizon and never shut down).
-#[test]
-fn gc_of_more_than_one_batch_finishes_on_the_memory_engine() -> Result<()> {
-    let m = mem();
-    // 12,000 keys with two versions each: 12,000 removals below the horizon.
+/// Writes keys `k00000`..`k11999` at seqnos 1 (`old`) and 2 (`new`): GC at
+/// a horizon of 2 or more removes 12,000 versions, over one 10,000-op batch.
+fn twelve_thousand_stale_versions(m: &Mvcc) -> Result<()> {
     for chunk in (0..12_000u32).collect::<Vec<_>>().chunks(1_000) {
         let mut ops = Vec::new();
         for i in chunk {
@@ -127,6 +122,17 @@ fn gc_of_more_than_one_batch_finishes_on_the_memory_engine() -> Result<()> {
         }
         m.apply(ops)?;
     }
+    Ok(())
+}
+
+/// GC applies its removals while it scans, in batches of 10,000. The memory
+/// engine held its read lock across a scan's callback, so the first batch
+/// waited for that lock forever (found when a benchmark's one-node memory
+/// cluster passed its GC horizon and never shut down).
+#[test]
+fn gc_of_more_than_one_batch_finishes_on_the_memory_engine() -> Result<()> {
+    let m = mem();
+    twelve_thousand_stale_versions(&m)?;
     let before = m.checksum(3)?;
     let (tx, rx) = std::sync::mpsc::channel();
     let gc = m.clone();
@@ -245,16 +251,8 @@ impl Engine for FailingBigBatches {
 #[test]
 fn a_failed_gc_batch_is_an_error() -> Result<()> {
     let m = Mvcc::new(Arc::new(FailingBigBatches(MemoryEngine::new())));
-    // 12,000 stale versions: the first 10,000-op batch of GC fails mid-scan.
-    for chunk in (0..12_000u32).collect::<Vec<_>>().chunks(1000) {
-        let mut ops = Vec::new();
-        for i in chunk {
-            let key = format!("k{i:05}");
-            ops.push(Mvcc::version_op(key.as_bytes(), 1, Some(b"old")));
-            ops.push(Mvcc::version_op(key.as_bytes(), 2, Some(b"new")));
-        }
-        m.apply(ops)?;
-    }
+    // The first 10,000-op batch of GC fails mid-scan.
+    twelve_thousand_stale_versions(&m)?;
     let err = m.gc(2).expect_err("a failed batch must not report success");
     assert!(err.to_string().contains("no space left"), "{err}");
     // Nothing was removed: every key still reads its newest version.
