@@ -362,7 +362,7 @@ impl Engine for MemoryEngine {
         // under a held read lock would wait for itself forever.
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
         self.scan_chunks(Bound::Included(start.to_vec()), f, |map, from| {
-            map.range::<[u8], _>((bound_ref(from), upper))
+            map.range::<[u8], _>((from.as_ref().map(Vec::as_slice), upper))
                 .take(SCAN_CHUNK)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
@@ -377,7 +377,7 @@ impl Engine for MemoryEngine {
     ) -> Result<()> {
         // In chunks without the lock, as `scan` does.
         self.scan_chunks(Bound::Included(end.to_vec()), f, |map, to| {
-            map.range::<[u8], _>((Bound::Included(start), bound_ref(to)))
+            map.range::<[u8], _>((Bound::Included(start), to.as_ref().map(Vec::as_slice)))
                 .rev()
                 .take(SCAN_CHUNK)
                 .map(|(k, v)| (k.clone(), v.clone()))
@@ -444,14 +444,6 @@ impl Engine for MemoryEngine {
 
 /// Entries [`MemoryEngine`]'s scans copy out under the lock at a time.
 const SCAN_CHUNK: usize = 256;
-
-fn bound_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
-    match b {
-        Bound::Included(k) => Bound::Included(k.as_slice()),
-        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
 
 fn apply_to(map: &mut BTreeMap<Vec<u8>, Vec<u8>>, batch: Vec<BatchOp>) {
     for (k, v) in batch {

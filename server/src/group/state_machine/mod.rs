@@ -574,12 +574,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Certification and sled calls block: a large run goes off the async
         // workers. A small one is applied here, see INLINE_APPLY_MUTATIONS; a
         // panic becomes an error that stops the node, as it does on the pool.
-        if is_small_run(&entries) {
-            let run = std::panic::AssertUnwindSafe(|| self.apply_entries(entries));
-            return match std::panic::catch_unwind(run) {
-                Ok(res) => res.map_err(io_err),
-                Err(_) => Err(io_err("the state machine panicked while applying")),
-            };
+        // Under simulation everything runs here and a panic unwinds, as
+        // `Blocking::Inline` does elsewhere.
+        match self.blocking {
+            Blocking::Inline => return self.apply_entries(entries).map_err(io_err),
+            Blocking::Pool if is_small_run(&entries) => {
+                let run = std::panic::AssertUnwindSafe(|| self.apply_entries(entries));
+                return match std::panic::catch_unwind(run) {
+                    Ok(res) => res.map_err(io_err),
+                    Err(_) => Err(io_err("the state machine panicked while applying")),
+                };
+            }
+            Blocking::Pool => {}
         }
         let mut this = std::mem::replace(self, self.placeholder());
         let (this, res) = Blocking::run(self.blocking, move || {
@@ -765,7 +771,6 @@ impl StateMachine {
     }
 }
 
-/// The certifier `params` define, or the one in force before a cluster has them.
 /// Most mutations in a run applied on the state machine's own task instead
 /// of tokio's blocking pool. Certifying and writing a few mutations to sled's
 /// page cache takes microseconds, while the trip to the pool and back costs
@@ -797,6 +802,7 @@ fn is_small_run(entries: &[Entry]) -> bool {
     true
 }
 
+/// The certifier `params` define, or the one in force before a cluster has them.
 fn effective_certifier(params: Option<&ClusterParams>) -> Certifier {
     params.map_or_else(|| Certifier::new(MIN_CERT_WINDOW), |p| p.certifier())
 }
@@ -814,6 +820,30 @@ mod tests {
             log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Request::Batch(write_sets)),
         }
+    }
+
+    /// Small runs of write sets are applied inline, larger ones and any
+    /// run with a membership change go to the pool.
+    #[test]
+    fn only_small_runs_of_write_sets_are_applied_inline() {
+        let puts = |n: u128| (0..n).map(|i| put(TxnId(i), "k")).collect::<Vec<_>>();
+        assert!(is_small_run(&[]));
+        assert!(is_small_run(&[entry(1, puts(1))]));
+        let limit = INLINE_APPLY_MUTATIONS as u128;
+        assert!(is_small_run(&[
+            entry(1, puts(limit - 1)),
+            entry(2, puts(1))
+        ]));
+        assert!(!is_small_run(&[entry(1, puts(limit)), entry(2, puts(1))]));
+        assert!(!is_small_run(&[entry(1, puts(limit + 1))]));
+        let membership = Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
+            payload: EntryPayload::Membership(openraft::Membership::new(
+                vec![BTreeSet::from([1])],
+                None,
+            )),
+        };
+        assert!(!is_small_run(&[entry(1, puts(1)), membership]));
     }
 
     fn put(id: TxnId, key: &str) -> WriteSet {
