@@ -219,6 +219,13 @@ fn status_fields(node: &Node) -> StatusFields {
         "Voters evicted by this node as leader",
         stats.evictions.load(Ordering::Relaxed),
     );
+    let (pings, attached) = node.cluster().health.counts();
+    f.counter("pings_sent", "Failure-detector pings this node sent", pings);
+    f.counter(
+        "ping_answers_attached",
+        "Failure-detector answers this node took from AppendEntries calls and replies instead of pinging",
+        attached,
+    );
     f
 }
 

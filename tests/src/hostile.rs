@@ -92,6 +92,8 @@ fn raw(payload: Vec<u8>) -> RaftMessage {
     RaftMessage {
         payload,
         data: Vec::new(),
+        health: None,
+        mark: 0,
     }
 }
 

@@ -243,3 +243,92 @@ async fn kill_all_three_and_restart_keeps_every_acknowledged_write() -> Result<(
     cluster.wait_converged(&[1, 2, 3], READY).await?;
     Ok(())
 }
+
+/// A leader and its followers tell each other what the failure detector's
+/// pings would, on the AppendEntries they exchange anyway, and two followers
+/// on one's pings: an idle leader pings no follower, only the follower with
+/// the lower id pings the other, and every node still sees every member up. A stopped follower is seen down, and
+/// the leader pings it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_and_followers_trade_liveness_on_heartbeats_instead_of_pings() -> Result<()> {
+    use std::collections::BTreeMap;
+    use trireme_tests::inproc::InProcCluster;
+
+    // (pings sent, answers taken from AppendEntries) per node.
+    fn counts(c: &InProcCluster) -> BTreeMap<u64, (u64, u64)> {
+        c.nodes
+            .iter()
+            .map(|(id, n)| (*id, n.node.cluster().health.counts()))
+            .collect()
+    }
+    let mut cluster = InProcCluster::start(3, |_| {}).await?;
+    let leader = cluster.wait_leader(READY).await?;
+    cluster.client(leader)?.put("k", "v").await?;
+    let interval = Duration::from_millis(trireme_server::Config::default().ping_interval_ms);
+    // Past the first pings, before any answer was attached.
+    let start = counts(&cluster);
+    wait_for("answers attached in both directions", READY, || {
+        let now = counts(&cluster);
+        let ok = now.iter().all(|(id, c)| c.1 >= start[id].1 + 5);
+        async move { Ok(ok.then_some(())) }
+    })
+    .await?;
+    let before = counts(&cluster);
+    let began = std::time::Instant::now();
+    wait_for("the leader to take 20 more answers", READY, || {
+        let ok = counts(&cluster)[&leader].1 >= before[&leader].1 + 20;
+        async move { Ok(ok.then_some(())) }
+    })
+    .await?;
+    let after = counts(&cluster);
+    let ticks = (began.elapsed().as_millis() / interval.as_millis()) as u64;
+    let pinged = |id: u64| after[&id].0 - before[&id].0;
+    // Without the attached answers: two pings per tick on every node.
+    ensure!(
+        pinged(leader) <= 2,
+        "leader {leader} pinged {} times in {ticks} ping intervals: {before:?} -> {after:?}",
+        pinged(leader)
+    );
+    // Of the two followers, only the lower id pings the other, once a tick.
+    let followers: Vec<u64> = (1..=3u64).filter(|id| *id != leader).collect();
+    let (low, high) = (followers[0], followers[1]);
+    ensure!(
+        pinged(low) >= 1 && pinged(low) <= ticks + 3 && pinged(high) <= 2,
+        "followers {low} and {high} pinged {} and {} times in {ticks} ping intervals (only \
+         {low} should ping, once a tick): {before:?} -> {after:?}",
+        pinged(low),
+        pinged(high)
+    );
+    for id in followers {
+        ensure!(
+            after[&id].1 > before[&id].1,
+            "follower {id} took no attached answer: {before:?} -> {after:?}"
+        );
+    }
+    for (id, n) in &cluster.nodes {
+        let members = n.node.status().members;
+        ensure!(
+            members.len() == 3 && members.iter().all(|m| m.up),
+            "node {id} does not see every member up: {members:?}"
+        );
+    }
+    // Cut off: the leader sees the follower down and pings it again.
+    let stopped = if leader == 3 { 2 } else { 3 };
+    cluster.stop(stopped).await?;
+    let pings = counts(&cluster)[&leader].0;
+    wait_for("the leader to see the stopped follower down", READY, || {
+        let down = cluster.nodes[&leader]
+            .node
+            .status()
+            .members
+            .iter()
+            .any(|m| m.id == stopped && !m.up);
+        async move { Ok(down.then_some(())) }
+    })
+    .await?;
+    ensure!(
+        counts(&cluster)[&leader].0 > pings,
+        "the leader did not ping the follower whose heartbeat replies stopped"
+    );
+    cluster.shutdown().await
+}

@@ -197,7 +197,7 @@ async fn send_raw(addr: &str, payload: Vec<u8>) -> Result<Vec<tonic::Status>> {
     let mut client = RaftClient::connect(format!("http://{addr}")).await?;
     let msg = RaftMessage {
         payload,
-        data: Vec::new(),
+        ..Default::default()
     };
     let mut out = Vec::new();
     match client.forward(msg.clone()).await {

@@ -81,7 +81,10 @@ async fn crafted_peer_messages_are_refused_and_change_nothing() -> Result<()> {
         );
         let mut ping = ClusterClient::connect(format!("http://{client_addr}")).await?;
         let status = ping
-            .ping(pb::PingRequest { from: 9 })
+            .ping(pb::PingRequest {
+                from: 9,
+                ..Default::default()
+            })
             .await
             .expect_err("Ping on the client port");
         ensure!(

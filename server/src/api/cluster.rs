@@ -11,7 +11,7 @@ use trireme_proto::v1::cluster_server::Cluster;
 use super::convert;
 use super::raft::check_peer;
 use super::status::to_status;
-use crate::cluster::{health, membership, params};
+use crate::cluster::{membership, params};
 use crate::node::Node;
 
 /// The admin API.
@@ -168,9 +168,10 @@ impl Cluster for ClusterService {
         // No membership check: an evicted node learns from ping answers
         // that it must rejoin, and an answer changes nothing here.
         check_peer(&self.node, &req, "Ping", Some(req.get_ref().from), false)?;
-        let from = req.into_inner().from;
-        let answer = health::answer(self.node.cluster(), from);
-        Ok(Response::new(convert::ping_response(answer)))
+        Ok(Response::new(crate::cluster::answer_ping(
+            self.node.cluster(),
+            req.into_inner(),
+        )))
     }
 
     async fn campaign(

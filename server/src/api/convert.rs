@@ -2,7 +2,6 @@
 
 use trireme_proto::v1 as pb;
 
-use crate::cluster::snapshot::{Member, PingAnswer};
 use crate::error::{Error, Result};
 use crate::node::{Consistency, ReadOptions};
 use crate::txn::{Compare, Condition, Isolation, KeyRange, Mutation, TxnId, WriteSet};
@@ -138,34 +137,7 @@ pub fn single(mutation: Mutation, if_version: Option<u64>) -> WriteSet {
     ws
 }
 
-/// Members as the wire lists them (`role` is "voter" or "learner").
-pub fn members(members: &[Member]) -> Vec<pb::Member> {
-    members
-        .iter()
-        .map(|m| pb::Member {
-            id: m.id,
-            address: m.address.clone(),
-            client_address: m.client_address.clone(),
-            role: m.role.as_str().into(),
-            up: m.up,
-            stalled: m.stalled,
-        })
-        .collect()
-}
-
-/// A ping answer as the wire carries it.
-pub fn ping_response(a: PingAnswer) -> pb::PingResponse {
-    pb::PingResponse {
-        node_id: a.node_id,
-        applied_seqno: a.applied_seqno,
-        leader_id: a.leader_id,
-        term: a.term,
-        members: members(&a.members),
-        from_departed: a.from_departed,
-        leader_with_quorum: a.leader_with_quorum,
-        client_address: a.client_address,
-    }
-}
+pub use crate::cluster::member_messages as members;
 
 /// The longest key, prefix or range bound a watch takes (bytes).
 const MAX_WATCH_KEY_BYTES: usize = 4096;

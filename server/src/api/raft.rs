@@ -96,18 +96,22 @@ fn reply<T: serde::Serialize + crate::codec::PeerMessage>(
 impl RaftRpc for RaftService {
     async fn append_entries(
         &self,
-        req: Request<RaftMessage>,
+        mut req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc: openraft::raft::AppendEntriesRequest<crate::group::types::TypeConfig> =
             decode(req.get_ref()).map_err(bad)?;
-        check_peer(
-            &self.node,
-            &req,
-            "AppendEntries",
-            vote_node(&rpc.vote),
-            true,
-        )?;
-        reply(&self.node.raft().append_entries(rpc).await)
+        let leader = vote_node(&rpc.vote);
+        check_peer(&self.node, &req, "AppendEntries", leader, true)?;
+        let mut answer = reply(&self.node.raft().append_entries(rpc).await)?;
+        if let Some(leader) = leader {
+            crate::cluster::attached_to_call(
+                self.node.cluster(),
+                leader,
+                req.get_mut(),
+                answer.get_mut(),
+            );
+        }
+        Ok(answer)
     }
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {

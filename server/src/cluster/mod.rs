@@ -10,7 +10,8 @@
 //!   state. Golden scripts in `testscripts/` drive them.
 //! - [`health`]: the failure detector. Every node pings every member every
 //!   `ping_interval_ms` and records when each answered and where its apply
-//!   stood (for flow control, stall detection, and automatic rejoin).
+//!   stood (for flow control, stall detection, and automatic rejoin); a
+//!   leader and its followers attach those answers to AppendEntries instead.
 //! - [`manage`]: the leader's reconciliation loop, acting on
 //!   [`decide::reconcile`] through a [`manage::ClusterView`] (the snapshot and
 //!   the membership changes: [`Handle`] over openraft, or a fake in unit
@@ -54,6 +55,7 @@ pub mod params;
 pub mod primary;
 pub mod replication;
 mod rpc;
+pub use rpc::{answer_ping, attached_to_call, member_messages, ping_response};
 pub mod snapshot;
 pub mod state;
 
@@ -122,6 +124,8 @@ impl Handle {
     /// `join_target`: the member to ask to join through (a fresh node started
     /// with `--join`).
     pub fn spawn_loops(self: &Arc<Self>, join_target: Option<String>) {
+        self.peers
+            .set_health_hook(Arc::new(rpc::AttachedAnswers(Arc::downgrade(self))));
         tokio::spawn(health::ping_loop(Arc::downgrade(self)));
         tokio::spawn(manage::manage_loop(Arc::downgrade(self)));
         tokio::spawn(replication::watch_loop(Arc::downgrade(self)));

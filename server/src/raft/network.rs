@@ -4,7 +4,7 @@
 //! replies carry `Result<Response, RaftError>` the same way.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{
@@ -43,6 +43,22 @@ pub struct Peers {
     pub transfers: Arc<Transfers>,
     /// Makes a channel from a configured endpoint; `None`: tonic's TCP connector.
     connector: Option<Connector>,
+    /// What the failure detector attaches to AppendEntries and takes from
+    /// the replies (set once the failure detector exists).
+    health: Arc<OnceLock<Arc<dyn HealthHook>>>,
+}
+
+/// What the failure detector sends and takes along with AppendEntries: a
+/// leader that hears from a follower through its heartbeats need not also
+/// ping it, nor the follower the leader (see `cluster::health`).
+pub trait HealthHook: Send + Sync {
+    /// Attaches to an AppendEntries call to `target` what the failure
+    /// detector has for it; returns a token that comes back to
+    /// [`HealthHook::answered`] with the reply.
+    fn outgoing(&self, target: u64, msg: &mut RaftMessage) -> u64;
+    /// Takes what `target` attached to its reply to the call `outgoing`
+    /// returned `token` for. Unchecked peer input.
+    fn answered(&self, target: u64, reply: &mut RaftMessage, token: u64);
 }
 
 /// Raft calls to a peer that fail or time out in a row before its channel is replaced.
@@ -155,6 +171,12 @@ impl Peers {
         }
     }
 
+    /// Routes the answers peers attach to AppendEntries replies to `hook`;
+    /// only the first hook set counts.
+    pub fn set_health_hook(&self, hook: Arc<dyn HealthHook>) {
+        let _ = self.health.set(hook);
+    }
+
     /// A Raft-service client for `addr`.
     pub fn raft_client(&self, addr: &str) -> Result<RaftClient<Channel>> {
         Ok(RaftClient::new(self.channel(addr)?)
@@ -168,6 +190,8 @@ pub fn encode<T: Serialize + PeerMessage>(value: &T) -> Result<RaftMessage> {
     Ok(RaftMessage {
         payload: codec::encode(T::TAG, value)?,
         data: Vec::new(),
+        health: None,
+        mark: 0,
     })
 }
 
@@ -248,6 +272,14 @@ impl PeerNetwork {
             .map_err(|e| unreachable(&e))?;
         let mut msg = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         msg.data = data;
+        let health = match kind {
+            Kind::Append => self
+                .peers
+                .health
+                .get()
+                .map(|hook| (hook, hook.outgoing(self.target, &mut msg))),
+            Kind::Vote | Kind::Snapshot => None,
+        };
         let mut request = tonic::Request::new(msg);
         request.set_timeout(option.hard_ttl());
         // Dropped unanswered (openraft's own timeout) counts as a failure.
@@ -273,8 +305,12 @@ impl PeerNetwork {
                 status.to_string(),
             ))),
         })?;
+        let mut reply = reply.into_inner();
+        if let Some((hook, token)) = health {
+            hook.answered(self.target, &mut reply, token);
+        }
         let result: std::result::Result<Resp, E> =
-            decode(reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| {
             RPCError::RemoteError(RemoteError::new_with_node(
                 self.target,
