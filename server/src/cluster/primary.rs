@@ -11,7 +11,8 @@
 //! - A follower is primary while it has word, no older than
 //!   [`Primary::follower_bound`], that its leader is: the moment it first
 //!   sees a leader (which just won a quorum's votes), and then every ping the
-//!   leader answers with `leader_with_quorum`, every forwarded batch it
+//!   leader answers with `leader_with_quorum` (or the same answer attached
+//!   to its AppendEntries), every forwarded batch it
 //!   committed and every read index it confirmed. A ping answered without it, or
 //!   a `Forward`/`ReadIndex` refused with [`PeerError::NonPrimary`], ends that
 //!   at once, until a ping sent afterwards confirms the leader again.
@@ -19,8 +20,9 @@
 //!   leader's heartbeats) is not primary.
 //!
 //! Bound: a node that cannot reach a quorum reports NON_PRIMARY within
-//! `election_timeout_max_ms` plus one ping (`ping_interval_ms` and its round
-//! trip) if it still reaches its leader, and within
+//! `election_timeout_max_ms` plus one heartbeat (the leader's answer rides on
+//! it, see [`super::health`]), and never more than about four pings
+//! (`ping_interval_ms`), if it still reaches its leader, and within
 //! `election_timeout_max_ms + down_after_ms` if it hears the leader but cannot
 //! reach it; a follower cut off from the leader's heartbeats becomes a
 //! candidate within `election_timeout_max_ms`.
