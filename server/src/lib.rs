@@ -29,6 +29,7 @@ pub mod raft;
 pub mod request_metrics;
 pub mod server;
 pub mod storage;
+pub mod ticks;
 pub mod tls;
 pub mod txn;
 pub mod watch;

@@ -326,12 +326,15 @@ pub async fn serve_metrics(node: Weak<Node>, listener: TcpListener) {
     }
 }
 
-/// Samples the apply lag into its histogram until the node is dropped.
+/// Samples the apply lag into its histogram, every [`LAG_SAMPLE_EVERY`] on
+/// the node's grid (so half of its wakes are the pings' too), until the node
+/// is dropped.
 async fn sample_apply_lag(node: Weak<Node>) {
-    let mut tick = tokio::time::interval(LAG_SAMPLE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let Some(grid) = node.upgrade().map(|n| n.cluster().ticks) else {
+        return;
+    };
     loop {
-        tick.tick().await;
+        grid.sleep(LAG_SAMPLE_EVERY).await;
         let Some(node) = node.upgrade() else { return };
         let last_log = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
         let lag = last_log.saturating_sub(node.applied().seqno());

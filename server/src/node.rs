@@ -378,6 +378,7 @@ impl Node {
             replication: Arc::new(crate::cluster::replication::ReplicationWatch::new(
                 Duration::from_millis(config.down_after_ms),
             )),
+            ticks: crate::ticks::Ticks::new(),
         });
         let node = Arc::new(Node {
             config,
@@ -956,15 +957,20 @@ const INSTALL_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 const LEFT_PRIMARY_SETTLE: Duration = Duration::from_millis(500);
 
 /// Logs and counts leader changes.
+///
+/// It watches openraft's server metrics (vote, state, leader, membership),
+/// which change only when one of those does, not its full metrics: the core
+/// publishes those after every pass of its loop, so a watcher of them woke on
+/// every heartbeat, reply and flushed append of every write.
 async fn watch_leader(node: std::sync::Weak<Node>) {
-    let Some(mut rx) = node.upgrade().map(|n| n.raft.metrics()) else {
+    let Some(mut rx) = node.upgrade().map(|n| n.raft.server_metrics()) else {
         return;
     };
     let mut last = None;
     loop {
         let (leader, term, me) = {
             let m = rx.borrow_and_update();
-            (m.current_leader, m.current_term, m.id)
+            (m.current_leader, m.vote.leader_id().get_term(), m.id)
         };
         if leader == Some(me) {
             if let Some(n) = node.upgrade() {
@@ -996,8 +1002,11 @@ async fn watch_leader(node: std::sync::Weak<Node>) {
 /// exceeded until the next snapshot.
 async fn retention_loop(node: std::sync::Weak<Node>) {
     let mut retention = crate::raft::retention::Retention::default();
+    let Some(grid) = node.upgrade().map(|n| n.cluster.ticks) else {
+        return;
+    };
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        grid.sleep(Duration::from_secs(1)).await;
         let Some(n) = node.upgrade() else { return };
         let Some(reader) = &n.log_reader else { return };
         let bytes_cut = match n.config.log_retain_bytes {
@@ -1031,10 +1040,13 @@ async fn retention_loop(node: std::sync::Weak<Node>) {
 
 async fn gc_loop(node: std::sync::Weak<Node>, gc_lock: Arc<tokio::sync::Mutex<()>>) {
     loop {
-        let Some(interval) = node.upgrade().map(|n| n.config.gc_interval_ms) else {
+        let Some((interval, grid)) = node
+            .upgrade()
+            .map(|n| (n.config.gc_interval_ms, n.cluster.ticks))
+        else {
             return;
         };
-        tokio::time::sleep(Duration::from_millis(interval)).await;
+        grid.sleep(Duration::from_millis(interval)).await;
         let Some(n) = node.upgrade() else { return };
         // The seqno first: parameters set at or below it are already published.
         let applied = n.applied.seqno();

@@ -281,7 +281,7 @@ pub fn took_call(handle: &Handle, leader: NodeId, resp: PingAnswer, mark: u64) {
 }
 
 /// Pings every member (and, before this node is a member, the join target)
-/// every `ping_interval_ms`, until the node is dropped.
+/// every `ping_interval_ms`, on the node's grid, until the node is dropped.
 pub async fn ping_loop(handle: Weak<Handle>) {
     loop {
         let Some(h) = handle.upgrade() else { return };
@@ -324,8 +324,9 @@ pub async fn ping_loop(handle: Weak<Handle>) {
                 }
             });
         }
+        let ticks = h.ticks;
         drop(h);
-        tokio::time::sleep(interval).await;
+        ticks.sleep(interval).await;
     }
 }
 

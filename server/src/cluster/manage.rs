@@ -76,11 +76,14 @@ impl ClusterView for Handle {
     }
 }
 
-/// Runs every 500 ms until the node is dropped.
+/// Runs every 500 ms (on the node's grid) until the node is dropped.
 pub async fn manage_loop(handle: Weak<Handle>) {
+    let Some(grid) = handle.upgrade().map(|h| h.ticks) else {
+        return;
+    };
     let mut ticks: u64 = 0;
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        grid.sleep(Duration::from_millis(500)).await;
         let Some(h) = handle.upgrade() else { return };
         ticks += 1;
         let (state, leader) = {

@@ -100,6 +100,8 @@ pub struct Handle {
     pub primary: Arc<Primary>,
     /// Voters the leader cannot replicate to.
     pub replication: Arc<ReplicationWatch>,
+    /// The grid this node's periodic loops sleep on.
+    pub ticks: crate::ticks::Ticks,
 }
 
 impl Handle {

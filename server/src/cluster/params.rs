@@ -25,7 +25,7 @@ pub async fn bootstrap_loop(node: Weak<Handle>) {
         if n.applied.params().is_some() {
             return;
         }
-        let mut metrics = n.raft.metrics();
+        let mut metrics = n.raft.server_metrics();
         let leads = {
             let m = metrics.borrow_and_update();
             m.state == ServerState::Leader && m.current_leader == Some(n.id())

@@ -135,8 +135,8 @@ impl ReplicationWatch {
     }
 }
 
-/// Samples the leader's replication every `ping_interval_ms` until the node
-/// is dropped, and logs when a voter becomes (or stops being) unreplicated.
+/// Samples the leader's replication every `ping_interval_ms` (on the node's
+/// grid, with the pings) until the node is dropped, and logs when a voter becomes (or stops being) unreplicated.
 pub async fn watch_loop(handle: Weak<Handle>) {
     let mut reported: Vec<NodeId> = Vec::new();
     loop {
@@ -154,8 +154,9 @@ pub async fn watch_loop(handle: Weak<Handle>) {
             }
             reported = now;
         }
+        let ticks = h.ticks;
         drop(h);
-        tokio::time::sleep(interval).await;
+        ticks.sleep(interval).await;
     }
 }
 

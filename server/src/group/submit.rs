@@ -249,8 +249,10 @@ impl Submitter {
     }
 
     /// Resolves with the new leader once one other than `leader` is known.
+    /// It watches the server metrics, which change with the leader, not the
+    /// full metrics, which change on every pass of the core's loop.
     async fn leader_moved_from(&self, leader: NodeId) -> NodeId {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.server_metrics();
         loop {
             if let Some(now) = metrics.borrow_and_update().current_leader {
                 if now != leader {

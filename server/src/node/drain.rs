@@ -327,7 +327,7 @@ pub async fn campaign(node: &Node, from: NodeId) -> pb::CampaignResponse {
 /// rolling restart). A whole cluster restarting waits `grace` once, then
 /// elects as before.
 pub async fn quiet_start(raft: crate::raft::types::Raft, me: NodeId, grace: Duration) {
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     let until = Instant::now() + grace;
     loop {
         let why = {

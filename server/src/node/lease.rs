@@ -15,7 +15,9 @@ use crate::txn::{NodeId, Seqno, WriteSet};
 
 /// How often the leader looks for leases whose deadline passed. A lease
 /// outlives its TTL by at most this much (and never falls short of it).
-pub const EXPIRY_TICK: Duration = Duration::from_millis(250);
+/// A divisor of a second and equal to the default `ping_interval_ms`, so
+/// that on the node's grid ([`crate::ticks`]) it wakes with the pings.
+pub const EXPIRY_TICK: Duration = Duration::from_millis(200);
 
 #[tonic::async_trait]
 impl LeaseBackend for Node {
@@ -102,11 +104,15 @@ impl Node {
     }
 }
 
-/// The leader's expiry: every [`EXPIRY_TICK`], removes the leases whose
+/// The leader's expiry: every [`EXPIRY_TICK`] (on the node's grid, so it
+/// wakes with the failure detector's pings), removes the leases whose
 /// deadline passed (a follower only forgets its deadlines). Ends with the node.
 pub(super) async fn expiry_loop(node: std::sync::Weak<Node>) {
+    let Some(grid) = node.upgrade().map(|n| n.cluster.ticks) else {
+        return;
+    };
     loop {
-        tokio::time::sleep(EXPIRY_TICK).await;
+        grid.sleep(EXPIRY_TICK).await;
         let Some(n) = node.upgrade() else { return };
         if let Err(e) = n.leases().expire_due().await {
             tracing::warn!(error = %e, "lease expiry pass failed; trying again");
