@@ -104,7 +104,8 @@ impl Drain {
     }
 
     /// Records that this node leads in `term` (the node's leader watch calls
-    /// it on every change of its Raft metrics).
+    /// it on every change of openraft's server metrics: vote, state, leader,
+    /// membership).
     pub fn leading(&self, term: u64) {
         let mut led = self.led.lock().expect("drain lock");
         if led.is_none_or(|(t, _)| t != term) {
