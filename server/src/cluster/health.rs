@@ -64,13 +64,24 @@ struct PeerHealth {
 /// fails.
 const MARKS_KEPT: usize = 64;
 
+/// A mark this node attached to a reply or ping answer.
+#[derive(Clone, Copy, Debug)]
+struct Mark {
+    mark: u64,
+    /// The peer it went to: only that peer's echo of it counts.
+    to: NodeId,
+    at: Instant,
+    /// This node's applied seqno then.
+    head: Seqno,
+}
+
 /// Liveness and progress of every peer, as seen from this node.
 #[derive(Debug, Default)]
 pub struct Health {
     peers: Mutex<BTreeMap<NodeId, PeerHealth>>,
-    /// The marks this node attached to replies: the mark, when, and its
-    /// applied seqno then; the newest last.
-    marks: Mutex<std::collections::VecDeque<(u64, Instant, Seqno)>>,
+    /// The marks this node attached to replies and ping answers, the
+    /// newest last.
+    marks: Mutex<std::collections::VecDeque<Mark>>,
     /// Pings this node sent.
     pings_sent: AtomicU64,
     /// Answers that came attached to AppendEntries replies instead.
@@ -140,21 +151,29 @@ impl Health {
             p.marked_at = Some(now);
         }
         let mut marks = self.marks.lock().expect("health lock");
-        let mark = marks.back().map_or(1, |(m, _, _)| m + 1);
-        marks.push_back((mark, now, head));
+        let mark = marks.back().map_or(1, |m| m.mark + 1);
+        marks.push_back(Mark {
+            mark,
+            to: id,
+            at: now,
+            head,
+        });
         if marks.len() > MARKS_KEPT {
             marks.pop_front();
         }
         Some(mark)
     }
 
-    /// When this node attached `mark`, and its applied seqno then.
-    fn sent_mark(&self, mark: u64) -> Option<(Instant, Seqno)> {
+    /// When this node attached `mark` to a reply or answer to `from`, and
+    /// its applied seqno then. A mark made for another peer is not `from`'s
+    /// to echo: `from` never received it, so its echo proves nothing about
+    /// when `from` answered.
+    fn sent_mark(&self, from: NodeId, mark: u64) -> Option<(Instant, Seqno)> {
         let marks = self.marks.lock().expect("health lock");
         marks
             .iter()
-            .find(|(m, _, _)| *m == mark)
-            .map(|(_, at, head)| (*at, *head))
+            .find(|m| m.mark == mark && m.to == from)
+            .map(|m| (m.at, m.head))
     }
 
     /// The latest mark `id` attached, if a call or ping to it is due to carry
@@ -237,19 +256,25 @@ pub fn reply_attachment(handle: &Handle, leader: NodeId) -> Option<(PingAnswer, 
     Some((answer(handle, leader), mark))
 }
 
+/// How often at most an answer is attached to a peer's calls or replies:
+/// half a ping interval.
+fn attach_every(handle: &Handle) -> Duration {
+    Duration::from_millis(handle.config.ping_interval_ms) / 2
+}
+
 /// A new mark for this node's reply or ping answer to `to`, when due (at
 /// most every half ping interval).
 pub fn reply_mark(handle: &Handle, to: NodeId) -> Option<u64> {
-    let every = Duration::from_millis(handle.config.ping_interval_ms) / 2;
-    handle.health.reply_mark(to, every, handle.applied.seqno())
+    handle
+        .health
+        .reply_mark(to, attach_every(handle), handle.applied.seqno())
 }
 
 /// This node's answer and the latest mark from `follower` to attach to an
 /// AppendEntries call (or a ping) to it, when due (at most every half ping
 /// interval, and only once the follower has sent a mark).
 pub fn call_attachment(handle: &Handle, follower: NodeId) -> Option<(PingAnswer, u64)> {
-    let every = Duration::from_millis(handle.config.ping_interval_ms) / 2;
-    let mark = handle.health.call_due(follower, every)?;
+    let mark = handle.health.call_due(follower, attach_every(handle))?;
     Some((answer(handle, follower), mark))
 }
 
@@ -266,10 +291,10 @@ pub fn took_reply(handle: &Handle, follower: NodeId, resp: PingAnswer, mark: u64
 
 /// `leader`'s answer attached to a call (or a ping), echoing `mark`: the
 /// answer to a ping sent when this node made that mark. An echo of a mark
-/// this node no longer remembers (or never made) tells it nothing about when
-/// the answer was made, so the answer is dropped.
+/// this node no longer remembers, never made, or made for another peer tells
+/// it nothing about when the answer was made, so the answer is dropped.
 pub fn took_call(handle: &Handle, leader: NodeId, resp: PingAnswer, mark: u64) {
-    let Some((asked, head)) = handle.health.sent_mark(mark) else {
+    let Some((asked, head)) = handle.health.sent_mark(leader, mark) else {
         return;
     };
     if resp.leader_id == leader {
@@ -386,16 +411,18 @@ mod tests {
         );
         tokio::time::advance(every).await;
         assert_eq!(h.reply_mark(2, every, 9), Some(3));
-        assert_eq!(h.sent_mark(1), Some((first, 7)));
-        assert_eq!(h.sent_mark(2), Some((first, 8)));
-        assert_eq!(h.sent_mark(3), Some((first + every, 9)));
-        assert_eq!(h.sent_mark(4), None, "a mark never made");
+        assert_eq!(h.sent_mark(2, 1), Some((first, 7)));
+        assert_eq!(h.sent_mark(3, 2), Some((first, 8)));
+        assert_eq!(h.sent_mark(2, 3), Some((first + every, 9)));
+        assert_eq!(h.sent_mark(2, 4), None, "a mark never made");
+        assert_eq!(h.sent_mark(3, 1), None, "a mark made for another peer");
+        assert_eq!(h.sent_mark(2, 2), None, "a mark made for another peer");
         for _ in 0..MARKS_KEPT {
             tokio::time::advance(every).await;
             assert!(h.reply_mark(2, every, 10).is_some());
         }
-        assert_eq!(h.sent_mark(3), None, "the oldest marks are forgotten");
-        assert!(h.sent_mark(3 + MARKS_KEPT as u64).is_some());
+        assert_eq!(h.sent_mark(2, 3), None, "the oldest marks are forgotten");
+        assert!(h.sent_mark(2, 3 + MARKS_KEPT as u64).is_some());
     }
 
     #[tokio::test(start_paused = true)]
